@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:  make demo  |  make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test install bench clean
+
+$(BIN)/synchub: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/synchub
+
+install: $(BIN)/synchub
+
+# Sync the bundled demo data into var/demo.db and write var/export/kunden_bereinigt.csv.
+demo: install
+	$(BIN)/synchub --config config/demo.yaml sync
+
+# The whole test suite, SQLite and PostgreSQL (127.0.0.1:5432, database test).
+test: install
+	$(BIN)/ruff check synchub plugins tests bench
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/sync_bench.py --records 10000 100000
+
+clean:
+	rm -rf var bench/out .pytest_cache

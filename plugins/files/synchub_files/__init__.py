@@ -1,0 +1,241 @@
+"""The files connector: CSV files in a folder (local disk; SFTP goes through the same interface).
+
+Inbound, a stream reads every file matching ``pattern``; each file is remembered by path,
+size, modification time and content hash, so an unchanged file is never read twice and a
+changed one is read again whole (unchanged rows cost nothing: the engine upserts by content hash).
+Outbound, a stream writes one CSV file as a snapshot of the golden records, atomically.
+
+    connections:
+      shop:
+        connector: files
+        settings: {path: ../demo/data}
+        streams:
+          customers:
+            mapping: shop_kunden
+            settings: {pattern: "shop_kunden*.csv", primary_key: [Kundennr]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from synchub.connector import (
+    Checkpoint,
+    CheckResult,
+    Connector,
+    ConnectorSettings,
+    OutRecord,
+    ReadItem,
+    Record,
+    Rejected,
+    Stream,
+    StreamSettings,
+    WriteResult,
+)
+from synchub.plugins import hookimpl
+
+from synchub_files.csvio import (
+    EXCEL_DE,
+    CsvFileError,
+    CsvRowError,
+    CsvWriteOptions,
+    detect_dialect,
+    iter_rows,
+    write_rows,
+)
+from synchub_files.fs import FileSystem, LocalFileSystem, PathEscapeError, check_relative
+
+_HEAD = 64 * 1024
+_CHUNK = 1024 * 1024
+
+
+class FilesSettings(ConnectorSettings):
+    path: str = Field(description="Base folder; relative paths start at the config file's folder.")
+    max_file_bytes: int = Field(default=2 * 1024**3, ge=1, description="Larger files are rejected whole.")
+
+
+class FileStreamSettings(StreamSettings):
+    # inbound
+    pattern: str | None = Field(default=None, description="Glob of files to read, relative to path.")
+    primary_key: list[str] = Field(default_factory=list, description="Column(s) that identify a row.")
+    encoding: str | None = Field(default=None, description="Default: sniffed (BOM, UTF-8, else cp1252).")
+    delimiter: str | None = Field(default=None, description="Default: sniffed among ; , tab |.")
+    strict_columns: bool = True
+    # outbound
+    file: str | None = Field(default=None, description="File to write, relative to path.")
+    dialect: Literal["default", "excel-de", "excel-de-cp1252"] = "default"
+    out_delimiter: str | None = None
+    out_encoding: str | None = None
+    escape_formulas: bool = True
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("pattern", "file")
+    @classmethod
+    def _relative(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                check_relative(v)
+            except PathEscapeError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _in_or_out(self) -> FileStreamSettings:
+        if (self.pattern is None) == (self.file is None):
+            raise ValueError("a files stream needs exactly one of pattern (to read) or file (to write)")
+        if self.pattern is not None and not self.primary_key:
+            raise ValueError("a stream that reads files needs primary_key (the column(s) that identify a row)")
+        return self
+
+    def write_options(self) -> CsvWriteOptions:
+        base = {"default": CsvWriteOptions(), "excel-de": EXCEL_DE,
+                "excel-de-cp1252": CsvWriteOptions(delimiter=";", encoding="cp1252")}[self.dialect]
+        return CsvWriteOptions(
+            delimiter=self.out_delimiter or base.delimiter,
+            encoding=self.out_encoding or base.encoding,
+            bom=base.bom if not self.out_encoding else False,
+            line_terminator=base.line_terminator,
+            escape_formulas=self.escape_formulas,
+        )
+
+
+class CsvReadStream(Stream):
+    """Reads rows of every file matching the pattern, once per file version."""
+
+    def __init__(self, name: str, fs: FileSystem, settings: FileStreamSettings, max_bytes: int):
+        self.name = name
+        self.fs = fs
+        self.settings = settings
+        self.max_bytes = max_bytes
+        self.primary_key = tuple(settings.primary_key)
+        self.cursor_field = None
+
+    def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
+        assert self.settings.pattern is not None
+        seen: dict[str, Any] = dict((state or {}).get("files", {}))
+        for info in self.fs.list(self.settings.pattern):
+            prev = seen.get(info.path)
+            if prev and prev.get("size") == info.size and prev.get("mtime") == info.mtime:
+                continue
+            version = {"size": info.size, "mtime": info.mtime}
+            if info.size > self.max_bytes:
+                yield Rejected(ref=info.path, reason=f"file is {info.size} bytes, over the limit of {self.max_bytes}")
+                seen[info.path] = {**version, "rejected": "too large"}
+                yield Checkpoint({"files": dict(seen)})
+                continue
+            digest = self._hash(info.path)
+            version["sha256"] = digest
+            if prev and prev.get("sha256") == digest:  # touched, not changed
+                seen[info.path] = version
+                yield Checkpoint({"files": dict(seen)})
+                continue
+            observed = datetime.fromtimestamp(info.mtime, tz=timezone.utc)
+            yield from self._rows(info.path, observed)
+            seen[info.path] = version
+            yield Checkpoint({"files": dict(seen)})
+
+    def _hash(self, path: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open_read(path) as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def _rows(self, path: str, observed: datetime) -> Iterator[ReadItem]:
+        with self.fs.open_read(path) as fh:
+            head = fh.read(_HEAD)
+            fh.seek(0)
+            try:
+                dialect = detect_dialect(head, encoding=self.settings.encoding, delimiter=self.settings.delimiter)
+                for row in iter_rows(fh, dialect, source=path, strict_columns=self.settings.strict_columns):
+                    if isinstance(row, CsvRowError):
+                        yield Rejected(ref=f"{path}:{row.line}", reason=row.reason, raw=row.raw)
+                    else:
+                        yield Record(row.values, ref=f"{path}:{row.line}", observed_at=observed)
+            except CsvFileError as exc:
+                yield Rejected(ref=path, reason=str(exc))
+
+
+class CsvWriteStream(Stream):
+    """Writes the golden records as one CSV file, replaced atomically on every change."""
+
+    write_mode = "snapshot"
+
+    def __init__(self, name: str, fs: FileSystem, settings: FileStreamSettings):
+        self.name = name
+        self.fs = fs
+        self.settings = settings
+
+    def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
+        assert self.settings.file is not None
+        results: list[WriteResult] = []
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for rec in records:
+                results.append(WriteResult(rec.golden_id, ok=True))
+                yield rec.data
+
+        with self.fs.write_atomic(self.settings.file) as fh:
+            write_rows(fh, fields, rows(), self.settings.write_options())
+        yield from results
+
+    def target_exists(self) -> bool:
+        assert self.settings.file is not None
+        return self.fs.exists(self.settings.file)
+
+    def describe_target(self) -> str | None:
+        assert self.settings.file is not None
+        return self.fs.describe(self.settings.file)
+
+
+class FilesConnector(Connector):
+    """CSV files in a local folder."""
+
+    name = "files"
+    Settings = FilesSettings
+    StreamSettings = FileStreamSettings
+
+    def filesystem(self) -> FileSystem:
+        settings: FilesSettings = self.settings  # type: ignore[assignment]
+        return LocalFileSystem(self.context.base_dir / settings.path)
+
+    def streams(self) -> dict[str, Stream]:
+        fs = self.filesystem()
+        settings: FilesSettings = self.settings  # type: ignore[assignment]
+        out: dict[str, Stream] = {}
+        for name, ss in self.context.stream_settings.items():
+            assert isinstance(ss, FileStreamSettings)
+            if ss.pattern is not None:
+                out[name] = CsvReadStream(name, fs, ss, settings.max_file_bytes)
+            else:
+                out[name] = CsvWriteStream(name, fs, ss)
+        return out
+
+    def check(self) -> CheckResult:
+        fs = self.filesystem()
+        lines, ok = [], True
+        for name, stream in self.streams().items():
+            if isinstance(stream, CsvReadStream):
+                try:
+                    files = fs.list(stream.settings.pattern or "")
+                    lines.append(f"{name}: read {len(files)} file(s) matching {stream.settings.pattern}")
+                except OSError as exc:
+                    ok = False
+                    lines.append(f"{name}: cannot list files: {exc}")
+            else:
+                lines.append(f"{name}: write {stream.describe_target()}")
+        return CheckResult(ok, lines)
+
+
+@hookimpl
+def register_connectors() -> list[type[Connector]]:
+    return [FilesConnector]

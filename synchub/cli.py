@@ -1,0 +1,373 @@
+"""The ``synchub`` command line (typer + rich). Every listing command takes ``--json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synchub.errors import ConfigError, StoreError, SynchubError
+from synchub.redact import install_log_redaction, redact
+
+app = typer.Typer(help="synchub: keep customer data in sync across CRM, email, shop and files.", no_args_is_help=True)
+runs_app = typer.Typer(help="Recent sync runs.", invoke_without_command=True)
+customers_app = typer.Typer(help="Golden customer records.", no_args_is_help=True)
+conflicts_app = typer.Typer(help="Conflicts the merge rules could not decide, for review.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(customers_app, name="customers")
+app.add_typer(conflicts_app, name="conflicts")
+
+# Piped output gets a wide console so tables are not squeezed into 80 columns.
+out = Console()
+if not out.is_terminal:
+    out = Console(width=200)
+err = Console(stderr=True)
+
+
+class State:
+    config_path: Optional[Path] = None  # noqa: UP045
+    json: bool = False
+
+
+state = State()
+
+
+@app.callback()
+def main_options(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file or folder (default: config/synchub.yaml).", envvar="SYNCHUB_CONFIG"),  # noqa: UP045
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+) -> None:
+    state.config_path = config
+    state.json = json_out
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install_log_redaction()
+
+
+def _hub():  # type: ignore[no-untyped-def]
+    from synchub.config import load_config
+    from synchub.engine import Hub
+
+    config = load_config(state.config_path)
+    hub = Hub(config)
+    hub.store.upgrade()
+    return hub
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from synchub.config import load_config
+    from synchub.store import Store
+
+    config = load_config(state.config_path, check_plugins=False)
+    store = Store(config.store_url())
+    store.upgrade()
+    return store
+
+
+def _emit_json(obj: Any) -> None:
+    out.print_json(json.dumps(obj, default=str, ensure_ascii=False))
+
+
+def _ts(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+# ----- validate / sync --------------------------------------------------------------------------
+
+
+@app.command()
+def validate() -> None:
+    """Check the config and every mapping it uses; list every problem with file, line and field."""
+    from synchub.config import load_config
+
+    config = load_config(state.config_path)
+    if state.json:
+        _emit_json({"ok": True, "files": config.source_files, "connections": sorted(config.connections)})
+    else:
+        out.print(f"[green]config is valid[/]: {', '.join(config.source_files)}; connections: {', '.join(sorted(config.connections))}")
+
+
+@app.command()
+def sync(connections: list[str] = typer.Argument(None, help="Connections to run (default: all).")) -> None:
+    """Pull from inbound connections, match and merge, then push to outbound connections."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    hub = _hub()
+    progress_cm = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"),
+                           TimeElapsedColumn(), console=err, transient=True, disable=state.json or not err.is_terminal)
+    tasks: dict[tuple[str, str], Any] = {}
+    with progress_cm as progress:
+        def report(connection: str, stream: str, n: int) -> None:
+            key = (connection, stream)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"{connection}/{stream}", total=None)
+            progress.update(tasks[key], completed=n)
+
+        summaries = hub.sync(connections or None, progress=report)
+    counts = hub.store.counts()
+    failed = [s for s in summaries if s.status == "failed"]
+    if state.json:
+        _emit_json({"runs": [s.as_dict() for s in summaries], "store": hub.store.display_url, "totals": counts})
+    else:
+        _print_summary(summaries, hub.store.display_url, counts)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_summary(summaries: list[Any], store_url: str, counts: dict[str, int]) -> None:
+    table = Table(title="sync summary")
+    for col in ("run", "source", "status", "read", "created", "updated", "unchanged", "duplicates merged", "rejected", "conflicts", "written"):
+        table.add_column(col, justify="right" if col not in ("source", "status") else "left")
+    for s in summaries:
+        for stream, c in s.streams.items():
+            table.add_row(str(s.run_id), f"{s.connection}/{stream}", s.status, str(c.read), str(c.created), str(c.updated),
+                          str(c.unchanged), str(c.duplicates), str(c.rejected + c.write_rejected), str(c.conflicts), str(c.written))
+        if not s.streams:
+            table.add_row(str(s.run_id), s.connection, s.status, *[""] * 8)
+    out.print(table)
+    for s in summaries:
+        if s.error:
+            err.print(f"[red]{s.connection} failed:[/] {redact(s.error)}")
+    out.print(f"store: {store_url}")
+    out.print(f"golden records: {counts['golden_active']} from {counts['source_records']} source records; "
+              f"open conflicts: {counts['open_conflicts']}; rejected records (all runs): {counts['rejected']}")
+    for s in summaries:
+        for stream, target in s.targets.items():
+            out.print(f"export {s.connection}/{stream}: {target}")
+    if any(c.rejected for s in summaries for c in s.streams.values()):
+        out.print("rejected rows: synchub runs show <run> lists them with file, line, field and reason")
+
+
+@app.command()
+def check(connection: str) -> None:
+    """Verify a connection's credentials and paths; print what it can read and write."""
+    hub = _hub()
+    connector = hub.connector(connection)
+    try:
+        result = connector.check()
+    finally:
+        connector.close()
+    if state.json:
+        _emit_json({"ok": result.ok, "lines": result.lines})
+    else:
+        for line in result.lines:
+            out.print(line)
+        out.print("[green]ok[/]" if result.ok else "[red]check failed[/]")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+# ----- runs -------------------------------------------------------------------------------------
+
+
+@runs_app.callback()
+def runs_list(ctx: typer.Context, limit: int = typer.Option(20, help="How many runs."), connection: Optional[str] = typer.Option(None)) -> None:  # noqa: UP045
+    """List recent runs (``synchub runs show ID`` for one)."""
+    if ctx.invoked_subcommand:
+        return
+    store = _store()
+    runs = store.recent_runs(limit, connection)
+    if state.json:
+        _emit_json(runs)
+        return
+    table = Table(title="recent runs")
+    for col in ("id", "connection", "status", "started", "seconds", "read", "changed", "rejected", "error"):
+        table.add_column(col)
+    for r in runs:
+        streams = (r["counts"] or {}).get("streams", {})
+        read = sum(c.get("read", 0) for c in streams.values())
+        changed = sum(c.get("created", 0) + c.get("updated", 0) + c.get("duplicates", 0) + c.get("written", 0) for c in streams.values())
+        rejected = sum(c.get("rejected", 0) + c.get("write_rejected", 0) for c in streams.values())
+        secs = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
+        table.add_row(str(r["id"]), r["connection"], r["status"], _ts(r["started_at"]), f"{secs:.1f}" if secs is not None else "",
+                      str(read), str(changed), str(rejected), (r["error"] or "")[:60])
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: int) -> None:
+    """One run with its counts per stream and its rejected records."""
+    store = _store()
+    run = store.get_run(run_id)
+    if run is None:
+        err.print(f"no run {run_id}")
+        raise typer.Exit(1)
+    rejected = store.rejected_for_run(run_id)
+    if state.json:
+        _emit_json({**run, "rejected": rejected})
+        return
+    out.print(f"run {run['id']} {run['connection']} [{run['status']}] {_ts(run['started_at'])} -> {_ts(run['finished_at'])}")
+    if run["error"]:
+        out.print(f"error: {run['error']}")
+    for stream, c in (run["counts"] or {}).get("streams", {}).items():
+        out.print(f"  {stream}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    if rejected:
+        table = Table(title=f"rejected records ({len(rejected)})")
+        for col in ("where", "source id", "field", "reason"):
+            table.add_column(col)
+        for r in rejected:
+            table.add_row(r["ref"], r["source_id"] or "", r["field"] or "", r["reason"])
+        out.print(table)
+
+
+# ----- customers --------------------------------------------------------------------------------
+
+
+@customers_app.command("search")
+def customers_search(text: str, limit: int = typer.Option(20)) -> None:
+    """Find golden records by name, email, phone, company or city."""
+    store = _store()
+    rows = store.search_golden(text, limit)
+    if state.json:
+        _emit_json([{"id": r["id"], "kind": r["kind"], "name": r["display_name"], "data": r["data"]} for r in rows])
+        return
+    table = Table(title=f"customers matching {text!r}")
+    for col in ("id", "name", "email", "phone", "city"):
+        table.add_column(col)
+    for r in rows:
+        d = r["data"]
+        table.add_row(r["id"], r["display_name"], (d.get("emails") or [""])[0], (d.get("phones") or [""])[0], (d.get("address") or {}).get("city", ""))
+    out.print(table)
+    if not rows:
+        out.print("no match")
+
+
+@customers_app.command("show")
+def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help="Show why each value won and what lost.")) -> None:
+    """One golden record: every field with its value, source and when it was observed."""
+    store = _store()
+    rec = store.get_golden(golden_id)
+    if rec is None:
+        err.print(f"no customer {golden_id!r}")
+        raise typer.Exit(1)
+    sources = store.source_records_of(rec["id"])
+    if state.json:
+        _emit_json({**rec, "sources": [{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")} for s in sources]})
+        return
+    from synchub.schema import field_units
+
+    out.print(f"[bold]{rec['display_name']}[/] ({rec['kind']}, {rec['id']}, {rec['status']}, version {rec['version']})")
+    table = Table()
+    for col in ("field", "value", "source", "observed"):
+        table.add_column(col)
+    if why:
+        table.add_column("why")
+    prov = rec["provenance"] or {}
+    for unit, value in field_units(rec["data"]).items():
+        p = prov.get(unit, {})
+        row = [unit, _fmt(value), f"{p.get('connection', '')}/{p.get('stream', '')} #{p.get('source_id', '')}", (p.get("observed_at") or "")[:19]]
+        if why:
+            reason = p.get("rule", "")
+            losing = p.get("losing") or []
+            if losing:
+                reason += "; lost: " + "; ".join(f"{_fmt(lv['value'])} ({lv['connection']} {lv['observed_at'][:10]})" for lv in losing)
+            if p.get("sources"):
+                reason += "; from: " + ", ".join(f"{s['connection']}#{s['source_id']}" for s in p["sources"])
+            row.append(reason)
+        table.add_row(*row)
+    out.print(table)
+    refs = ", ".join(f"{s['connection']}/{s['stream']}#{s['source_id']}" for s in sources)
+    out.print(f"source records: {refs}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+# ----- conflicts --------------------------------------------------------------------------------
+
+
+@conflicts_app.callback()
+def conflicts_list(
+    ctx: typer.Context,
+    status: str = typer.Option("open", help="open, resolved, dismissed or all"),
+    connection: Optional[str] = typer.Option(None),  # noqa: UP045
+    field: Optional[str] = typer.Option(None),  # noqa: UP045
+    older_than_days: Optional[int] = typer.Option(None, help="Only conflicts older than this many days."),  # noqa: UP045
+) -> None:
+    """List conflicts for review."""
+    if ctx.invoked_subcommand:
+        return
+    store = _store()
+    older = datetime.now(timezone.utc) - timedelta(days=older_than_days) if older_than_days is not None else None
+    rows = store.list_conflicts(None if status == "all" else status, connection=connection, field=field, older_than=older)
+    if state.json:
+        _emit_json(rows)
+        return
+    table = Table(title="conflicts")
+    for col in ("id", "customer", "field", "candidates", "applied", "status", "since"):
+        table.add_column(col)
+    for r in rows:
+        cands = "; ".join(f"{_fmt(c['value'])} ({c['connection']})" for c in r["candidates"])
+        table.add_row(str(r["id"]), r["golden_id"][:12], r["field"] or r["kind"], cands, _fmt((r["applied"] or {}).get("value")), r["status"], _ts(r["created_at"]))
+    out.print(table)
+
+
+# ----- serve / plugins --------------------------------------------------------------------------
+
+
+@app.command()
+def serve() -> None:
+    """Run every connection on its schedule until SIGINT/SIGTERM."""
+    from synchub.scheduler import serve as run_serve
+
+    hub = _hub()
+    run_serve(hub, console=err)
+
+
+@app.command()
+def plugins() -> None:
+    """List installed connectors and transforms."""
+    from synchub.plugins import failed_plugins, get_connectors, get_transforms
+
+    info = {"connectors": sorted(get_connectors()), "transforms": sorted(get_transforms()), "failed": failed_plugins}
+    if state.json:
+        _emit_json(info)
+        return
+    out.print("connectors: " + ", ".join(info["connectors"]))
+    out.print("transforms: " + ", ".join(info["transforms"]))
+    for name, why in failed_plugins.items():
+        err.print(f"[yellow]plugin {name} failed to load:[/] {why}")
+
+
+def main() -> None:
+    """Entry point: run the app and turn expected errors into clear messages and exit codes."""
+    try:
+        app(standalone_mode=False)
+    except ConfigError as exc:
+        err.print("[red]config problems:[/]")
+        for p in exc.problems:
+            err.print(f"  {redact(p)}", markup=False, highlight=False)
+        sys.exit(2)
+    except (StoreError, SynchubError) as exc:
+        err.print(f"[red]error:[/] {redact(exc)}", highlight=False)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

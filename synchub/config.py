@@ -1,0 +1,275 @@
+"""``config/*.yaml`` -> validated pydantic models.
+
+A config names the store, the connections (connector, settings, streams, direction, schedule),
+the mappings each stream uses, and the match and merge rules. Secrets come from ``${ENV_VAR}``
+(or ``${ENV_VAR:-default}``); YAML is read with the safe loader only. :func:`load_config`
+collects *every* problem, each with file, line and field, before it gives up.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from synchub.errors import ConfigError, Problem
+from synchub.redact import register_secret
+from synchub.yamlfile import YamlDoc, interpolate_env, load_yaml, pydantic_problems
+
+DEFAULT_CONFIG_PATHS = ("config/synchub.yaml",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+_INTERVAL = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+
+
+class Schedule(_Strict):
+    """When ``synchub serve`` runs a connection: every ``interval`` (``30s``, ``15m``, ``2h``, ``1d``)
+    or on a ``cron`` expression (5 fields, crontab syntax)."""
+
+    interval: str | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    misfire_grace_seconds: int = Field(default=300, ge=1)
+    coalesce: bool = True
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        if v is not None and not _INTERVAL.match(v):
+            raise ValueError("interval must look like 30s, 15m, 2h or 1d")
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v)
+            except ValueError as exc:
+                raise ValueError(f"not a valid cron expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Schedule:
+        if (self.interval is None) == (self.cron is None):
+            raise ValueError("a schedule needs exactly one of interval or cron")
+        return self
+
+    def interval_seconds(self) -> int | None:
+        if self.interval is None:
+            return None
+        m = _INTERVAL.match(self.interval)
+        assert m
+        return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+class StreamConfig(_Strict):
+    mapping: str | None = None  # name of a mapping in the mappings folders
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConnectionConfig(_Strict):
+    connector: str
+    direction: Literal["in", "out", "both"] = "in"
+    settings: dict[str, Any] = Field(default_factory=dict)
+    streams: dict[str, StreamConfig] = Field(default_factory=dict)
+    schedule: Schedule | None = None
+    #: Which golden records an outbound connection receives (``person``, ``company``).
+    entity: Literal["person", "company"] = "person"
+
+    @property
+    def inbound(self) -> bool:
+        return self.direction in ("in", "both")
+
+    @property
+    def outbound(self) -> bool:
+        return self.direction in ("out", "both")
+
+
+class FieldRule(_Strict):
+    """A survivorship rule for one field unit, with the rule used when it cannot decide."""
+
+    rule: str = "most_recent"
+    fallback: str | None = "most_recent"
+    review: bool = False  # log a conflict for an admin when the candidates disagree
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class EntityMergeConfig(_Strict):
+    source_priority: list[str] = Field(default_factory=list)
+    default: FieldRule = Field(default_factory=FieldRule)
+    fields: dict[str, FieldRule] = Field(default_factory=dict)
+
+
+class EntityMatchConfig(_Strict):
+    #: Exact identity keys: records sharing one belong to the same golden record.
+    keys: list[Literal["email", "phone", "phone_mobile", "source_id", "domain"]] = Field(
+        default_factory=lambda: ["email", "phone_mobile"]
+    )
+
+
+class Defaults(_Strict):
+    phone_region: str = "DE"
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+
+class Config(_Strict):
+    version: Literal[1] = 1
+    store: str = "sqlite:///synchub.db"
+    mappings_dir: list[str] = Field(default_factory=lambda: ["mappings"])
+    defaults: Defaults = Field(default_factory=Defaults)
+    connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
+    match: dict[Literal["person", "company"], EntityMatchConfig] = Field(
+        default_factory=lambda: {
+            "person": EntityMatchConfig(),
+            "company": EntityMatchConfig(keys=["domain", "email"]),
+        }
+    )
+    merge: dict[Literal["person", "company"], EntityMergeConfig] = Field(default_factory=dict)
+    #: Where relative paths in this config start (the config file's folder); set by the loader.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    source_files: list[str] = Field(default_factory=list, exclude=True)
+
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path resolved against the config folder."""
+        url = self.store
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str((self.base_dir / url[len(prefix):]).resolve())
+        return url
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def merge_config(self, entity: str) -> EntityMergeConfig:
+        return self.merge.get(entity) or EntityMergeConfig()  # type: ignore[call-overload]
+
+    def match_config(self, entity: str) -> EntityMatchConfig:
+        return self.match.get(entity) or EntityMatchConfig()  # type: ignore[call-overload]
+
+
+def find_config(path: str | Path | None) -> Path:
+    if path is not None:
+        return Path(path)
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if Path(candidate).exists():
+            return Path(candidate)
+    raise ConfigError(
+        "no config given and none found at " + ", ".join(DEFAULT_CONFIG_PATHS) + " (use --config)"
+    )
+
+
+def _read_docs(path: Path, environ: dict[str, str] | None) -> tuple[list[YamlDoc], list[Problem]]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        if not files:
+            return [], [Problem(str(path), None, "", "no *.yaml files in this folder")]
+    elif path.exists():
+        files = [path]
+    else:
+        return [], [Problem(str(path), None, "", "config file not found")]
+    docs, problems = [], []
+    for f in files:
+        try:
+            doc = load_yaml(f)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problems.append(Problem(str(f), mark.line + 1 if mark else None, "", f"not valid YAML: {getattr(exc, 'problem', exc)}"))
+            continue
+        if doc.data is None:
+            doc.data = {}
+        if not isinstance(doc.data, dict):
+            problems.append(doc.problem((), "the top level must be a mapping of keys"))
+            continue
+        problems.extend(interpolate_env(doc, environ))
+        docs.append(doc)
+    return docs, problems
+
+
+def load_config(path: str | Path | None = None, *, environ: dict[str, str] | None = None, check_plugins: bool = True) -> Config:
+    """Load, interpolate and validate a config file or folder; raise :class:`ConfigError` listing
+    every problem. With ``check_plugins``, connectors, their settings and the mappings are checked
+    too (see :func:`synchub.validate.validate_config`)."""
+    path = find_config(path)
+    docs, problems = _read_docs(path, environ)
+    merged: dict[str, Any] = {}
+    owner: dict[str, YamlDoc] = {}
+    conn_owner: dict[str, YamlDoc] = {}
+    for doc in docs:
+        for key, value in doc.data.items():
+            if key == "connections" and isinstance(value, dict):
+                for name in value:
+                    if name in conn_owner:
+                        problems.append(doc.problem(("connections", name), f"connection {name!r} is also defined in {conn_owner[name].path}"))
+                    conn_owner[name] = doc
+                merged.setdefault("connections", {}).update(value)
+            elif key in merged:
+                problems.append(doc.problem((key,), f"{key!r} is also set in {owner[key].path}"))
+            else:
+                merged[key] = value
+                owner[key] = doc
+    config: Config | None = None
+    if docs:
+        try:
+            config = Config.model_validate(merged)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = err["loc"]
+                doc = _doc_for(loc, owner, conn_owner, docs[0])
+                problems.extend(pydantic_problems(doc, _One(err)))
+    if config is not None:
+        config.base_dir = (path if path.is_dir() else path.parent).resolve()
+        config.source_files = [str(d.path) for d in docs]
+        if check_plugins:
+            from synchub.validate import validate_config
+
+            problems.extend(validate_config(config, lambda loc: _doc_for(loc, owner, conn_owner, docs[0])))
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def _doc_for(loc: tuple[Any, ...], owner: dict[str, YamlDoc], conn_owner: dict[str, YamlDoc], first: YamlDoc) -> YamlDoc:
+    if len(loc) >= 2 and loc[0] == "connections" and loc[1] in conn_owner:
+        return conn_owner[loc[1]]
+    return owner.get(loc[0], first) if loc else first
+
+
+class _One:
+    """Adapter so a single pydantic error dict can go through :func:`pydantic_problems`."""
+
+    def __init__(self, err: dict[str, Any]):
+        self._err = err
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [self._err]
+
+
+def register_settings_secrets(model: BaseModel) -> None:
+    """Register every ``SecretStr`` value in a settings model as a secret to mask."""
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            register_settings_secrets(value)

@@ -1,0 +1,176 @@
+"""What a connector author fills in: a :class:`Connector` that offers :class:`Stream` objects.
+
+A connector class says what it is with class attributes (``name``, ``Settings``,
+``StreamSettings``) and builds its streams from a connection's config. A stream reads records
+incrementally from a saved state and, where it can, writes records back::
+
+    class Contacts(Stream):
+        name = "contacts"
+        primary_key = ("id",)
+        cursor_field = "updatedAt"
+
+        def read(self, state):
+            for page in ...:
+                for item in page:
+                    yield Record(item)
+                yield Checkpoint({"updatedAt": ...})
+
+Reads are at-least-once: a stream may yield a record again after a restart, the engine upserts
+idempotently. A stream yields :class:`Checkpoint` whenever everything before it may be considered
+done; the engine commits what came before, *then* saves the checkpoint's state. Never checkpoint
+inside a group of records that share one cursor value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import logging
+
+
+class ConnectorSettings(BaseModel):
+    """Base for a connector's settings model. Unknown keys are errors (typos must not pass)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamSettings(BaseModel):
+    """Base for a connector's per-stream settings model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Record:
+    """One record as the source has it. ``ref`` says where it is, for error messages (file:line)."""
+
+    data: dict[str, Any]
+    ref: str | None = None
+    observed_at: datetime | None = None
+    deleted: bool = False
+
+
+@dataclass
+class Rejected:
+    """A record the stream itself could not parse; the engine logs it as rejected and goes on."""
+
+    ref: str
+    reason: str
+    raw: str | None = None
+    field: str | None = None
+
+
+@dataclass
+class Checkpoint:
+    """Everything yielded before this is done: commit it, then save ``state``."""
+
+    state: dict[str, Any]
+
+
+ReadItem = Record | Rejected | Checkpoint
+
+
+@dataclass
+class OutRecord:
+    """A golden record on its way out, already mapped to the destination's fields."""
+
+    golden_id: str
+    data: dict[str, Any]
+    external_id: str | None = None  # the destination's id, when a previous write returned one
+    op: Literal["upsert", "delete"] = "upsert"
+
+
+@dataclass
+class WriteResult:
+    golden_id: str
+    ok: bool
+    external_id: str | None = None
+    error: str | None = None
+    retryable: bool = False
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConnectionContext:
+    """What the core hands a connector: the validated settings and where relative paths start."""
+
+    name: str
+    settings: ConnectorSettings
+    stream_settings: dict[str, StreamSettings]
+    base_dir: Path
+    log: logging.Logger
+
+
+class Stream:
+    """One kind of record of a connection (contacts, customers, a file pattern)."""
+
+    name: str = ""
+    #: Fields of the *source* record that identify it; joined with ``|`` when several.
+    primary_key: tuple[str, ...] = ()
+    #: Field the stream uses for incremental reads, if any (informative; state is the stream's).
+    cursor_field: str | None = None
+    #: ``upsert``: write gets only changed records; ``snapshot``: write gets every current record
+    #: whenever any changed, and replaces the destination whole (a file export).
+    write_mode: ClassVar[Literal["upsert", "snapshot"]] = "upsert"
+
+    def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
+        raise NotImplementedError(f"stream {self.name!r} cannot be read")
+
+    def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
+        """Write records; ``fields`` are the destination fields the mapping fills, in order.
+        Yield one result per record (a rejected record is a result, not an exception)."""
+        raise NotImplementedError(f"stream {self.name!r} cannot be written")
+
+    @property
+    def can_read(self) -> bool:
+        return type(self).read is not Stream.read
+
+    @property
+    def can_write(self) -> bool:
+        return type(self).write is not Stream.write
+
+    def target_exists(self) -> bool:
+        """For snapshot streams: False when the destination is gone and must be written again."""
+        return True
+
+    def describe_target(self) -> str | None:
+        """Where writes land, for the run summary (e.g. a file path)."""
+        return None
+
+
+class Connector:
+    """Base class of every connector. Subclasses set ``name`` and the settings models."""
+
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
+    StreamSettings: ClassVar[type[StreamSettings]] = StreamSettings
+
+    def __init__(self, context: ConnectionContext):
+        self.context = context
+        self.settings = context.settings
+
+    def streams(self) -> dict[str, Stream]:
+        """The streams of this connection, by name, built from ``context.stream_settings``."""
+        raise NotImplementedError
+
+    def check(self) -> CheckResult:
+        """Verify credentials/paths and say what can be read and written."""
+        lines = []
+        for name, stream in self.streams().items():
+            lines.append(f"{name}: {'read' if stream.can_read else ''} {'write' if stream.can_write else ''}".strip())
+        return CheckResult(ok=True, lines=lines)
+
+    def close(self) -> None:
+        """Release clients and connections."""

@@ -1,0 +1,581 @@
+"""One sync run, start to finish.
+
+Inbound, per stream: read new/changed records from the saved cursor -> map -> normalise ->
+match to golden records by exact identity keys -> derive the touched golden records by the merge
+rules -> commit the batch -> *then* save the cursor the stream checkpointed. Outbound: push golden
+records that changed since the last push, mapped through the outbound mapping; remember what was
+pushed so an unchanged re-run writes nothing.
+
+Batches are committed in one transaction each, with one lookup and one bulk write per table, so
+the cost per record stays flat as the store grows. Reads are at-least-once: after a crash the
+stream resumes from the last saved cursor and the re-read records upsert idempotently (a record
+whose canonical content hash is unchanged costs one indexed lookup and no write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from synchub.normalize import fold
+
+from synchub import match
+from synchub import store as st
+from synchub.config import Config, ConnectionConfig, register_settings_secrets
+from synchub.connector import (
+    Checkpoint,
+    ConnectionContext,
+    Connector,
+    OutRecord,
+    Record,
+    Rejected,
+    Stream,
+)
+from synchub.errors import ConfigError, FatalRunError, RecordError, SynchubError
+from synchub.mapping import Mapping, MappingLibrary
+from synchub.merge import Merger
+from synchub.plugins import get_connectors, get_mapping_paths, get_transforms
+from synchub.redact import redact
+from synchub.store import Store, utcnow
+
+log = logging.getLogger("synchub.engine")
+
+ProgressFn = Callable[[str, str, int], None]
+
+
+@dataclass
+class StreamCounts:
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    conflicts: int = 0
+    written: int = 0
+    write_rejected: int = 0
+
+    def add(self, other: StreamCounts) -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    connection: str
+    direction: str
+    status: str = "running"
+    streams: dict[str, StreamCounts] = field(default_factory=dict)
+    error: str | None = None
+    targets: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def totals(self) -> StreamCounts:
+        total = StreamCounts()
+        for c in self.streams.values():
+            total.add(c)
+        return total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "connection": self.connection, "direction": self.direction,
+            "status": self.status, "error": self.error, "seconds": round(self.seconds, 3),
+            "streams": {k: asdict(v) for k, v in self.streams.items()}, "targets": self.targets,
+        }
+
+
+@dataclass
+class _Prepared:
+    source_id: str
+    ref: str | None
+    data: dict[str, Any]
+    hash: str
+    observed_at: datetime
+    keys: list[tuple[str, str]]
+    deleted: bool = False
+
+
+_running: dict[str, threading.Lock] = {}
+_running_guard = threading.Lock()
+
+
+class AlreadyRunning(SynchubError):
+    """The connection is being synced by another job of this process."""
+
+
+class Hub:
+    """Config + store + plugins: everything a command needs to run syncs."""
+
+    def __init__(self, config: Config, store: Store | None = None):
+        self.config = config
+        self.store = store or Store(config.store_url())
+        self.connectors = get_connectors()
+        folders = [config.resolve(p) for p in config.mappings_dir] + get_mapping_paths()
+        self.mappings = MappingLibrary(folders, get_transforms(), {"phone_region": config.defaults.phone_region})
+        self._mergers: dict[str, Merger] = {}
+
+    # ----- building blocks --------------------------------------------------------------------
+
+    def connector(self, name: str) -> Connector:
+        conn_cfg = self._connection(name)
+        cls = self.connectors.get(conn_cfg.connector)
+        if cls is None:
+            raise ConfigError(f"connection {name!r}: no connector named {conn_cfg.connector!r} is installed")
+        settings = cls.Settings.model_validate(conn_cfg.settings)
+        register_settings_secrets(settings)
+        stream_settings = {}
+        for sname, scfg in conn_cfg.streams.items():
+            if scfg.enabled:
+                stream_settings[sname] = cls.StreamSettings.model_validate(scfg.settings)
+                register_settings_secrets(stream_settings[sname])
+        ctx = ConnectionContext(
+            name=name, settings=settings, stream_settings=stream_settings, base_dir=self.config.base_dir,
+            log=logging.getLogger(f"synchub.connector.{name}"),
+        )
+        return cls(ctx)
+
+    def _connection(self, name: str) -> ConnectionConfig:
+        try:
+            return self.config.connections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.config.connections)) or "none"
+            raise ConfigError(f"no connection named {name!r} (configured: {known})") from None
+
+    def merger(self, kind: str) -> Merger:
+        if kind not in self._mergers:
+            self._mergers[kind] = Merger(self.config.merge_config(kind))
+        return self._mergers[kind]
+
+    # ----- whole syncs ------------------------------------------------------------------------
+
+    def sync(self, names: Iterable[str] | None = None, *, trigger: str = "cli", progress: ProgressFn | None = None) -> list[RunSummary]:
+        """Pull every named (default: every) inbound connection, then push to outbound ones."""
+        names = list(names) if names else list(self.config.connections)
+        for n in names:
+            self._connection(n)
+        summaries = []
+        pulled_any = False
+        for n in names:
+            if self.config.connections[n].inbound:
+                summaries.append(self.run_connection(n, "in", trigger=trigger, progress=progress))
+                pulled_any = True
+        outbound = [n for n, c in self.config.connections.items() if c.outbound and (n in names or pulled_any)]
+        for n in outbound:
+            summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress))
+        return summaries
+
+    def run_connection(self, name: str, direction: str, *, trigger: str = "cli", progress: ProgressFn | None = None) -> RunSummary:
+        """One run of one connection in one direction, recorded in the ``run`` table."""
+        with _running_guard:
+            lock = _running.setdefault(name, threading.Lock())
+        if not lock.acquire(blocking=False):
+            raise AlreadyRunning(f"connection {name!r} is already running")
+        try:
+            run_id = self.store.start_run(name, trigger)
+            summary = RunSummary(run_id=run_id, connection=name, direction=direction)
+            started = time.monotonic()
+            connector: Connector | None = None
+            try:
+                connector = self.connector(name)
+                streams = connector.streams()
+                for sname, stream in streams.items():
+                    scfg = self.config.connections[name].streams[sname]
+                    counts = summary.streams.setdefault(sname, StreamCounts())
+                    mapping = self.mappings.get(scfg.mapping) if scfg.mapping else None
+                    if mapping is None:
+                        raise ConfigError(f"connection {name!r} stream {sname!r} has no mapping")
+                    if direction == "in" and stream.can_read:
+                        self._pull(name, sname, stream, mapping, run_id, counts, progress)
+                    elif direction == "out" and stream.can_write:
+                        self._push(name, sname, stream, mapping, run_id, counts)
+                        target = stream.describe_target()
+                        if target:
+                            summary.targets[sname] = target
+                totals = summary.totals()
+                summary.status = "partial" if (totals.rejected or totals.write_rejected) else "succeeded"
+            except (SynchubError, OSError, sa.exc.SQLAlchemyError) as exc:
+                summary.status = "failed"
+                summary.error = redact(f"{type(exc).__name__}: {exc}")
+                log.error("run %s of %s failed: %s", run_id, name, summary.error)
+                if isinstance(exc, (sa.exc.SQLAlchemyError,)) and not isinstance(exc, FatalRunError):
+                    pass
+            except BaseException as exc:
+                summary.status = "failed"
+                summary.error = redact(f"{type(exc).__name__}: {exc}")
+                self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error)
+                raise
+            finally:
+                if connector is not None:
+                    connector.close()
+            summary.seconds = time.monotonic() - started
+            self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error)
+            return summary
+        finally:
+            lock.release()
+
+    # ----- outbound ---------------------------------------------------------------------------
+
+    def _push(self, connection: str, stream_name: str, stream: Stream, mapping: Mapping, run_id: int, counts: StreamCounts) -> None:
+        if mapping.direction != "out":
+            raise ConfigError(f"connection {connection!r} stream {stream_name!r}: mapping {mapping.name!r} is not an out mapping")
+        kind = self.config.connections[connection].entity
+        if stream.write_mode == "snapshot":
+            digest = hashlib.sha256()
+            n = 0
+            for rec, h in _out_records(self.store, kind, mapping):
+                digest.update(rec.golden_id.encode() + b":" + h.encode() + b"\n")
+                n += 1
+            state = self.store.get_state(connection, stream_name) or {}
+            if state.get("snapshot_hash") == digest.hexdigest() and stream.target_exists():
+                return
+            results = stream.write((rec for rec, _h in _out_records(self.store, kind, mapping)), mapping.field_names)
+            for res in results:
+                if res.ok:
+                    counts.written += 1
+                else:
+                    counts.write_rejected += 1
+            self.store.save_state(connection, stream_name, {"snapshot_hash": digest.hexdigest(), "records": n}, run_id)
+            return
+        # Upsert streams get only what changed since their last successful push.
+        with self.store.engine.connect() as conn:
+            pushed = {r.golden_id: (r.payload_hash, r.external_id) for r in conn.execute(
+                sa.select(st.outbound_t.c.golden_id, st.outbound_t.c.payload_hash, st.outbound_t.c.external_id)
+                .where(st.outbound_t.c.connection == connection, st.outbound_t.c.stream == stream_name))}
+        todo: list[tuple[OutRecord, str]] = []
+        for rec, h in _out_records(self.store, kind, mapping):
+            prev = pushed.get(rec.golden_id)
+            if prev is None or prev[0] != h:
+                rec.external_id = prev[1] if prev else None
+                todo.append((rec, h))
+        if not todo:
+            return
+        hashes = {rec.golden_id: h for rec, h in todo}
+        now = utcnow()
+        done = []
+        rejects = []
+        for res in stream.write((rec for rec, _h in todo), mapping.field_names):
+            if res.ok:
+                counts.written += 1
+                done.append({"connection": connection, "stream": stream_name, "golden_id": res.golden_id,
+                             "payload_hash": hashes[res.golden_id], "external_id": res.external_id, "pushed_at": now})
+            else:
+                counts.write_rejected += 1
+                rejects.append(_reject_row(run_id, connection, stream_name, res.golden_id, res.external_id, None, res.error or "rejected", None))
+        with self.store.begin() as conn:
+            if done:
+                ids = [d["golden_id"] for d in done]
+                for chunk in st._chunks(ids):
+                    conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
+                                                              st.outbound_t.c.stream == stream_name,
+                                                              st.outbound_t.c.golden_id.in_(chunk)))
+                conn.execute(st.outbound_t.insert(), done)
+            if rejects:
+                conn.execute(st.rejected_t.insert(), rejects)
+
+    # ----- inbound ----------------------------------------------------------------------------
+
+    def _pull(self, connection: str, stream_name: str, stream: Stream, mapping: Mapping, run_id: int,
+              counts: StreamCounts, progress: ProgressFn | None) -> None:
+        state = self.store.get_state(connection, stream_name)
+        batch_size = self.config.defaults.batch_size
+        pending: list[_Prepared] = []
+        rejects: list[dict[str, Any]] = []
+        run_started = utcnow()
+        keyer = match.IdentityKeys(self.config.match_config(mapping.entity).keys, connection, stream_name)
+        for item in stream.read(state):
+            if isinstance(item, Record):
+                counts.read += 1
+                prepared = self._prepare(item, stream, mapping, keyer, run_started, connection, stream_name, run_id, rejects)
+                if prepared is not None:
+                    pending.append(prepared)
+                if len(pending) + len(rejects) >= batch_size:
+                    self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
+                    pending, rejects = [], []
+                if progress and counts.read % 500 == 0:
+                    progress(connection, stream_name, counts.read)
+            elif isinstance(item, Rejected):
+                counts.read += 1
+                rejects.append(_reject_row(run_id, connection, stream_name, item.ref, None, item.field, item.reason, item.raw))
+            elif isinstance(item, Checkpoint):
+                self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
+                pending, rejects = [], []
+                # The data above is committed; only now may the cursor move past it.
+                self.store.save_state(connection, stream_name, item.state, run_id)
+        self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
+        if progress:
+            progress(connection, stream_name, counts.read)
+
+    def _prepare(self, item: Record, stream: Stream, mapping: Mapping, keyer: match.IdentityKeys,
+                 run_started: datetime, connection: str, stream_name: str, run_id: int,
+                 rejects: list[dict[str, Any]]) -> _Prepared | None:
+        source_id = None
+        try:
+            source_id = _primary_key(item.data, stream.primary_key)
+            data = mapping.to_canonical(item.data)
+            data = match.normalize_record(data, self.config.defaults.phone_region)
+            observed = mapping.observed(item.data) or item.observed_at or run_started
+        except RecordError as exc:
+            reason = str(exc)
+            rejects.append(_reject_row(run_id, connection, stream_name, item.ref, source_id, exc.field, reason, _raw(item.data)))
+            log.warning("rejected %s/%s %s: field %s", connection, stream_name, item.ref or source_id, exc.field or "-")
+            return None
+        digest = hashlib.sha1(json.dumps(data, sort_keys=True, ensure_ascii=False).encode(), usedforsecurity=False).hexdigest()
+        if item.deleted:
+            digest = "deleted:" + digest
+        return _Prepared(source_id, item.ref, data, digest, observed, keyer.keys(data, source_id), item.deleted)
+
+    def _flush(self, connection: str, stream: str, kind: str, pending: list[_Prepared],
+               rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts) -> None:
+        if not pending and not rejects:
+            return
+        actor = f"run:{run_id}"
+        with self.store.begin() as conn:
+            if rejects:
+                conn.execute(st.rejected_t.insert(), rejects)
+                counts.rejected += len(rejects)
+            if pending:
+                _apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor)
+
+
+def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pending: list[_Prepared],
+                 run_id: int, counts: StreamCounts, merger: Merger, actor: str) -> None:
+    now = utcnow()
+    # Later occurrences of a source id in one batch replace earlier ones (at-least-once reads).
+    latest: dict[str, _Prepared] = {}
+    for p in pending:
+        if p.source_id in latest:
+            counts.unchanged += 1
+        latest[p.source_id] = p
+    existing = st.lookup_source_records(conn, connection, stream, latest)
+    changed: list[_Prepared] = []
+    for p in latest.values():
+        ex = existing.get(p.source_id)
+        if ex is not None and ex.content_hash == p.hash:
+            counts.unchanged += 1
+        else:
+            changed.append(p)
+    if not changed:
+        return
+    owners = st.lookup_keys(conn, kind, {k for p in changed for k in p.keys})
+    resolver = match.Resolver(owners)
+    assignment: dict[str, str] = {}
+    outcome: dict[str, str] = {}
+    created_by: dict[str, str] = {}
+    for p in changed:
+        ex = existing.get(p.source_id)
+        target, how = resolver.assign(p.keys, ex.golden_id if ex is not None else None, lambda: uuid.uuid4().hex)
+        assignment[p.source_id] = target
+        if ex is not None:
+            outcome[p.source_id] = "updated"
+        elif how == "created":
+            outcome[p.source_id] = "created"
+            created_by[target] = p.source_id
+        else:
+            outcome[p.source_id] = "duplicates"
+    new_goldens = resolver.created
+    # Golden records merged because one record carried keys of several.
+    merges = resolver.merges
+    for loser, survivor in merges.items():
+        if loser in new_goldens:  # created earlier in this batch: never written, nothing to move
+            outcome[created_by[loser]] = "duplicates"
+            continue
+        conn.execute(st.source_t.update().where(st.source_t.c.golden_id == loser).values(golden_id=survivor))
+        conn.execute(st.key_t.update().where(st.key_t.c.golden_id == loser).values(golden_id=survivor))
+        conn.execute(
+            st.golden_t.update().where(st.golden_t.c.id == loser).values(status="merged", merged_into=survivor, updated_at=now)
+        )
+        conn.execute(st.audit_t.insert().values(at=now, actor=actor, action="merge", golden_id=survivor,
+                                                details={"merged": loser, "reason": "shared identity key"}))
+        counts.duplicates += 1
+    for sid, g in list(assignment.items()):
+        assignment[sid] = resolver.find(g)
+    # Source records: update changed ones, insert new ones.
+    updates, inserts = [], []
+    for p in changed:
+        row = {
+            "golden_id": assignment[p.source_id], "data": p.data, "content_hash": p.hash,
+            "observed_at": p.observed_at, "changed_at": now, "deleted": p.deleted,
+        }
+        ex = existing.get(p.source_id)
+        if ex is not None:
+            updates.append({**row, "_id": ex.id})
+        else:
+            inserts.append({**row, "connection": connection, "stream": stream, "source_id": p.source_id,
+                            "kind": kind, "first_seen_at": now})
+    if updates:
+        conn.execute(
+            st.source_t.update().where(st.source_t.c.id == sa.bindparam("_id")).values(
+                golden_id=sa.bindparam("golden_id"), data=sa.bindparam("data"),
+                content_hash=sa.bindparam("content_hash"), observed_at=sa.bindparam("observed_at"),
+                changed_at=sa.bindparam("changed_at"), deleted=sa.bindparam("deleted"),
+            ),
+            updates,
+        )
+        ids = [u["_id"] for u in updates]
+        for chunk in st._chunks(ids):
+            conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
+    record_ids = {u["_id"]: None for u in updates}
+    sid_to_rowid = {p.source_id: existing[p.source_id].id for p in changed if p.source_id in existing}
+    if inserts:
+        result = conn.execute(st.source_t.insert().returning(st.source_t.c.id, st.source_t.c.source_id, sort_by_parameter_order=True), inserts)
+        for row in result:
+            sid_to_rowid[row.source_id] = row.id
+    del record_ids
+    key_rows = [
+        {"kind": kind, "key_type": t, "key_value": v, "golden_id": assignment[p.source_id], "source_record_id": sid_to_rowid[p.source_id]}
+        for p in changed if not p.deleted for (t, v) in p.keys
+    ]
+    if key_rows:
+        conn.execute(st.key_t.insert(), key_rows)
+    touched = {assignment[p.source_id] for p in changed} | set(merges.values())
+    touched = {resolver.find(g) for g in touched}
+    golden_changes = _rederive(conn, kind, touched, merger, now, actor, run_id)
+    for p in changed:
+        o = outcome[p.source_id]
+        if o == "updated" and not golden_changes.get(assignment[p.source_id]):
+            o = "unchanged"
+        setattr(counts, o, getattr(counts, o) + 1)
+    counts.conflicts += golden_changes.get("__conflicts__", 0)
+
+
+def _rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
+              actor: str, run_id: int) -> dict[str, Any]:
+    """Derive each touched golden record again from all its source records and write what changed."""
+    ids = sorted(golden_ids)
+    sources: dict[str, list[dict[str, Any]]] = {g: [] for g in ids}
+    current: dict[str, Any] = {}
+    for chunk in st._chunks(ids):
+        q = sa.select(st.source_t.c.golden_id, st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id,
+                      st.source_t.c.data, st.source_t.c.observed_at, st.source_t.c.deleted).where(st.source_t.c.golden_id.in_(chunk))
+        for r in conn.execute(q):
+            sources[r.golden_id].append(dict(r._mapping))
+        q2 = sa.select(st.golden_t.c.id, st.golden_t.c.data, st.golden_t.c.status, st.golden_t.c.version).where(st.golden_t.c.id.in_(chunk))
+        for r in conn.execute(q2):
+            current[r.id] = r
+    inserts, updates, audits, conflicts = [], [], [], []
+    changed: dict[str, Any] = {}
+    for g in ids:
+        srcs = sources[g]
+        derived = merger.derive(kind, srcs)
+        alive = any(not s["deleted"] for s in srcs)
+        status = "active" if alive else "deleted"
+        display, search = _search_fields(kind, derived.data)
+        row = {"data": derived.data, "provenance": derived.provenance, "display_name": display[:300],
+               "search_text": search, "status": status, "updated_at": now}
+        cur = current.get(g)
+        if cur is None:
+            inserts.append({**row, "id": g, "kind": kind, "created_at": now, "version": 1})
+            audits.append({"at": now, "actor": actor, "action": "create", "golden_id": g,
+                           "details": {"sources": [f"{s['connection']}/{s['stream']}" for s in srcs]}})
+            changed[g] = True
+        elif cur.data != derived.data or cur.status != status:
+            updates.append({**row, "_id": g, "version": cur.version + 1})
+            audits.append({"at": now, "actor": actor, "action": "update" if alive else "delete", "golden_id": g,
+                           "details": {"fields": sorted(_diff_units(cur.data, derived.data))}})
+            changed[g] = True
+        for note in derived.conflicts:
+            conflicts.append((g, note))
+    if inserts:
+        conn.execute(st.golden_t.insert(), inserts)
+    if updates:
+        conn.execute(
+            st.golden_t.update().where(st.golden_t.c.id == sa.bindparam("_id")).values(
+                data=sa.bindparam("data"), provenance=sa.bindparam("provenance"),
+                display_name=sa.bindparam("display_name"), search_text=sa.bindparam("search_text"),
+                status=sa.bindparam("status"), updated_at=sa.bindparam("updated_at"), version=sa.bindparam("version"),
+            ),
+            updates,
+        )
+    if audits:
+        conn.execute(st.audit_t.insert(), audits)
+    changed["__conflicts__"] = _log_conflicts(conn, conflicts, now)
+    return changed
+
+
+def _log_conflicts(conn: sa.Connection, notes: list[tuple[str, Any]], now: datetime) -> int:
+    if not notes:
+        return 0
+    rows = {}
+    for g, note in notes:
+        fp = note.fingerprint(g)
+        rows[fp] = {
+            "fingerprint": fp, "kind": "field", "golden_id": g, "field": note.field,
+            "connections": ",".join(sorted({c.connection for c in note.candidates})),
+            "candidates": [c.describe() for c in note.candidates], "rule": note.rule,
+            "applied": {"value": note.applied}, "status": "open", "created_at": now,
+        }
+    known = set()
+    fps = list(rows)
+    for chunk in st._chunks(fps):
+        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.conflict_t.c.fingerprint.in_(chunk)))}
+    new = [r for fp, r in rows.items() if fp not in known]
+    if new:
+        conn.execute(st.conflict_t.insert(), new)
+    return len(new)
+
+
+def _diff_units(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
+    keys = set(old) | set(new)
+    return {k for k in keys if old.get(k) != new.get(k)}
+
+
+def _search_fields(kind: str, data: dict[str, Any]) -> tuple[str, str]:
+    if kind == "company":
+        display = data.get("name") or data.get("domain") or ""
+    else:
+        display = " ".join(x for x in (data.get("first_name"), data.get("last_name")) if x)
+    emails = data.get("emails") or []
+    if not display and emails:
+        display = emails[0]
+    parts = [display, data.get("company_name") or "", (data.get("address") or {}).get("city") or ""]
+    text = " ".join(fold(p) for p in parts if p)
+    text = " ".join([text, *emails, *(data.get("phones") or [])])
+    return display, text.strip()
+
+
+def _primary_key(data: dict[str, Any], fields: tuple[str, ...]) -> str:
+    if not fields:
+        raise RecordError("the stream has no primary key configured", field=None)
+    parts = []
+    for f in fields:
+        v = data.get(f)
+        if v is None or (isinstance(v, str) and not v.strip()):
+            raise RecordError(f"primary key field {f!r} is empty", field=f)
+        parts.append(str(v).strip())
+    return "|".join(parts)
+
+
+def _raw(data: dict[str, Any]) -> str:
+    return redact(json.dumps(data, ensure_ascii=False, default=str))[:4000]
+
+
+def _reject_row(run_id: int, connection: str, stream: str, ref: str | None, source_id: str | None,
+                field_name: str | None, reason: str, raw: str | None) -> dict[str, Any]:
+    return {"run_id": run_id, "connection": connection, "stream": stream, "ref": ref or "", "source_id": source_id,
+            "field": field_name, "reason": redact(reason), "raw": raw, "created_at": utcnow()}
+
+
+def _counts_json(summary: RunSummary) -> dict[str, Any]:
+    return {"direction": summary.direction, "streams": {k: asdict(v) for k, v in summary.streams.items()}, "targets": summary.targets}
+
+
+def _payload_hash(data: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode(), usedforsecurity=False).hexdigest()
+
+
+def _out_records(hub_store: Store, kind: str, mapping: Mapping) -> Iterator[tuple[OutRecord, str]]:
+    for g in hub_store.iter_golden(kind):
+        data = dict(g["data"])
+        data["id"] = g["id"]
+        out = mapping.apply(data)
+        yield OutRecord(golden_id=g["id"], data=out), _payload_hash(out)

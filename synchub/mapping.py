@@ -1,0 +1,358 @@
+"""Declarative field maps between a connector's records and the canonical schema.
+
+A mapping is a YAML file in a mappings folder, named by its file stem::
+
+    entity: person          # person | company
+    direction: in           # in: source record -> canonical; out: canonical -> destination
+    fields:
+      # <destination path>: <source path>                       short form
+      first_name: Vorname
+      # <destination path>: {path, transform, args}              long form
+      phones: {path: Telefon, transform: phone_e164}
+      # several transforms run in order
+      birth_date: {path: Geburtsdatum, transforms: [trim, {name: parse_date, args: {format: "%d.%m.%Y"}}]}
+      # a constant
+      lead_source.origin: {value: shop}
+      # several sources for one list field
+      emails: [E-Mail, {path: E-Mail 2, transform: email}]
+
+The key is always the *destination* and the value the *source*: canonical paths on the left for
+``in`` mappings, the connector's field names on the left for ``out`` mappings. Paths are dotted
+(``address.city``, ``emails.0``); a source key that itself contains dots is found as is first.
+Transforms are named functions registered through the ``register_transforms`` hook: there is no
+eval anywhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError
+
+from synchub.errors import ConfigError, MappingError, Problem, RecordValidationError
+from synchub.schema import ENTITY_MODELS, canonical_paths
+from synchub.yamlfile import YamlDoc, load_yaml
+
+_LIST_FIELDS = {"emails", "phones", "tags"}
+
+
+@dataclass
+class FieldMap:
+    dest: str
+    source: str | None  # None for constants
+    getter: Callable[[dict[str, Any]], Any]
+    steps: list[tuple[str, Callable[..., Any], dict[str, Any]]]
+    is_list: bool = False
+
+
+@dataclass
+class Mapping:
+    """A compiled mapping. :meth:`apply` turns one record into the destination's shape."""
+
+    name: str
+    entity: Literal["person", "company"]
+    direction: Literal["in", "out"]
+    fields: list[FieldMap]
+    path: Path | None = None
+    _paths: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    #: Optional source field that says when the source last changed the record.
+    observed_at: FieldMap | None = None
+
+    @property
+    def field_names(self) -> list[str]:
+        """Destination fields in the order the mapping lists them."""
+        return list(dict.fromkeys(fm.dest for fm in self.fields))
+
+    def observed(self, record: dict[str, Any]) -> datetime | None:
+        """The record's own change time, when the mapping names one (``observed_at:``)."""
+        fm = self.observed_at
+        if fm is None:
+            return None
+        value = fm.getter(record)
+        if value in (None, ""):
+            return None
+        try:
+            for _name, fn, args in fm.steps:
+                value = fn(value, **args)
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except (ValueError, TypeError) as exc:
+            raise MappingError(f"observed_at (from {fm.source!r}): {exc}", field="observed_at") from None
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return None
+
+    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Map one record. Raises :class:`MappingError` naming the field and the source value."""
+        out: dict[str, Any] = {}
+        for fm in self.fields:
+            value = fm.getter(record)
+            if isinstance(value, str):
+                value = value.strip()
+                if value == "":
+                    value = None
+            try:
+                for _name, fn, args in fm.steps:
+                    if value is None and not getattr(fn, "accepts_none", False):
+                        break
+                    value = fn(value, **args)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                src = f" (from {fm.source!r})" if fm.source else ""
+                raise MappingError(f"{fm.dest}{src}: {exc}", field=fm.dest) from None
+            if value is None or value == "" or value == []:
+                continue
+            _set(out, self._paths[fm.dest], value, fm.is_list)
+        return out
+
+    def to_canonical(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Map an inbound record and validate it against the canonical model.
+
+        Returns the JSON form of the model, without empty values."""
+        data = self.apply(record)
+        model = ENTITY_MODELS[self.entity]
+        try:
+            obj = model.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise RecordValidationError(f"{loc}: {err['msg']}", field=loc) from None
+        dumped = obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        dumped["kind"] = self.entity
+        return dumped
+
+
+def _set(out: dict[str, Any], parts: tuple[str, ...], value: Any, is_list: bool) -> None:
+    target = out
+    for p in parts[:-1]:
+        target = target.setdefault(p, {})
+    last = parts[-1]
+    if is_list:
+        items = target.setdefault(last, [])
+        if isinstance(value, (list, tuple)):
+            items.extend(v for v in value if v not in (None, ""))
+        else:
+            items.append(value)
+    else:
+        target[last] = value
+
+
+def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
+    if "." not in path:
+        return lambda rec: rec.get(path)
+    parts = path.split(".")
+
+    def get(rec: dict[str, Any]) -> Any:
+        if path in rec:
+            return rec[path]
+        cur: Any = rec
+        for p in parts:
+            if isinstance(cur, dict):
+                cur = cur.get(p)
+            elif isinstance(cur, list) and p.isdigit():
+                i = int(p)
+                cur = cur[i] if i < len(cur) else None
+            else:
+                return None
+            if cur is None:
+                return None
+        return cur
+
+    return get
+
+
+def compile_mapping(
+    doc: YamlDoc,
+    transforms: dict[str, Callable[..., Any]],
+    *,
+    defaults: dict[str, Any] | None = None,
+) -> tuple[Mapping | None, list[Problem]]:
+    """Compile a parsed mapping file; returns the mapping (None if unusable) and its problems."""
+    problems: list[Problem] = []
+    data = doc.data
+    name = doc.path.stem
+    if not isinstance(data, dict):
+        return None, [doc.problem((), "a mapping must be a YAML mapping with entity, direction, fields")]
+    for key in data:
+        if key not in ("entity", "direction", "fields", "description", "observed_at"):
+            problems.append(doc.problem((key,), "unknown key (allowed: entity, direction, fields, observed_at, description)"))
+    entity = data.get("entity", "person")
+    direction = data.get("direction", "in")
+    if entity not in ENTITY_MODELS:
+        problems.append(doc.problem(("entity",), f"entity must be one of {sorted(ENTITY_MODELS)}"))
+        entity = "person"
+    if direction not in ("in", "out"):
+        problems.append(doc.problem(("direction",), "direction must be 'in' or 'out'"))
+        direction = "in"
+    fields = data.get("fields")
+    if not isinstance(fields, dict) or not fields:
+        problems.append(doc.problem(("fields",), "fields must be a non-empty mapping of destination: source"))
+        return None, problems
+    valid_paths = canonical_paths(ENTITY_MODELS[entity])
+    defaults = defaults or {}
+    compiled: list[FieldMap] = []
+    paths: dict[str, tuple[str, ...]] = {}
+    for dest, spec in fields.items():
+        loc = ("fields", dest)
+        dest = str(dest)
+        canonical_side = dest if direction == "in" else None
+        if canonical_side is not None and not _valid_canonical(canonical_side, valid_paths):
+            problems.append(doc.problem(loc, f"{dest!r} is not a field of the canonical {entity}"))
+            continue
+        specs = spec if isinstance(spec, list) else [spec]
+        is_list = direction == "in" and dest in _LIST_FIELDS
+        if isinstance(spec, list) and not is_list:
+            problems.append(doc.problem(loc, "only list fields (emails, phones, tags) take several sources"))
+            continue
+        for i, one in enumerate(specs):
+            sloc = (*loc, i) if isinstance(spec, list) else loc
+            fm = _compile_one(doc, sloc, dest, one, transforms, defaults, problems, valid_paths, direction)
+            if fm is not None:
+                fm.is_list = is_list
+                compiled.append(fm)
+        paths[dest] = tuple(dest.split("."))
+    observed = None
+    if "observed_at" in data:
+        observed = _compile_one(doc, ("observed_at",), "observed_at", data["observed_at"], transforms, defaults, problems, valid_paths, "in")
+    mapping = Mapping(name=name, entity=entity, direction=direction, fields=compiled, path=doc.path, _paths=paths, observed_at=observed)
+    return mapping, problems
+
+
+def _valid_canonical(path: str, valid: dict[str, Any]) -> bool:
+    if path in valid:
+        return True
+    if path.startswith("custom.") and len(path) > len("custom."):
+        return True
+    head, _, idx = path.rpartition(".")
+    return idx.isdigit() and head in valid
+
+
+def _compile_one(
+    doc: YamlDoc, loc: tuple[Any, ...], dest: str, spec: Any, transforms: dict[str, Callable[..., Any]],
+    defaults: dict[str, Any], problems: list[Problem], valid_paths: dict[str, Any], direction: str,
+) -> FieldMap | None:
+    if isinstance(spec, str):
+        spec = {"path": spec}
+    if not isinstance(spec, dict):
+        problems.append(doc.problem(loc, "expected a source path or {path, transform, args}"))
+        return None
+    allowed = {"path", "value", "transform", "transforms", "args"}
+    for key in spec:
+        if key not in allowed:
+            problems.append(doc.problem((*loc, key), f"unknown key (allowed: {', '.join(sorted(allowed))})"))
+    if ("path" in spec) == ("value" in spec):
+        problems.append(doc.problem(loc, "give exactly one of path or value"))
+        return None
+    source = spec.get("path")
+    if source is not None:
+        source = str(source)
+        if direction == "out" and source != "id" and not _valid_canonical(source, valid_paths):
+            problems.append(doc.problem((*loc, "path"), f"{source!r} is not a field of the canonical record"))
+        getter = _getter(source)
+    else:
+        constant = spec["value"]
+        getter = lambda rec: constant  # noqa: E731
+    raw_steps: list[Any] = []
+    if "transform" in spec:
+        raw_steps.append({"name": spec["transform"], "args": spec.get("args") or {}})
+    elif "args" in spec:
+        problems.append(doc.problem((*loc, "args"), "args without a transform"))
+    if "transforms" in spec:
+        if not isinstance(spec["transforms"], list):
+            problems.append(doc.problem((*loc, "transforms"), "transforms must be a list"))
+        else:
+            raw_steps.extend(spec["transforms"])
+    steps = []
+    for j, step in enumerate(raw_steps):
+        tloc = (*loc, "transforms", j) if "transforms" in spec else (*loc, "transform")
+        if isinstance(step, str):
+            step = {"name": step, "args": {}}
+        if not isinstance(step, dict) or not isinstance(step.get("name"), str):
+            problems.append(doc.problem(tloc, "a transform is a name or {name, args}"))
+            continue
+        tname, args = step["name"], dict(step.get("args") or {})
+        fn = transforms.get(tname)
+        if fn is None:
+            problems.append(doc.problem(tloc, f"unknown transform {tname!r} (known: {', '.join(sorted(transforms))})"))
+            continue
+        bad = _check_args(fn, args)
+        if bad:
+            problems.append(doc.problem(tloc, f"transform {tname!r}: {bad}"))
+            continue
+        if "region" not in args and _accepts(fn, "region") and "phone_region" in defaults:
+            args["region"] = defaults["phone_region"]
+        steps.append((tname, fn, args))
+    return FieldMap(dest=dest, source=source, getter=getter, steps=steps)
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_args(fn: Callable[..., Any], args: dict[str, Any]) -> str | None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    names = {p.name for p in params}
+    unknown = sorted(set(args) - names)
+    if unknown:
+        return f"unknown argument(s) {', '.join(unknown)} (accepts: {', '.join(sorted(names)) or 'none'})"
+    missing = [p.name for p in params if p.default is p.empty and p.kind is p.KEYWORD_ONLY and p.name not in args]
+    if missing:
+        return f"missing argument(s) {', '.join(missing)}"
+    return None
+
+
+class MappingLibrary:
+    """Finds mappings by name in the configured folders and plugin-registered paths, compiles once."""
+
+    def __init__(self, folders: list[Path], transforms: dict[str, Callable[..., Any]], defaults: dict[str, Any]):
+        self.folders = folders
+        self.transforms = transforms
+        self.defaults = defaults
+        self._cache: dict[str, Mapping] = {}
+
+    def find(self, name: str) -> Path | None:
+        for folder in self.folders:
+            if folder.is_file() and folder.stem == name:
+                return folder
+            for ext in (".yaml", ".yml"):
+                candidate = folder / f"{name}{ext}"
+                if candidate.is_file():
+                    return candidate
+        return None
+
+    def load(self, name: str) -> tuple[Mapping | None, list[Problem]]:
+        if name in self._cache:
+            return self._cache[name], []
+        path = self.find(name)
+        if path is None:
+            where = ", ".join(str(f) for f in self.folders) or "(no mappings folder)"
+            return None, [Problem("", None, "", f"mapping {name!r} not found in {where}")]
+        try:
+            doc = load_yaml(path)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            return None, [Problem(str(path), mark.line + 1 if mark else None, "", f"not valid YAML: {exc}")]
+        mapping, problems = compile_mapping(doc, self.transforms, defaults=self.defaults)
+        if mapping is not None and not problems:
+            self._cache[name] = mapping
+        return mapping, problems
+
+    def get(self, name: str) -> Mapping:
+        mapping, problems = self.load(name)
+        if problems or mapping is None:
+            raise ConfigError(problems)
+        return mapping

@@ -1,0 +1,475 @@
+"""The store: SQLModel tables and the queries the engine needs.
+
+SQLite file by default, PostgreSQL by URL. The schema is created and upgraded only through
+Alembic migrations (``synchub/migrations``), never by dropping data. Hot paths use SQLAlchemy
+Core with batched statements (one ``IN`` lookup and one ``executemany`` per batch), so a sync
+costs a handful of round trips per thousand records.
+
+Tables:
+
+* ``golden_record``: one row per customer (person or company): its canonical data, the
+  provenance of each field unit, and a folded ``search_text`` for ``customers search``.
+* ``source_record``: every record as each source last delivered it (mapped, canonical form), linked
+  to its golden record. Golden records are derived from these, so merges can be undone.
+* ``identity_key``: exact identity keys (email, phone, source id) of each source record, indexed;
+  matching looks candidates up here.
+* ``sync_state``: per (connection, stream) cursor, saved only after the data it covers committed.
+* ``run``, ``rejected_record``, ``audit_log``, ``conflict``, ``outbound_state``, ``interaction``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from synchub.errors import StoreError
+from synchub.redact import redact
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def _json_col(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(JSONType, nullable=nullable))
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class GoldenRecord(SQLModel, table=True):
+    __tablename__ = "golden_record"
+    id: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(max_length=16, index=True)
+    status: str = Field(default="active", max_length=16, index=True)  # active | merged | deleted
+    merged_into: str | None = Field(default=None, max_length=32, index=True)
+    display_name: str = Field(default="", max_length=300)
+    search_text: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
+    data: dict[str, Any] = _json_col()
+    provenance: dict[str, Any] = _json_col()
+    version: int = Field(default=1)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts(index=True)
+
+
+class SourceRecord(SQLModel, table=True):
+    __tablename__ = "source_record"
+    __table_args__ = (sa.UniqueConstraint("connection", "stream", "source_id", name="uq_source_record"),)
+    id: int | None = Field(default=None, primary_key=True)
+    connection: str = Field(max_length=100)
+    stream: str = Field(max_length=100)
+    source_id: str = Field(max_length=500)
+    kind: str = Field(max_length=16)
+    golden_id: str = Field(max_length=32, index=True)
+    data: dict[str, Any] = _json_col()
+    content_hash: str = Field(max_length=64)
+    observed_at: datetime = _ts()
+    first_seen_at: datetime = _ts()
+    changed_at: datetime = _ts()
+    deleted: bool = Field(default=False)
+
+
+class IdentityKey(SQLModel, table=True):
+    __tablename__ = "identity_key"
+    __table_args__ = (sa.Index("ix_identity_key_lookup", "kind", "key_type", "key_value"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    key_type: str = Field(max_length=32)
+    key_value: str = Field(max_length=500)
+    golden_id: str = Field(max_length=32, index=True)
+    source_record_id: int = Field(index=True)
+
+
+class SyncState(SQLModel, table=True):
+    __tablename__ = "sync_state"
+    connection: str = Field(primary_key=True, max_length=100)
+    stream: str = Field(primary_key=True, max_length=100)
+    state: dict[str, Any] = _json_col()
+    run_id: int | None = None
+    updated_at: datetime = _ts()
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "run"
+    id: int | None = Field(default=None, primary_key=True)
+    connection: str = Field(max_length=100, index=True)
+    trigger: str = Field(default="cli", max_length=32)
+    status: str = Field(default="running", max_length=16, index=True)  # running|succeeded|partial|failed
+    started_at: datetime = _ts(index=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    counts: dict[str, Any] = _json_col()
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    worker: str = Field(default="", max_length=200)
+
+
+class RejectedRecord(SQLModel, table=True):
+    __tablename__ = "rejected_record"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(index=True)
+    connection: str = Field(max_length=100)
+    stream: str = Field(max_length=100)
+    ref: str = Field(default="", max_length=500)  # file:line, page/offset, API id
+    source_id: str | None = Field(default=None, max_length=500)
+    field: str | None = Field(default=None, max_length=200)
+    reason: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    raw: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime = _ts()
+
+
+class AuditLog(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(index=True)
+    actor: str = Field(max_length=200)  # "run:12", "user:alice", "cli"
+    action: str = Field(max_length=50)  # create | update | merge | split | resolve | delete
+    golden_id: str | None = Field(default=None, max_length=32, index=True)
+    details: dict[str, Any] = _json_col()
+
+
+class Conflict(SQLModel, table=True):
+    __tablename__ = "conflict"
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=64, unique=True)  # the same conflict is logged once
+    kind: str = Field(max_length=32)  # field | possible_duplicate
+    golden_id: str = Field(max_length=32, index=True)
+    other_golden_id: str | None = Field(default=None, max_length=32)
+    field: str | None = Field(default=None, max_length=200, index=True)
+    connections: str = Field(default="", max_length=500)  # comma separated, for filtering
+    candidates: list[dict[str, Any]] = _json_col()
+    rule: str | None = Field(default=None, max_length=100)
+    applied: dict[str, Any] | None = _json_col(nullable=True)
+    status: str = Field(default="open", max_length=16, index=True)  # open | resolved | dismissed
+    created_at: datetime = _ts(index=True)
+    resolved_by: str | None = Field(default=None, max_length=200)
+    resolved_at: datetime | None = _ts(nullable=True)
+    resolution: dict[str, Any] | None = _json_col(nullable=True)
+
+
+class OutboundState(SQLModel, table=True):
+    __tablename__ = "outbound_state"
+    connection: str = Field(primary_key=True, max_length=100)
+    stream: str = Field(primary_key=True, max_length=100)
+    golden_id: str = Field(primary_key=True, max_length=32)
+    payload_hash: str = Field(max_length=64)
+    external_id: str | None = Field(default=None, max_length=500)
+    pushed_at: datetime = _ts()
+
+
+class InteractionRow(SQLModel, table=True):
+    __tablename__ = "interaction"
+    __table_args__ = (sa.UniqueConstraint("connection", "stream", "source_id", name="uq_interaction"),)
+    id: int | None = Field(default=None, primary_key=True)
+    golden_id: str | None = Field(default=None, max_length=32, index=True)
+    connection: str = Field(max_length=100)
+    stream: str = Field(max_length=100)
+    source_id: str = Field(max_length=500)
+    kind: str = Field(max_length=32)
+    occurred_at: datetime = _ts(index=True)
+    data: dict[str, Any] = _json_col()
+
+
+T = SQLModel.metadata.tables
+golden_t = T["golden_record"]
+source_t = T["source_record"]
+key_t = T["identity_key"]
+state_t = T["sync_state"]
+run_t = T["run"]
+rejected_t = T["rejected_record"]
+audit_t = T["audit_log"]
+conflict_t = T["conflict"]
+outbound_t = T["outbound_state"]
+interaction_t = T["interaction"]
+
+# SQLite caps bound parameters per statement; PostgreSQL's cap is 65535. Chunk IN lists below both.
+_IN_CHUNK = 900
+
+
+def _chunks(items: list[Any], n: int = _IN_CHUNK) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _json_dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class Store:
+    """A handle on one store database. Cheap to create; call :meth:`upgrade` once before use."""
+
+    def __init__(self, url: str, *, echo: bool = False):
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "future": True}
+        if url.startswith("sqlite"):
+            db = sa.engine.make_url(url).database
+            if db and db != ":memory:" and not db.startswith("file:"):
+                os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine = sa.create_engine(url, **kwargs)
+        except Exception as exc:  # bad URL, missing driver
+            raise StoreError(f"cannot open store {redact(_safe_url(url))}: {redact(exc)}") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def __repr__(self) -> str:
+        return f"Store({_safe_url(self.url)!r})"
+
+    @property
+    def display_url(self) -> str:
+        return _safe_url(self.url)
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the newest migration (Alembic ``upgrade head``)."""
+        from synchub.migrate import upgrade
+
+        try:
+            upgrade(self.engine)
+        except Exception as exc:
+            raise StoreError(f"cannot upgrade store {self.display_url}: {redact(exc)}") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A connection inside one transaction: committed on success, rolled back on error."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    # ----- sync state -------------------------------------------------------------------------
+
+    def get_state(self, connection: str, stream: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(state_t.c.state).where(state_t.c.connection == connection, state_t.c.stream == stream)
+            ).first()
+        return row[0] if row else None
+
+    def save_state(self, connection: str, stream: str, state: dict[str, Any], run_id: int | None) -> None:
+        with self.begin() as conn:
+            save_state(conn, connection, stream, state, run_id)
+
+    # ----- runs -------------------------------------------------------------------------------
+
+    def start_run(self, connection: str, trigger: str = "cli") -> int:
+        with self.begin() as conn:
+            res = conn.execute(
+                run_t.insert().values(
+                    connection=connection, trigger=trigger, status="running", started_at=utcnow(),
+                    counts={}, worker=f"{socket.gethostname()}:{os.getpid()}",
+                )
+            )
+            return int(res.inserted_primary_key[0])
+
+    def finish_run(self, run_id: int, status: str, counts: dict[str, Any], error: str | None = None) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                run_t.update().where(run_t.c.id == run_id).values(
+                    status=status, finished_at=utcnow(), counts=counts,
+                    error=redact(error) if error else None,
+                )
+            )
+
+    def recent_runs(self, limit: int = 20, connection: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(run_t).order_by(run_t.c.id.desc()).limit(limit)
+        if connection:
+            q = q.where(run_t.c.connection == connection)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def get_run(self, run_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(run_t).where(run_t.c.id == run_id)).first()
+            return dict(row._mapping) if row else None
+
+    def rejected_for_run(self, run_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = sa.select(rejected_t).where(rejected_t.c.run_id == run_id).order_by(rejected_t.c.id).limit(limit)
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    # ----- golden records ---------------------------------------------------------------------
+
+    def get_golden(self, golden_id: str, *, follow_merges: bool = True) -> dict[str, Any] | None:
+        """A golden record by id or unique id prefix; a merged-away id leads to its survivor."""
+        with self.engine.connect() as conn:
+            for _ in range(20):
+                row = conn.execute(sa.select(golden_t).where(golden_t.c.id == golden_id)).first()
+                if row is None and len(golden_id) >= 4:
+                    rows = conn.execute(
+                        sa.select(golden_t).where(golden_t.c.id.like(golden_id.replace("%", "") + "%")).limit(2)
+                    ).all()
+                    row = rows[0] if len(rows) == 1 else None
+                if row is None:
+                    return None
+                rec = dict(row._mapping)
+                if follow_merges and rec["status"] == "merged" and rec["merged_into"]:
+                    golden_id = rec["merged_into"]
+                    continue
+                return rec
+        return None
+
+    def search_golden(self, text: str, limit: int = 20, kind: str | None = None) -> list[dict[str, Any]]:
+        from synchub.normalize import fold
+
+        terms = [t for t in fold(text).split() if t] or [text.strip().lower()]
+        q = sa.select(golden_t).where(golden_t.c.status == "active")
+        for term in terms:
+            q = q.where(golden_t.c.search_text.like(f"%{_escape_like(term)}%", escape="\\"))
+        if kind:
+            q = q.where(golden_t.c.kind == kind)
+        q = q.order_by(golden_t.c.display_name).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def source_records_of(self, golden_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = sa.select(source_t).where(source_t.c.golden_id == golden_id).order_by(source_t.c.id)
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def audit_of(self, golden_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = sa.select(audit_t).where(audit_t.c.golden_id == golden_id).order_by(audit_t.c.id.desc()).limit(limit)
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            out = {}
+            for name, table, cond in (
+                ("golden_active", golden_t, golden_t.c.status == "active"),
+                ("source_records", source_t, None),
+                ("open_conflicts", conflict_t, conflict_t.c.status == "open"),
+                ("rejected", rejected_t, None),
+            ):
+                q = sa.select(sa.func.count()).select_from(table)
+                if cond is not None:
+                    q = q.where(cond)
+                out[name] = int(conn.execute(q).scalar_one())
+            return out
+
+    def iter_golden(self, kind: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every active golden record of ``kind``, ordered by id, streamed in pages (keyset)."""
+        last = ""
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(golden_t.c.id, golden_t.c.data, golden_t.c.provenance, golden_t.c.updated_at)
+                    .where(golden_t.c.kind == kind, golden_t.c.status == "active", golden_t.c.id > last)
+                    .order_by(golden_t.c.id).limit(batch)
+                ).all()
+            if not rows:
+                return
+            for r in rows:
+                yield dict(r._mapping)
+            last = rows[-1].id
+
+    # ----- conflicts --------------------------------------------------------------------------
+
+    def list_conflicts(self, status: str | None = "open", limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
+        q = sa.select(conflict_t).order_by(conflict_t.c.id.desc()).limit(limit)
+        if status:
+            q = q.where(conflict_t.c.status == status)
+        if filters.get("field"):
+            q = q.where(conflict_t.c.field == filters["field"])
+        if filters.get("connection"):
+            q = q.where(conflict_t.c.connections.like(f"%{_escape_like(filters['connection'])}%", escape="\\"))
+        if filters.get("older_than"):
+            q = q.where(conflict_t.c.created_at < filters["older_than"])
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def save_state(conn: sa.Connection, connection: str, stream: str, state: dict[str, Any], run_id: int | None) -> None:
+    now = utcnow()
+    updated = conn.execute(
+        state_t.update()
+        .where(state_t.c.connection == connection, state_t.c.stream == stream)
+        .values(state=state, run_id=run_id, updated_at=now)
+    )
+    if updated.rowcount == 0:
+        conn.execute(state_t.insert().values(connection=connection, stream=stream, state=state, run_id=run_id, updated_at=now))
+
+
+def lookup_source_records(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str]) -> dict[str, sa.Row[Any]]:
+    ids = list(set(source_ids))
+    found: dict[str, sa.Row[Any]] = {}
+    for chunk in _chunks(ids):
+        q = sa.select(source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source_t.c.content_hash, source_t.c.deleted).where(
+            source_t.c.connection == connection, source_t.c.stream == stream, source_t.c.source_id.in_(chunk)
+        )
+        for row in conn.execute(q):
+            found[row.source_id] = row
+    return found
+
+
+def lookup_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """Golden ids that already own each (key_type, key_value)."""
+    by_type: dict[str, set[str]] = {}
+    for t, v in keys:
+        by_type.setdefault(t, set()).add(v)
+    out: dict[tuple[str, str], set[str]] = {}
+    for key_type, values in by_type.items():
+        for chunk in _chunks(sorted(values)):
+            q = sa.select(key_t.c.key_value, key_t.c.golden_id).where(
+                key_t.c.kind == kind, key_t.c.key_type == key_type, key_t.c.key_value.in_(chunk)
+            )
+            for row in conn.execute(q):
+                out.setdefault((key_type, row.key_value), set()).add(row.golden_id)
+    return out
+
+
+def _escape_like(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<invalid store URL>"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (the CLI) work while a sync writes; synchronous=FULL makes every commit
+    # durable across power loss, which the cursor-after-commit promise relies on.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

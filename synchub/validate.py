@@ -1,0 +1,77 @@
+"""Checks of a config that need the plugins: connectors exist, their settings validate, every
+stream's mapping exists and compiles, merge rules and source priorities name real things."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from synchub.errors import Problem
+from synchub.mapping import MappingLibrary
+from synchub.plugins import failed_plugins, get_connectors, get_mapping_paths, get_merge_rules, get_transforms
+from synchub.yamlfile import YamlDoc, pydantic_problems
+
+if TYPE_CHECKING:
+    from synchub.config import Config
+
+
+def validate_config(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlDoc]) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def at(loc: tuple[Any, ...], message: str) -> None:
+        problems.append(doc_for(loc).problem(loc, message))
+
+    connectors = get_connectors()
+    folders = [config.resolve(p) for p in config.mappings_dir]
+    for i, folder in enumerate(folders):
+        if not folder.is_dir():
+            at(("mappings_dir", i), f"folder {folder} does not exist")
+    library = MappingLibrary(folders + get_mapping_paths(), get_transforms(), {"phone_region": config.defaults.phone_region})
+    for name, conn in config.connections.items():
+        loc = ("connections", name)
+        cls = connectors.get(conn.connector)
+        if cls is None:
+            hint = f"; plugin {conn.connector!r} failed to load: {failed_plugins[conn.connector]}" if conn.connector in failed_plugins else ""
+            at((*loc, "connector"), f"no connector named {conn.connector!r} is installed (installed: {', '.join(sorted(connectors)) or 'none'}){hint}")
+            continue
+        try:
+            cls.Settings.model_validate(conn.settings)
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(doc_for(loc), exc, (*loc, "settings")))
+        if not conn.streams:
+            at((*loc, "streams"), "a connection needs at least one stream")
+        for sname, scfg in conn.streams.items():
+            sloc = (*loc, "streams", sname)
+            try:
+                cls.StreamSettings.model_validate(scfg.settings)
+            except ValidationError as exc:
+                problems.extend(pydantic_problems(doc_for(loc), exc, (*sloc, "settings")))
+            if not scfg.mapping:
+                at(sloc, "mapping is missing (name of a file in the mappings folder)")
+                continue
+            mapping, mproblems = library.load(scfg.mapping)
+            for p in mproblems:
+                if p.file:
+                    problems.append(p)
+                else:
+                    at((*sloc, "mapping"), p.message)
+            if mapping is not None:
+                want = "in" if conn.direction == "in" else "out" if conn.direction == "out" else None
+                if want and mapping.direction != want:
+                    at((*sloc, "mapping"), f"mapping {scfg.mapping!r} is an {mapping.direction!r} mapping, but the connection's direction is {conn.direction!r}")
+                if conn.direction == "out" and mapping.entity != conn.entity:
+                    at((*sloc, "mapping"), f"mapping {scfg.mapping!r} maps {mapping.entity} records, the connection sends {conn.entity}")
+    rules = get_merge_rules()
+    for entity, mcfg in config.merge.items():
+        mloc = ("merge", entity)
+        for i, src in enumerate(mcfg.source_priority):
+            if src not in config.connections:
+                at((*mloc, "source_priority", i), f"{src!r} is not a configured connection")
+        for fname, frule in [("default", mcfg.default), *mcfg.fields.items()]:
+            floc = (*mloc, "fields", fname) if fname != "default" else (*mloc, "default")
+            for key, rname in (("rule", frule.rule), ("fallback", frule.fallback)):
+                if rname and rname not in rules:
+                    at((*floc, key), f"unknown merge rule {rname!r} (known: {', '.join(sorted(rules))})")
+    return problems
