@@ -115,6 +115,13 @@ class Mapping:
 
         Returns the JSON form of the model, without empty values."""
         data = self.apply(record)
+        consent = data.get("consent")
+        if consent:
+            # A channel with a constant method/source but no status in this record says nothing.
+            for channel in [c for c, v in consent.items() if isinstance(v, dict) and "status" not in v]:
+                del consent[channel]
+            if not consent:
+                del data["consent"]
         model = ENTITY_MODELS[self.entity]
         try:
             obj = model.model_validate(data)
