@@ -88,7 +88,7 @@ def interpolate_env(doc: YamlDoc, environ: dict[str, str] | None = None) -> list
             if name in env:
                 val = env[name]
             elif default is not None:
-                val = default
+                val = _ENV.sub(repl, default)
             else:
                 problems.append(doc.problem(loc, f"environment variable {name} is not set"))
                 return ""

@@ -1,0 +1,74 @@
+"""The command line on the demo: sync summary, runs, customers, conflicts, --json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synchub.cli import app
+
+
+@pytest.fixture
+def demo(demo_dir: Path, store_url: str):
+    runner = CliRunner()
+    cfg = str(demo_dir / "config" / "demo.yaml")
+    env = {"SYNCHUB_STORE": store_url}
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, ["--config", cfg, *args], env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return run
+
+
+def test_sync_prints_summary_store_and_export(demo, demo_dir: Path) -> None:
+    output = demo("sync")
+    assert "shop/customers" in output and "newsletter/audience" in output and "fair/leads" in output
+    assert "golden records: 79 from 104 source records; open conflicts: 3" in output
+    assert f"export export/customers: {demo_dir / 'var' / 'export' / 'kunden_bereinigt.csv'}" in output
+    assert "store: " in output
+
+
+def test_sync_json_and_runs(demo) -> None:
+    data = json.loads(demo("--json", "sync"))
+    shop = next(r for r in data["runs"] if r["connection"] == "shop")
+    assert shop["streams"]["customers"]["read"] == 45 and shop["streams"]["customers"]["rejected"] == 3
+    assert data["totals"]["golden_active"] == 79
+    runs = json.loads(demo("--json", "runs"))
+    assert {r["connection"] for r in runs} == {"shop", "newsletter", "fair", "export"}
+    shown = json.loads(demo("--json", "runs", "show", str(shop["run_id"])))
+    assert {(r["ref"], r["field"]) for r in shown["rejected"]} == {
+        ("shop_kunden.csv:25", None), ("shop_kunden.csv:32", "birth_date"), ("shop_kunden.csv:41", "emails")}
+    text = demo("runs", "show", str(shop["run_id"]))
+    assert "shop_kunden.csv:32" in text and "birth_date" in text
+
+
+def test_customers_search_and_show_with_provenance(demo) -> None:
+    demo("sync")
+    found = json.loads(demo("--json", "customers", "search", "Köfler"))  # folded: Kofler = Köfler
+    assert [c["name"] for c in found] == ["Sabine Kofler"]
+    gid = found[0]["id"]
+    shown = json.loads(demo("--json", "customers", "show", gid[:10]))  # an id prefix is enough
+    assert shown["id"] == gid
+    assert {s["connection"] for s in shown["sources"]} == {"shop", "newsletter", "fair"}
+    assert shown["provenance"]["address"]["connection"] == "shop"
+    table = demo("customers", "show", gid, "--why")
+    assert "source_priority" in table and "shop/customers" in table
+
+
+def test_conflicts_list(demo) -> None:
+    demo("sync")
+    conflicts = json.loads(demo("--json", "conflicts"))
+    assert len(conflicts) == 3 and {c["field"] for c in conflicts} == {"consent.email"}
+    assert json.loads(demo("--json", "conflicts", "--connection", "fair")) == []
+    assert "consent.email" in demo("conflicts")
+
+
+def test_plugins_lists_builtin_connector_and_transforms(demo) -> None:
+    data = json.loads(demo("--json", "plugins"))
+    assert "files" in data["connectors"]
+    assert {"phone_e164", "parse_date", "map_values", "country_iso"} <= set(data["transforms"])
