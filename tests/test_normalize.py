@@ -405,6 +405,7 @@ def test_normalize_postal_code_empty(code: str | None) -> None:
         ("101", "AT", "not a valid AT postal code"),
         ("D-1234567", None, "not a valid DE postal code"),
         ("80331", "Atlantis", "unknown country: 'Atlantis'"),
+        ("A-1010", "DE", "postal code 'A-1010' has the prefix of AT but the country is DE"),
     ],
 )
 def test_normalize_postal_code_rejects(code: str, country: str | None, message: str) -> None:
@@ -955,6 +956,9 @@ def test_normalize_name_empty(raw: str | None) -> None:
         ("Mrs. Jane Smith", ("Jane", "Smith")),
         ("Ms Jane Smith", ("Jane", "Smith")),
         ("Jane Smith PhD", ("Jane", "Smith")),
+        ("Juan García y Pérez", ("Juan", "García y Pérez")),
+        ("Karl-Theodor von und zu Guttenberg", ("Karl-Theodor", "von und zu Guttenberg")),
+        ("Maria da Silva", ("Maria", "da Silva")),
         ("Müller-Lüdenscheidt", (None, "Müller-Lüdenscheidt")),
         ("  Anna   Schmidt ", ("Anna", "Schmidt")),
         ("Herr", (None, None)),
