@@ -251,8 +251,10 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
         err.print(f"no customer {golden_id!r}")
         raise typer.Exit(1)
     sources = store.source_records_of(rec["id"])
+    timeline = store.timeline_of(rec["id"])
     if state.json:
-        _emit_json({**rec, "sources": [{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")} for s in sources]})
+        _emit_json({**rec, "sources": [{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")} for s in sources],
+                    "timeline": [{k: t[k] for k in ("kind", "occurred_at", "connection", "stream", "source_id", "data")} for t in timeline]})
         return
     from synchub.schema import field_units
 
@@ -278,6 +280,11 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
     out.print(table)
     refs = ", ".join(f"{s['connection']}/{s['stream']}#{s['source_id']}" for s in sources)
     out.print(f"source records: {refs}")
+    if timeline:
+        out.print("timeline:")
+        for t in timeline:
+            summary = (t["data"].get("summary") or "").replace("\n", " ")
+            out.print(f"  {_ts(t['occurred_at'])[:10]} {t['kind']} ({t['connection']}) {summary[:100]}", markup=False)
 
 
 def _fmt(value: Any) -> str:

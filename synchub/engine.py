@@ -26,7 +26,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from synchub.normalize import fold
 
 from synchub import match
 from synchub import store as st
@@ -43,6 +42,7 @@ from synchub.connector import (
 from synchub.errors import ConfigError, FatalRunError, RecordError, SynchubError
 from synchub.mapping import Mapping, MappingLibrary
 from synchub.merge import Merger
+from synchub.normalize import fold
 from synchub.plugins import get_connectors, get_mapping_paths, get_transforms
 from synchub.redact import redact
 from synchub.store import Store, utcnow
@@ -103,6 +103,7 @@ class _Prepared:
     observed_at: datetime
     keys: list[tuple[str, str]]
     deleted: bool = False
+    interactions: list[dict[str, Any]] = field(default_factory=list)
 
 
 _running: dict[str, threading.Lock] = {}
@@ -324,6 +325,7 @@ class Hub:
             data = mapping.to_canonical(item.data)
             data = match.normalize_record(data, self.config.defaults.phone_region)
             observed = mapping.observed(item.data) or item.observed_at or run_started
+            interactions = mapping.interactions_of(item.data, observed) if mapping.interactions else []
         except RecordError as exc:
             reason = str(exc)
             rejects.append(_reject_row(run_id, connection, stream_name, item.ref, source_id, exc.field, reason, _raw(item.data)))
@@ -332,7 +334,9 @@ class Hub:
         digest = hashlib.sha1(json.dumps(data, sort_keys=True, ensure_ascii=False).encode(), usedforsecurity=False).hexdigest()
         if item.deleted:
             digest = "deleted:" + digest
-        return _Prepared(source_id, item.ref, data, digest, observed, keyer.keys(data, source_id), item.deleted)
+        if interactions:
+            digest = hashlib.sha1((digest + json.dumps(interactions, sort_keys=True)).encode(), usedforsecurity=False).hexdigest()
+        return _Prepared(source_id, item.ref, data, digest, observed, keyer.keys(data, source_id), item.deleted, interactions)
 
     def _flush(self, connection: str, stream: str, kind: str, pending: list[_Prepared],
                rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts) -> None:
@@ -391,6 +395,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             continue
         conn.execute(st.source_t.update().where(st.source_t.c.golden_id == loser).values(golden_id=survivor))
         conn.execute(st.key_t.update().where(st.key_t.c.golden_id == loser).values(golden_id=survivor))
+        conn.execute(st.interaction_t.update().where(st.interaction_t.c.golden_id == loser).values(golden_id=survivor))
         conn.execute(
             st.golden_t.update().where(st.golden_t.c.id == loser).values(status="merged", merged_into=survivor, updated_at=now)
         )
@@ -437,6 +442,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     ]
     if key_rows:
         conn.execute(st.key_t.insert(), key_rows)
+    _write_interactions(conn, connection, stream, changed, assignment, existing)
     touched = {assignment[p.source_id] for p in changed} | set(merges.values())
     touched = {resolver.find(g) for g in touched}
     golden_changes = _rederive(conn, kind, touched, merger, now, actor, run_id)
@@ -446,6 +452,36 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             o = "unchanged"
         setattr(counts, o, getattr(counts, o) + 1)
     counts.conflicts += golden_changes.get("__conflicts__", 0)
+
+
+def _write_interactions(conn: sa.Connection, connection: str, stream: str, changed: list[_Prepared],
+                        assignment: dict[str, str], existing: dict[str, Any]) -> None:
+    """Replace the timeline entries of every changed source record (idempotent on re-runs)."""
+    stale = [p.source_id for p in changed if p.source_id in existing]
+    for chunk in st._chunks(stale):
+        conn.execute(st.interaction_t.delete().where(
+            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
+            st.interaction_t.c.record_id.in_(chunk)))
+    rows = []
+    for p in changed:
+        for i, item in enumerate(p.interactions):
+            occurred = item.get("occurred_at")
+            rows.append({
+                "golden_id": assignment[p.source_id], "connection": connection, "stream": stream,
+                "source_id": f"{p.source_id}#{i}", "record_id": p.source_id, "kind": item["kind"],
+                "occurred_at": _as_datetime(occurred) if occurred else p.observed_at, "data": item,
+            })
+    if rows:
+        conn.execute(st.interaction_t.insert(), rows)
+
+
+def _as_datetime(value: str) -> datetime:
+    from datetime import timezone
+
+    if len(value) == 10:
+        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,

@@ -30,16 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import ValidationError
 
 from synchub.errors import ConfigError, MappingError, Problem, RecordValidationError
-from synchub.schema import ENTITY_MODELS, canonical_paths
+from synchub.schema import ENTITY_MODELS, Interaction, InteractionKind, canonical_paths
 from synchub.yamlfile import YamlDoc, load_yaml
 
 _LIST_FIELDS = {"emails", "phones", "tags"}
+_TOP_KEYS = ("entity", "direction", "fields", "observed_at", "interactions", "description")
 
 
 @dataclass
@@ -49,6 +50,15 @@ class FieldMap:
     getter: Callable[[dict[str, Any]], Any]
     steps: list[tuple[str, Callable[..., Any], dict[str, Any]]]
     is_list: bool = False
+
+
+@dataclass
+class InteractionMap:
+    """Maps one record to one timeline entry (a note, an order, a form submission)."""
+
+    kind: str
+    fields: list[FieldMap]
+    paths: dict[str, tuple[str, ...]]
 
 
 @dataclass
@@ -63,6 +73,7 @@ class Mapping:
     _paths: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     #: Optional source field that says when the source last changed the record.
     observed_at: FieldMap | None = None
+    interactions: list[InteractionMap] = field(default_factory=list)
 
     @property
     def field_names(self) -> list[str]:
@@ -90,24 +101,25 @@ class Mapping:
 
     def apply(self, record: dict[str, Any]) -> dict[str, Any]:
         """Map one record. Raises :class:`MappingError` naming the field and the source value."""
-        out: dict[str, Any] = {}
-        for fm in self.fields:
-            value = fm.getter(record)
-            if isinstance(value, str):
-                value = value.strip()
-                if value == "":
-                    value = None
-            try:
-                for _name, fn, args in fm.steps:
-                    if value is None and not getattr(fn, "accepts_none", False):
-                        break
-                    value = fn(value, **args)
-            except (ValueError, TypeError, ArithmeticError) as exc:
-                src = f" (from {fm.source!r})" if fm.source else ""
-                raise MappingError(f"{fm.dest}{src}: {exc}", field=fm.dest) from None
-            if value is None or value == "" or value == []:
+        return _apply(self.fields, self._paths, record)
+
+    def interactions_of(self, record: dict[str, Any], default_time: datetime) -> list[dict[str, Any]]:
+        """The timeline entries this record carries (entries whose fields are all empty are
+        skipped; one without a time of its own gets ``default_time``)."""
+        out = []
+        for imap in self.interactions:
+            data = _apply(imap.fields, imap.paths, record)
+            if not data:
                 continue
-            _set(out, self._paths[fm.dest], value, fm.is_list)
+            data["kind"] = imap.kind
+            data.setdefault("occurred_at", default_time)
+            try:
+                obj = Interaction.model_validate(data)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = "interaction." + ".".join(str(p) for p in err["loc"])
+                raise RecordValidationError(f"{loc}: {err['msg']}", field=loc) from None
+            out.append(obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"kind": imap.kind})
         return out
 
     def to_canonical(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +144,28 @@ class Mapping:
         dumped = obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         dumped["kind"] = self.entity
         return dumped
+
+
+def _apply(fields: list[FieldMap], paths: dict[str, tuple[str, ...]], record: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for fm in fields:
+        value = fm.getter(record)
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "":
+                value = None
+        try:
+            for _name, fn, args in fm.steps:
+                if value is None and not getattr(fn, "accepts_none", False):
+                    break
+                value = fn(value, **args)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            src = f" (from {fm.source!r})" if fm.source else ""
+            raise MappingError(f"{fm.dest}{src}: {exc}", field=fm.dest) from None
+        if value is None or value == "" or value == []:
+            continue
+        _set(out, paths[fm.dest], value, fm.is_list)
+    return out
 
 
 def _set(out: dict[str, Any], parts: tuple[str, ...], value: Any, is_list: bool) -> None:
@@ -186,8 +220,8 @@ def compile_mapping(
     if not isinstance(data, dict):
         return None, [doc.problem((), "a mapping must be a YAML mapping with entity, direction, fields")]
     for key in data:
-        if key not in ("entity", "direction", "fields", "description", "observed_at"):
-            problems.append(doc.problem((key,), "unknown key (allowed: entity, direction, fields, observed_at, description)"))
+        if key not in _TOP_KEYS:
+            problems.append(doc.problem((key,), f"unknown key (allowed: {', '.join(_TOP_KEYS)})"))
     entity = data.get("entity", "person")
     direction = data.get("direction", "in")
     if entity not in ENTITY_MODELS:
@@ -200,22 +234,57 @@ def compile_mapping(
     if not isinstance(fields, dict) or not fields:
         problems.append(doc.problem(("fields",), "fields must be a non-empty mapping of destination: source"))
         return None, problems
-    valid_paths = canonical_paths(ENTITY_MODELS[entity])
     defaults = defaults or {}
+    valid_paths = canonical_paths(ENTITY_MODELS[entity])
+    compiled, paths = _compile_fields(doc, ("fields",), fields, entity, valid_paths, direction, transforms, defaults, problems)
+    interactions: list[InteractionMap] = []
+    raw_interactions = data.get("interactions") or []
+    if raw_interactions and direction != "in":
+        problems.append(doc.problem(("interactions",), "only 'in' mappings produce interactions"))
+    elif not isinstance(raw_interactions, list):
+        problems.append(doc.problem(("interactions",), "interactions must be a list"))
+    else:
+        ivalid = canonical_paths(Interaction)
+        for i, spec in enumerate(raw_interactions):
+            iloc: tuple[Any, ...] = ("interactions", i)
+            if not isinstance(spec, dict) or not isinstance(spec.get("fields"), dict):
+                problems.append(doc.problem(iloc, "an interaction is {kind, fields: {occurred_at: ..., summary: ...}}"))
+                continue
+            for key in spec:
+                if key not in ("kind", "fields"):
+                    problems.append(doc.problem((*iloc, key), "unknown key (allowed: kind, fields)"))
+            kind = spec.get("kind")
+            kinds = get_args(InteractionKind)
+            if kind not in kinds:
+                problems.append(doc.problem((*iloc, "kind"), f"kind must be one of {', '.join(kinds)}"))
+                continue
+            ifields, ipaths = _compile_fields(doc, (*iloc, "fields"), spec["fields"], "interaction", ivalid, "in", transforms, defaults, problems)
+            interactions.append(InteractionMap(kind, ifields, ipaths))
+    observed = None
+    if "observed_at" in data:
+        observed = _compile_one(doc, ("observed_at",), "observed_at", data["observed_at"], transforms, defaults, problems, valid_paths, "in")
+    mapping = Mapping(name=name, entity=entity, direction=direction, fields=compiled, path=doc.path, _paths=paths,
+                      observed_at=observed, interactions=interactions)
+    return mapping, problems
+
+
+def _compile_fields(
+    doc: YamlDoc, prefix: tuple[Any, ...], fields: dict[str, Any], entity: str, valid_paths: dict[str, Any],
+    direction: str, transforms: dict[str, Callable[..., Any]], defaults: dict[str, Any], problems: list[Problem],
+) -> tuple[list[FieldMap], dict[str, tuple[str, ...]]]:
     compiled: list[FieldMap] = []
     paths: dict[str, tuple[str, ...]] = {}
     for dest, spec in fields.items():
-        loc = ("fields", dest)
+        loc = (*prefix, dest)
         dest = str(dest)
-        canonical_side = dest if direction == "in" else None
-        if canonical_side is not None and not _valid_canonical(canonical_side, valid_paths):
+        if direction == "in" and not _valid_canonical(dest, valid_paths):
             problems.append(doc.problem(loc, f"{dest!r} is not a field of the canonical {entity}"))
             continue
-        specs = spec if isinstance(spec, list) else [spec]
         is_list = direction == "in" and dest in _LIST_FIELDS
         if isinstance(spec, list) and not is_list:
             problems.append(doc.problem(loc, "only list fields (emails, phones, tags) take several sources"))
             continue
+        specs = spec if isinstance(spec, list) else [spec]
         for i, one in enumerate(specs):
             sloc = (*loc, i) if isinstance(spec, list) else loc
             fm = _compile_one(doc, sloc, dest, one, transforms, defaults, problems, valid_paths, direction)
@@ -223,18 +292,15 @@ def compile_mapping(
                 fm.is_list = is_list
                 compiled.append(fm)
         paths[dest] = tuple(dest.split("."))
-    observed = None
-    if "observed_at" in data:
-        observed = _compile_one(doc, ("observed_at",), "observed_at", data["observed_at"], transforms, defaults, problems, valid_paths, "in")
-    mapping = Mapping(name=name, entity=entity, direction=direction, fields=compiled, path=doc.path, _paths=paths, observed_at=observed)
-    return mapping, problems
+    return compiled, paths
 
 
 def _valid_canonical(path: str, valid: dict[str, Any]) -> bool:
     if path in valid:
         return True
-    if path.startswith("custom.") and len(path) > len("custom."):
-        return True
+    for free in ("custom.", "data."):  # free attributes of parties / interactions
+        if path.startswith(free) and len(path) > len(free) and free[:-1] in valid:
+            return True
     head, _, idx = path.rpartition(".")
     return idx.isdigit() and head in valid
 

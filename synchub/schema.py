@@ -59,12 +59,12 @@ class Address(_Model):
 class LeadSource(_Model):
     origin: LeadOrigin | None = None
     detail: str | None = None  # campaign, fair name, form name
-    at: datetime | date | None = None
+    at: date | datetime | None = None
 
 
 class Consent(_Model):
     status: ConsentStatus
-    at: datetime | date | None = None
+    at: date | datetime | None = None
     method: ConsentMethod | None = None
     source: str | None = None  # where it was given: form name, list, connection
 
@@ -73,8 +73,8 @@ class PurchaseSummary(_Model):
     orders_count: Annotated[int, Field(ge=0)] | None = None
     total_spent: Decimal | None = None
     currency: Annotated[str | None, Field(pattern=r"^[A-Z]{3}$")] = None
-    first_order_at: datetime | date | None = None
-    last_order_at: datetime | date | None = None
+    first_order_at: date | datetime | None = None
+    last_order_at: date | datetime | None = None
 
 
 class _Party(_Model):
@@ -148,7 +148,7 @@ class Interaction(_Model):
     """Something that happened with a customer, shown on their timeline."""
 
     kind: InteractionKind
-    occurred_at: datetime | date
+    occurred_at: date | datetime
     summary: str | None = None
     amount: Decimal | None = None
     currency: Annotated[str | None, Field(pattern=r"^[A-Z]{3}$")] = None

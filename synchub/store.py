@@ -190,12 +190,16 @@ class OutboundState(SQLModel, table=True):
 
 class InteractionRow(SQLModel, table=True):
     __tablename__ = "interaction"
-    __table_args__ = (sa.UniqueConstraint("connection", "stream", "source_id", name="uq_interaction"),)
+    __table_args__ = (
+        sa.UniqueConstraint("connection", "stream", "source_id", name="uq_interaction"),
+        sa.Index("ix_interaction_record", "connection", "stream", "record_id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     golden_id: str | None = Field(default=None, max_length=32, index=True)
     connection: str = Field(max_length=100)
     stream: str = Field(max_length=100)
     source_id: str = Field(max_length=500)
+    record_id: str = Field(max_length=500)  # the source record the entry came from
     kind: str = Field(max_length=32)
     occurred_at: datetime = _ts(index=True)
     data: dict[str, Any] = _json_col()
@@ -360,6 +364,12 @@ class Store:
     def source_records_of(self, golden_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             q = sa.select(source_t).where(source_t.c.golden_id == golden_id).order_by(source_t.c.id)
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def timeline_of(self, golden_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = (sa.select(interaction_t).where(interaction_t.c.golden_id == golden_id)
+                 .order_by(interaction_t.c.occurred_at.desc()).limit(limit))
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def audit_of(self, golden_id: str, limit: int = 50) -> list[dict[str, Any]]:

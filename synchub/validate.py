@@ -10,7 +10,13 @@ from pydantic import ValidationError
 
 from synchub.errors import Problem
 from synchub.mapping import MappingLibrary
-from synchub.plugins import failed_plugins, get_connectors, get_mapping_paths, get_merge_rules, get_transforms
+from synchub.plugins import (
+    failed_plugins,
+    get_connectors,
+    get_mapping_paths,
+    get_merge_rules,
+    get_transforms,
+)
 from synchub.yamlfile import YamlDoc, pydantic_problems
 
 if TYPE_CHECKING:

@@ -56,6 +56,8 @@ def test_customers_search_and_show_with_provenance(demo) -> None:
     assert shown["id"] == gid
     assert {s["connection"] for s in shown["sources"]} == {"shop", "newsletter", "fair"}
     assert shown["provenance"]["address"]["connection"] == "shop"
+    notes = [t for t in shown["timeline"] if t["kind"] == "note"]
+    assert [n["connection"] for n in notes] == ["fair"] and "Hauptstraße 5" in notes[0]["data"]["summary"]
     table = demo("customers", "show", gid, "--why")
     assert "source_priority" in table and "shop/customers" in table
 

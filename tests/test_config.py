@@ -134,9 +134,9 @@ def test_validate_command(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--config", str(good), "validate"])
     assert result.exit_code == 0 and "config is valid" in result.output
     bad = _write(tmp_path, GOOD.replace("schedule:", "shedule:"), "bad.yaml")
-    from synchub.cli import main
-
     import sys
+
+    from synchub.cli import main
 
     argv = sys.argv
     sys.argv = ["synchub", "--config", str(bad), "validate"]

@@ -38,7 +38,6 @@ from synchub.connector import (
     WriteResult,
 )
 from synchub.plugins import hookimpl
-
 from synchub_files.csvio import (
     EXCEL_DE,
     CsvFileError,

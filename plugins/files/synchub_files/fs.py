@@ -80,7 +80,7 @@ class LocalFileSystem:
         return out
 
     def open_read(self, path: str) -> BinaryIO:
-        return open(self._resolve(path), "rb")  # noqa: SIM115 - caller closes
+        return open(self._resolve(path), "rb")
 
     @contextmanager
     def write_atomic(self, path: str) -> Iterator[BinaryIO]:

@@ -97,6 +97,7 @@ def upgrade() -> None:
     sa.Column('connection', sa.String(length=100), nullable=False),
     sa.Column('stream', sa.String(length=100), nullable=False),
     sa.Column('source_id', sa.String(length=500), nullable=False),
+    sa.Column('record_id', sa.String(length=500), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
@@ -106,6 +107,7 @@ def upgrade() -> None:
     with op.batch_alter_table('interaction', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_interaction_golden_id'), ['golden_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_interaction_occurred_at'), ['occurred_at'], unique=False)
+        batch_op.create_index('ix_interaction_record', ['connection', 'stream', 'record_id'], unique=False)
 
     op.create_table('outbound_state',
     sa.Column('connection', sa.String(length=100), nullable=False),
@@ -198,6 +200,7 @@ def downgrade() -> None:
     op.drop_table('rejected_record')
     op.drop_table('outbound_state')
     with op.batch_alter_table('interaction', schema=None) as batch_op:
+        batch_op.drop_index('ix_interaction_record')
         batch_op.drop_index(batch_op.f('ix_interaction_occurred_at'))
         batch_op.drop_index(batch_op.f('ix_interaction_golden_id'))
 
