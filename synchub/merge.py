@@ -165,12 +165,54 @@ def union(candidates: list[Candidate], **_: Any) -> Candidate | None:  # pragma:
     return most_recent(candidates)
 
 
+def _filled(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(_filled(v) for v in value.values())
+    if isinstance(value, list):
+        return len([v for v in value if v not in (None, "")])
+    return 0 if value in (None, "") else 1
+
+
+def most_complete(candidates: list[Candidate], **_: Any) -> Candidate | None:
+    """The value with the most filled parts (an address with street, postcode and city beats a
+    city alone); None when the most complete values disagree, so the fallback decides."""
+    if not candidates:
+        return None
+    best = max(_filled(c.value) for c in candidates)
+    top = [c for c in candidates if _filled(c.value) == best]
+    return top[0] if len({_key(c.value) for c in top}) == 1 else None
+
+
+def most_frequent(candidates: list[Candidate], **_: Any) -> Candidate | None:
+    """The value most sources agree on; None on a tie, so the fallback decides."""
+    counts: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        counts.setdefault(_key(c.value), []).append(c)
+    ranked = sorted(counts.values(), key=len, reverse=True)
+    if not ranked or (len(ranked) > 1 and len(ranked[0]) == len(ranked[1])):
+        return None
+    return most_recent(ranked[0])
+
+
+def longest(candidates: list[Candidate], **_: Any) -> Candidate | None:
+    """The longest text (``Dr. Anna-Lena`` over ``A.``); None on a tie between different values."""
+    if not candidates:
+        return None
+    size = lambda c: len(str(c.value))  # noqa: E731
+    best = max(size(c) for c in candidates)
+    top = [c for c in candidates if size(c) == best]
+    return top[0] if len({_key(c.value) for c in top}) == 1 else None
+
+
 BUILTIN_RULES: dict[str, Rule] = {
     "most_recent": most_recent,
     "source_priority": source_priority,
     "max_by_order": max_by_order,
     "consent": consent,
     "union": union,
+    "most_complete": most_complete,
+    "most_frequent": most_frequent,
+    "longest": longest,
 }
 
 
@@ -179,20 +221,42 @@ def register_merge_rules() -> dict[str, Rule]:
     return dict(BUILTIN_RULES)
 
 
-_DEFAULT_UNIT_RULES: dict[str, FieldRule] = {
+_COMMON_DEFAULTS: dict[str, FieldRule] = {
     "emails": FieldRule(rule="union"),
     "phones": FieldRule(rule="union"),
     "tags": FieldRule(rule="union"),
     "lifecycle_stage": FieldRule(rule="max_by_order"),
+    "address": FieldRule(rule="most_recent"),
 }
+#: Defaults per entity, used where the config names no rule for a field. A person moves, so the
+#: newest address wins; a company's legal name is protected: sources that disagree go to review.
+DEFAULT_RULES: dict[str, dict[str, FieldRule]] = {
+    "person": {
+        **_COMMON_DEFAULTS,
+        "birth_date": FieldRule(rule="most_frequent", fallback="most_recent"),
+        "first_name": FieldRule(rule="most_frequent", fallback="most_recent"),
+        "last_name": FieldRule(rule="most_recent"),
+    },
+    "company": {
+        **_COMMON_DEFAULTS,
+        "name": FieldRule(rule="most_frequent", fallback="longest", review=True),
+        "domain": FieldRule(rule="most_frequent", fallback="most_recent"),
+        "vat_id": FieldRule(rule="most_frequent", fallback="most_recent", review=True),
+        "address": FieldRule(rule="most_complete", fallback="most_recent"),
+    },
+}
+CONSENT_RULE = FieldRule(rule="consent", fallback="most_recent")
 
 
-def rule_for(unit: str, cfg: EntityMergeConfig) -> FieldRule:
+def rule_for(unit: str, cfg: EntityMergeConfig, kind: str = "person") -> FieldRule:
+    """The rule for a field unit: config, else the entity's default, else the config's default.
+    Consent always uses the protected consent rule (config may only ask for review)."""
+    if unit.startswith("consent."):
+        configured = cfg.fields.get(unit)
+        return CONSENT_RULE.model_copy(update={"review": bool(configured and configured.review)})
     if unit in cfg.fields:
         return cfg.fields[unit]
-    if unit.startswith("consent."):
-        return FieldRule(rule="consent", fallback="most_recent")
-    return _DEFAULT_UNIT_RULES.get(unit, cfg.default)
+    return DEFAULT_RULES.get(kind, {}).get(unit, cfg.default)
 
 
 class Merger:
@@ -202,9 +266,10 @@ class Merger:
         self.cfg = cfg
         self.rules = get_merge_rules()
 
-    def derive(self, kind: str, sources: list[dict[str, Any]]) -> Derived:
+    def derive(self, kind: str, sources: list[dict[str, Any]], overrides: dict[str, dict[str, Any]] | None = None) -> Derived:
         """Derive a golden record from source rows (dicts with data, connection, stream,
-        source_id, observed_at). Deleted sources do not contribute."""
+        source_id, observed_at). Deleted sources do not contribute. ``overrides`` are values an
+        admin chose for a field (conflict resolution): they win, with rule ``admin``."""
         per_unit: dict[str, list[Candidate]] = {}
         for src in sources:
             if src.get("deleted"):
@@ -220,7 +285,7 @@ class Merger:
         conflicts: list[ConflictNote] = []
         for unit in sorted(per_unit):
             cands = per_unit[unit]
-            frule = rule_for(unit, self.cfg)
+            frule = rule_for(unit, self.cfg, kind)
             decision = self.decide(unit, cands, frule)
             units[unit] = decision.value
             provenance[unit] = _provenance(decision)
@@ -230,6 +295,14 @@ class Merger:
                     conflicts.append(ConflictNote(unit, decision.rule, cands, decision.value))
                 elif unit.startswith("consent.") and _consent_disagrees(cands):
                     conflicts.append(ConflictNote(unit, decision.rule, cands, decision.value))
+        for unit, ov in (overrides or {}).items():
+            units[unit] = ov["value"]
+            provenance[unit] = {
+                "connection": "admin", "stream": "", "source_id": ov.get("by") or "", "rule": "admin",
+                "observed_at": ov["at"].isoformat() if hasattr(ov.get("at"), "isoformat") else str(ov.get("at")),
+                "losing": [c.describe() for c in per_unit.get(unit, []) if _key(c.value) != _key(ov["value"])],
+            }
+            conflicts = [c for c in conflicts if c.field != unit]
         return Derived(join_units(kind, units), provenance, conflicts)
 
     def decide(self, unit: str, cands: list[Candidate], frule: FieldRule) -> Decision:

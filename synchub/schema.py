@@ -49,7 +49,8 @@ class _Model(BaseModel):
 
 
 class Address(_Model):
-    street: str | None = None
+    street: str | None = None  # street and house number, as given
+    line2: str | None = None  # c/o, building, floor
     postal_code: str | None = None
     city: str | None = None
     region: str | None = None

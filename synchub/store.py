@@ -205,6 +205,47 @@ class InteractionRow(SQLModel, table=True):
     data: dict[str, Any] = _json_col()
 
 
+class MatchKey(SQLModel, table=True):
+    """Blocking keys of each golden record (phonetic name + postcode, birth date + postcode, ...):
+    fuzzy matching looks candidates up here, a few indexed lookups per record."""
+
+    __tablename__ = "match_key"
+    __table_args__ = (sa.Index("ix_match_key_lookup", "kind", "key_type", "key_value"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    key_type: str = Field(max_length=32)
+    key_value: str = Field(max_length=300)
+    golden_id: str = Field(max_length=32, index=True)
+
+
+class MatchDecision(SQLModel, table=True):
+    """An admin's decision about two golden records: keep them apart, or merge them."""
+
+    __tablename__ = "match_decision"
+    __table_args__ = (sa.UniqueConstraint("golden_a", "golden_b", name="uq_match_decision"),)
+    id: int | None = Field(default=None, primary_key=True)
+    golden_a: str = Field(max_length=32, index=True)  # golden_a < golden_b
+    golden_b: str = Field(max_length=32, index=True)
+    decision: str = Field(max_length=16)  # keep_apart | merge
+    decided_by: str = Field(max_length=200)
+    decided_at: datetime = _ts()
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class FieldOverride(SQLModel, table=True):
+    """A value an admin chose for one field of a golden record; it wins over the merge rules."""
+
+    __tablename__ = "field_override"
+    __table_args__ = (sa.UniqueConstraint("golden_id", "field", name="uq_field_override"),)
+    id: int | None = Field(default=None, primary_key=True)
+    golden_id: str = Field(max_length=32)
+    field: str = Field(max_length=200)
+    value: Any = _json_col(nullable=True)
+    decided_by: str = Field(max_length=200)
+    decided_at: datetime = _ts()
+    conflict_id: int | None = None
+
+
 T = SQLModel.metadata.tables
 golden_t = T["golden_record"]
 source_t = T["source_record"]
@@ -216,6 +257,9 @@ audit_t = T["audit_log"]
 conflict_t = T["conflict"]
 outbound_t = T["outbound_state"]
 interaction_t = T["interaction"]
+match_key_t = T["match_key"]
+decision_t = T["match_decision"]
+override_t = T["field_override"]
 
 # SQLite caps bound parameters per statement; PostgreSQL's cap is 65535. Chunk IN lists below both.
 _IN_CHUNK = 900

@@ -17,6 +17,7 @@ Outbound, a stream writes one CSV file as a snapshot of the golden records, atom
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -37,9 +38,11 @@ from synchub.connector import (
     StreamSettings,
     WriteResult,
 )
+from synchub.errors import FatalRunError
 from synchub.plugins import hookimpl
 from synchub_files.csvio import (
     EXCEL_DE,
+    CsvEncodeError,
     CsvFileError,
     CsvRowError,
     CsvWriteOptions,
@@ -76,6 +79,16 @@ class FileStreamSettings(StreamSettings):
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("encoding", "out_encoding")
+    @classmethod
+    def _known_encoding(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                codecs.lookup(v)
+            except LookupError:
+                raise ValueError(f"unknown encoding {v!r}") from None
+        return v
 
     @field_validator("pattern", "file")
     @classmethod
@@ -183,8 +196,11 @@ class CsvWriteStream(Stream):
                 results.append(WriteResult(rec.golden_id, ok=True))
                 yield rec.data
 
-        with self.fs.write_atomic(self.settings.file) as fh:
-            write_rows(fh, fields, rows(), self.settings.write_options())
+        try:
+            with self.fs.write_atomic(self.settings.file) as fh:
+                write_rows(fh, fields, rows(), self.settings.write_options())
+        except CsvEncodeError as exc:  # the old file stays as it was
+            raise FatalRunError(f"cannot write {self.settings.file}: {exc}") from None
         yield from results
 
     def target_exists(self) -> bool:
