@@ -319,9 +319,117 @@ def conflicts_list(
     for col in ("id", "customer", "field", "candidates", "applied", "status", "since"):
         table.add_column(col)
     for r in rows:
-        cands = "; ".join(f"{_fmt(c['value'])} ({c['connection']})" for c in r["candidates"])
-        table.add_row(str(r["id"]), r["golden_id"][:12], r["field"] or r["kind"], cands, _fmt((r["applied"] or {}).get("value")), r["status"], _ts(r["created_at"]))
+        if r["kind"] == "possible_duplicate":
+            cands = f"{r['golden_id'][:12]} ~ {r['other_golden_id'][:12]}: score {r['candidates'][0].get('score')}"
+        else:
+            cands = "; ".join(f"{_fmt(c['value'])} ({c['connection']})" for c in r["candidates"])
+        table.add_row(str(r["id"]), r["golden_id"][:12], r["field"] or "possible duplicate", cands,
+                      _fmt((r["applied"] or {}).get("value")), r["status"], _ts(r["created_at"]))
     out.print(table)
+
+
+@conflicts_app.command("show")
+def conflicts_show(conflict_id: int) -> None:
+    """One conflict, candidates side by side."""
+    store = _store()
+    rows = [c for c in store.list_conflicts(None, limit=1, id=conflict_id)]
+    if not rows:
+        err.print(f"no conflict {conflict_id}")
+        raise typer.Exit(1)
+    c = rows[0]
+    if state.json:
+        _emit_json(c)
+        return
+    out.print(f"conflict {c['id']} [{c['status']}] {c['kind']} on customer {c['golden_id']}"
+              + (f" and {c['other_golden_id']}" if c["other_golden_id"] else "") + f", field {c['field'] or '-'}, rule {c['rule']}")
+    table = Table()
+    table.add_column("#")
+    if c["kind"] == "possible_duplicate":
+        for col in ("score", "reasons"):
+            table.add_column(col)
+        for i, cand in enumerate(c["candidates"], 1):
+            table.add_row(str(i), str(cand.get("score")), "; ".join(cand.get("reasons", [])))
+        for gid in (c["golden_id"], c["other_golden_id"]):
+            g = store.get_golden(gid)
+            if g:
+                out.print(f"  {gid}: {g['display_name']} | {_fmt(g['data'].get('emails', []))} | {_fmt(g['data'].get('address', {}))} | {g['data'].get('birth_date', '')}")
+    else:
+        for col in ("value", "source", "observed"):
+            table.add_column(col)
+        for i, cand in enumerate(c["candidates"], 1):
+            table.add_row(str(i), _fmt(cand["value"]), f"{cand['connection']}/{cand['stream']} #{cand['source_id']}", cand["observed_at"][:19])
+    out.print(table)
+    out.print(f"applied meanwhile: {_fmt((c['applied'] or {}).get('value'))}")
+    if c["status"] != "open":
+        out.print(f"{c['status']} by {c['resolved_by']} at {_ts(c['resolved_at'])}: {_fmt(c['resolution'])}")
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve(
+    conflict_id: int,
+    pick: Optional[int] = typer.Option(None, help="Take candidate N (from conflicts show)."),  # noqa: UP045
+    value: Optional[str] = typer.Option(None, help="Set this value (JSON or text)."),  # noqa: UP045
+    merge: bool = typer.Option(False, "--merge", help="Possible duplicate: merge the two customers."),
+    keep_apart: bool = typer.Option(False, "--keep-apart", help="Possible duplicate: they are different customers."),
+    dismiss: bool = typer.Option(False, "--dismiss", help="Close without changing anything."),
+    by: str = typer.Option(None, "--by", help="Who decides (default: $USER).", envvar="USER"),
+) -> None:
+    """Resolve a conflict; the decision goes to the audit log and is remembered."""
+    from synchub.review import resolve_conflict
+
+    hub = _hub()
+    result = resolve_conflict(hub, conflict_id, pick=pick, value=value, merge=merge, keep_apart=keep_apart,
+                              dismiss=dismiss, by=f"user:{by or 'unknown'}")
+    if state.json:
+        _emit_json(result)
+    else:
+        out.print(f"conflict {conflict_id}: {_fmt(result)}")
+
+
+@customers_app.command("split")
+def customers_split(
+    golden_id: str,
+    source: list[str] = typer.Option(None, "--source", help="Move this source record (connection/stream/id) out; repeatable."),
+    merged: Optional[str] = typer.Option(None, "--merged", help="Undo the merge of this customer id (default: the latest merge)."),  # noqa: UP045
+    by: str = typer.Option(None, "--by", envvar="USER"),
+) -> None:
+    """Undo a merge (default: the latest one into this customer), or split source records out."""
+    from synchub.review import split_sources, undo_merge
+
+    hub = _hub()
+    rec = hub.store.get_golden(golden_id)
+    if rec is None:
+        err.print(f"no customer {golden_id!r}")
+        raise typer.Exit(1)
+    actor = f"user:{by or 'unknown'}"
+    new_id = split_sources(hub, rec["id"], source, by=actor) if source else undo_merge(hub, rec["id"], merged_id=merged, by=actor)
+    if state.json:
+        _emit_json({"customer": rec["id"], "split_off": new_id})
+    else:
+        out.print(f"{rec['id']} split; {new_id} is a customer of its own again (kept apart from now on)")
+
+
+@app.command()
+def dedupe(
+    kind: str = typer.Option("person", help="person or company"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would merge."),
+) -> None:
+    """Re-cluster all golden records with the current match rules."""
+    from synchub.review import dedupe as run_dedupe
+
+    hub = _hub()
+    report = run_dedupe(hub, kind, dry_run=dry_run)
+    if state.json:
+        _emit_json({"dry_run": dry_run, "compared": report.compared, "seconds": round(report.seconds, 3),
+                    "merges": [{"merge": a, "into": b, "score": s, "reasons": r} for a, b, s, r in report.merges],
+                    "possible": [{"a": a, "b": b, "score": s, "reasons": r} for a, b, s, r in report.possible]})
+        return
+    verb = "would merge" if dry_run else "merged"
+    for loser, survivor, score, reasons in report.merges:
+        a, b = hub.store.get_golden(loser, follow_merges=False), hub.store.get_golden(survivor, follow_merges=False)
+        out.print(f"{verb}: {a['display_name'] if a else loser} ({loser[:12]}) into {b['display_name'] if b else survivor} ({survivor[:12]}), score {score:.3f}: {'; '.join(reasons)}", markup=False)
+    out.print(f"{len(report.merges)} {verb}, {len(report.possible)} possible duplicates "
+              f"{'to review' if dry_run else 'logged as conflicts'}; {report.compared} pairs compared in {report.seconds:.2f}s")
 
 
 # ----- serve / plugins --------------------------------------------------------------------------
@@ -367,10 +475,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (unknown option, missing argument) come through here in non-standalone
+        # mode; they know how to show themselves.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
         raise

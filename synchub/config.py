@@ -120,10 +120,21 @@ class EntityMergeConfig(_Strict):
 
 
 class EntityMatchConfig(_Strict):
-    #: Exact identity keys: records sharing one belong to the same golden record.
+    #: Exact identity keys: records sharing one are the same customer unless the scorer's hard
+    #: rules say two different people share it (a family's email address).
     keys: list[Literal["email", "phone", "phone_mobile", "source_id", "domain"]] = Field(
         default_factory=lambda: ["email", "phone_mobile"]
     )
+    #: Fuzzy matching over blocking candidates (names, birth date, address...).
+    fuzzy: bool = True
+    #: Overrides of the scorer's defaults: thresholds ``upper``/``lower``, field weights.
+    score: dict[str, Any] = Field(default_factory=dict)
+
+    def score_config(self, kind: str) -> Any:
+        from synchub.similarity import ScoreConfig
+
+        base = ScoreConfig.defaults_for(kind)
+        return base.model_copy(update=self.score) if self.score else base
 
 
 class Defaults(_Strict):

@@ -348,11 +348,14 @@ class Hub:
                 conn.execute(st.rejected_t.insert(), rejects)
                 counts.rejected += len(rejects)
             if pending:
-                _apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor)
+                mcfg = self.config.match_config(kind)
+                _apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor,
+                             identity_kinds=list(mcfg.keys), score_cfg=mcfg.score_config(kind), fuzzy=mcfg.fuzzy)
 
 
 def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pending: list[_Prepared],
-                 run_id: int, counts: StreamCounts, merger: Merger, actor: str) -> None:
+                 run_id: int, counts: StreamCounts, merger: Merger, actor: str, *,
+                 identity_kinds: list[str], score_cfg: Any, fuzzy: bool) -> None:
     now = utcnow()
     # Later occurrences of a source id in one batch replace earlier ones (at-least-once reads).
     latest: dict[str, _Prepared] = {}
@@ -370,37 +373,33 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             changed.append(p)
     if not changed:
         return
-    owners = st.lookup_keys(conn, kind, {k for p in changed for k in p.keys})
-    resolver = match.Resolver(owners)
+    matcher = match.BatchMatcher(conn, kind, identity_kinds, score_cfg, fuzzy=fuzzy)
+    feats = matcher.prepare([(p.keys, p.data, existing[p.source_id].golden_id if p.source_id in existing else None)
+                             for p in changed])
+    resolver = matcher.resolver
+    assert resolver is not None
     assignment: dict[str, str] = {}
     outcome: dict[str, str] = {}
     created_by: dict[str, str] = {}
-    for p in changed:
+    for p, feat in zip(changed, feats):
         ex = existing.get(p.source_id)
-        target, how = resolver.assign(p.keys, ex.golden_id if ex is not None else None, lambda: uuid.uuid4().hex)
-        assignment[p.source_id] = target
+        a = matcher.assign(p.keys, feat, ex.golden_id if ex is not None else None, lambda: uuid.uuid4().hex)
+        assignment[p.source_id] = a.target
         if ex is not None:
             outcome[p.source_id] = "updated"
-        elif how == "created":
+        elif a.outcome == "created":
             outcome[p.source_id] = "created"
-            created_by[target] = p.source_id
+            created_by[a.target] = p.source_id
         else:
             outcome[p.source_id] = "duplicates"
     new_goldens = resolver.created
-    # Golden records merged because one record carried keys of several.
+    # Golden records merged because one record matched several.
     merges = resolver.merges
     for loser, survivor in merges.items():
         if loser in new_goldens:  # created earlier in this batch: never written, nothing to move
             outcome[created_by[loser]] = "duplicates"
             continue
-        conn.execute(st.source_t.update().where(st.source_t.c.golden_id == loser).values(golden_id=survivor))
-        conn.execute(st.key_t.update().where(st.key_t.c.golden_id == loser).values(golden_id=survivor))
-        conn.execute(st.interaction_t.update().where(st.interaction_t.c.golden_id == loser).values(golden_id=survivor))
-        conn.execute(
-            st.golden_t.update().where(st.golden_t.c.id == loser).values(status="merged", merged_into=survivor, updated_at=now)
-        )
-        conn.execute(st.audit_t.insert().values(at=now, actor=actor, action="merge", golden_id=survivor,
-                                                details={"merged": loser, "reason": "shared identity key"}))
+        merge_golden(conn, loser, survivor, now, actor, "matched by a new or changed record")
         counts.duplicates += 1
     for sid, g in list(assignment.items()):
         assignment[sid] = resolver.find(g)
@@ -445,13 +444,51 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     _write_interactions(conn, connection, stream, changed, assignment, existing)
     touched = {assignment[p.source_id] for p in changed} | set(merges.values())
     touched = {resolver.find(g) for g in touched}
-    golden_changes = _rederive(conn, kind, touched, merger, now, actor, run_id)
+    golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id)
+    possible = [(resolver.find(d.golden_id), resolver.find(d.other_id), d) for d in matcher.possible]
+    golden_changes["__conflicts__"] += log_possible_duplicates(conn, [(a, b, d.score, d.reasons) for a, b, d in possible if a != b], now)
     for p in changed:
         o = outcome[p.source_id]
         if o == "updated" and not golden_changes.get(assignment[p.source_id]):
             o = "unchanged"
         setattr(counts, o, getattr(counts, o) + 1)
     counts.conflicts += golden_changes.get("__conflicts__", 0)
+
+
+def merge_golden(conn: sa.Connection, loser: str, survivor: str, now: datetime, actor: str, reason: str) -> None:
+    """Move everything of golden record ``loser`` to ``survivor`` and mark it merged. The audit
+    entry lists the source records that moved, so :func:`split_merge` can undo it exactly."""
+    moved = [r[0] for r in conn.execute(sa.select(st.source_t.c.id).where(st.source_t.c.golden_id == loser))]
+    conn.execute(st.source_t.update().where(st.source_t.c.golden_id == loser).values(golden_id=survivor))
+    conn.execute(st.key_t.update().where(st.key_t.c.golden_id == loser).values(golden_id=survivor))
+    conn.execute(st.interaction_t.update().where(st.interaction_t.c.golden_id == loser).values(golden_id=survivor))
+    conn.execute(st.match_key_t.delete().where(st.match_key_t.c.golden_id == loser))
+    conn.execute(st.override_t.update().where(st.override_t.c.golden_id == loser).values(golden_id=survivor))
+    conn.execute(st.golden_t.update().where(st.golden_t.c.id == loser).values(status="merged", merged_into=survivor, updated_at=now))
+    conn.execute(st.audit_t.insert().values(at=now, actor=actor, action="merge", golden_id=survivor,
+                                            details={"merged": loser, "source_records": moved, "reason": reason}))
+
+
+def log_possible_duplicates(conn: sa.Connection, pairs: list[tuple[str, str, float, list[str]]], now: datetime) -> int:
+    """Log each pair of golden records that may be one customer as a conflict, once per pair."""
+    notes = {}
+    for a, b, score, reasons in pairs:
+        x, y = min(a, b), max(a, b)
+        fp = hashlib.sha256(f"possible_duplicate:{x}:{y}".encode()).hexdigest()
+        notes[fp] = {"fingerprint": fp, "kind": "possible_duplicate", "golden_id": x, "other_golden_id": y,
+                     "field": None, "connections": "", "rule": "fuzzy match",
+                     "candidates": [{"score": round(float(score), 4), "reasons": reasons}],
+                     "applied": {"value": "kept apart until reviewed"}, "status": "open", "created_at": now}
+    if not notes:
+        return 0
+    apart = st.load_keep_apart(conn, {n["golden_id"] for n in notes.values()} | {n["other_golden_id"] for n in notes.values()})
+    known = set()
+    for chunk in st._chunks(list(notes)):
+        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.conflict_t.c.fingerprint.in_(chunk)))}
+    new = [n for fp, n in notes.items() if fp not in known and (n["golden_id"], n["other_golden_id"]) not in apart]
+    if new:
+        conn.execute(st.conflict_t.insert(), new)
+    return len(new)
 
 
 def _write_interactions(conn: sa.Connection, connection: str, stream: str, changed: list[_Prepared],
@@ -484,12 +521,15 @@ def _as_datetime(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
+def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
               actor: str, run_id: int) -> dict[str, Any]:
     """Derive each touched golden record again from all its source records and write what changed."""
+    from synchub import similarity
+
     ids = sorted(golden_ids)
     sources: dict[str, list[dict[str, Any]]] = {g: [] for g in ids}
     current: dict[str, Any] = {}
+    overrides: dict[str, dict[str, Any]] = {}
     for chunk in st._chunks(ids):
         q = sa.select(st.source_t.c.golden_id, st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id,
                       st.source_t.c.data, st.source_t.c.observed_at, st.source_t.c.deleted).where(st.source_t.c.golden_id.in_(chunk))
@@ -498,16 +538,20 @@ def _rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merg
         q2 = sa.select(st.golden_t.c.id, st.golden_t.c.data, st.golden_t.c.status, st.golden_t.c.version).where(st.golden_t.c.id.in_(chunk))
         for r in conn.execute(q2):
             current[r.id] = r
+        q3 = sa.select(st.override_t).where(st.override_t.c.golden_id.in_(chunk))
+        for r in conn.execute(q3):
+            overrides.setdefault(r.golden_id, {})[r.field] = {"value": r.value, "by": r.decided_by, "at": r.decided_at}
     inserts, updates, audits, conflicts = [], [], [], []
     changed: dict[str, Any] = {}
+    match_keys: dict[str, list[tuple[str, str]]] = {}
     for g in ids:
         srcs = sources[g]
-        derived = merger.derive(kind, srcs)
+        derived = merger.derive(kind, srcs, overrides.get(g))
         alive = any(not s["deleted"] for s in srcs)
         status = "active" if alive else "deleted"
         display, search = _search_fields(kind, derived.data)
         row = {"data": derived.data, "provenance": derived.provenance, "display_name": display[:300],
-               "search_text": search, "status": status, "updated_at": now}
+               "search_text": search, "status": status, "merged_into": None, "updated_at": now}
         cur = current.get(g)
         if cur is None:
             inserts.append({**row, "id": g, "kind": kind, "created_at": now, "version": 1})
@@ -521,6 +565,8 @@ def _rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merg
             changed[g] = True
         for note in derived.conflicts:
             conflicts.append((g, note))
+        if g in changed:
+            match_keys[g] = similarity.blocking_keys(similarity.features(derived.data, kind)) if alive else []
     if inserts:
         conn.execute(st.golden_t.insert(), inserts)
     if updates:
@@ -528,12 +574,15 @@ def _rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merg
             st.golden_t.update().where(st.golden_t.c.id == sa.bindparam("_id")).values(
                 data=sa.bindparam("data"), provenance=sa.bindparam("provenance"),
                 display_name=sa.bindparam("display_name"), search_text=sa.bindparam("search_text"),
-                status=sa.bindparam("status"), updated_at=sa.bindparam("updated_at"), version=sa.bindparam("version"),
+                status=sa.bindparam("status"), merged_into=sa.bindparam("merged_into"),
+                updated_at=sa.bindparam("updated_at"), version=sa.bindparam("version"),
             ),
             updates,
         )
     if audits:
         conn.execute(st.audit_t.insert(), audits)
+    if match_keys:
+        st.replace_match_keys(conn, kind, match_keys)
     changed["__conflicts__"] = _log_conflicts(conn, conflicts, now)
     return changed
 

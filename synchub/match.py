@@ -13,8 +13,10 @@ key lookup and decides the target; a scoring stage adds candidates and decisions
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from synchub.errors import RecordError
 from synchub.normalize import (
     NormalizationError,
     normalize_email,
@@ -22,8 +24,6 @@ from synchub.normalize import (
     normalize_postal_code,
     phone_type,
 )
-
-from synchub.errors import RecordError
 
 Key = tuple[str, str]
 
@@ -131,3 +131,134 @@ class Resolver:
         for k in keys:
             self.owners[k] = {target}
         return target, outcome
+
+
+# ----- fuzzy stage ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PossibleDuplicate:
+    """Two golden records that may be the same customer: for an admin to decide."""
+
+    golden_id: str
+    other_id: str
+    score: float
+    reasons: list[str]
+
+
+@dataclass
+class Assignment:
+    target: str
+    outcome: str  # created | matched | kept
+    joined: set[str] = field(default_factory=set)
+
+
+class BatchMatcher:
+    """Assigns the changed records of one batch to golden records.
+
+    Candidates come from two indexed lookups per batch: exact identity keys (``identity_key``)
+    and blocking keys (``match_key``; a key shared by more than ``max_block`` golden records is
+    ignored, so a common name never explodes into quadratic work). Every candidate is scored
+    against the record (:mod:`synchub.similarity`): ``match`` joins it, ``possible`` is reported
+    for review, ``distinct`` stays apart — even for an exact key, when the hard rules say two
+    different people share it (a household's email, a twin's phone). Admin decisions to keep two
+    records apart are respected. Records of the same batch are indexed as they are assigned, so
+    duplicates inside one file meet too.
+    """
+
+    def __init__(self, conn: Any, kind: str, identity_kinds: Iterable[str], score_cfg: Any = None, *, fuzzy: bool = True):
+        from synchub import similarity
+
+        self.conn = conn
+        self.kind = kind
+        self.fuzzy = fuzzy
+        self.sim = similarity
+        self.score_cfg = score_cfg or similarity.ScoreConfig.defaults_for(kind)
+        self.keys = IdentityKeys(identity_kinds, "", "")
+        self.resolver: Resolver | None = None
+        self.views: dict[str, list[Any]] = {}  # golden id -> features of what we know of it
+        self.block_owners: dict[Key, set[str]] = {}
+        self.apart: set[tuple[str, str]] = set()
+        self.possible: list[PossibleDuplicate] = []
+
+    def prepare(self, records: list[tuple[list[Key], dict[str, Any], str | None]]) -> list[Any]:
+        """Look up every candidate of the batch at once; returns the records' features."""
+        from synchub import store as st
+
+        exact = {k for keys, _d, _c in records for k in keys}
+        owners = st.lookup_keys(self.conn, self.kind, exact)
+        self.resolver = Resolver(owners)
+        feats = [self.sim.features(data, self.kind) for _k, data, _c in records]
+        candidate_ids = {g for gs in owners.values() for g in gs} | {c for _k, _d, c in records if c}
+        if self.fuzzy:
+            bkeys = {k for f in feats for k in self.sim.blocking_keys(f)}
+            self.block_owners = st.lookup_match_keys(self.conn, self.kind, bkeys, max_block=self.sim.MAX_BLOCK)
+            candidate_ids |= {g for gs in self.block_owners.values() for g in gs}
+        for gid, data in st.load_golden_data(self.conn, candidate_ids).items():
+            self.views.setdefault(gid, []).append(self.sim.features(data, self.kind))
+        self.apart = st.load_keep_apart(self.conn, candidate_ids)
+        return feats
+
+    def _kept_apart(self, a: str, b: str) -> bool:
+        return (min(a, b), max(a, b)) in self.apart
+
+    def _best(self, feat: Any, gid: str) -> Any:
+        best = None
+        for view in self.views.get(gid, ()):
+            d = self.sim.classify(feat, view, self.score_cfg)
+            if best is None or d.score > best.score:
+                best = d
+        return best
+
+    def assign(self, keys: list[Key], feat: Any, current: str | None, new_id: Callable[[], str]) -> Assignment:
+        assert self.resolver is not None
+        r = self.resolver
+        found_exact = {r.find(g) for k in keys for g in r.owners.get(k, ())}
+        found_fuzzy: set[str] = set()
+        if self.fuzzy:
+            for k in self.sim.blocking_keys(feat):
+                found_fuzzy |= {r.find(g) for g in self.block_owners.get(k, ())}
+        cur = r.find(current) if current else None
+        join: dict[str, float] = {}
+        for gid in (found_exact | found_fuzzy) - {cur}:
+            if gid not in self.views:  # nothing known to compare (should not happen): trust exact keys
+                if gid in found_exact:
+                    join[gid] = 1.0
+                continue
+            d = self._best(feat, gid)
+            if d is None:
+                continue
+            if cur is not None and self._kept_apart(cur, gid):
+                continue  # an admin decided these are different customers
+            if d.outcome == "match" or (gid in found_exact and d.outcome == "possible"):
+                join[gid] = d.score
+            elif d.outcome == "possible" or gid in found_exact:
+                self.possible.append(PossibleDuplicate("", gid, d.score, list(d.reasons)))
+        # The record's own golden record stays; of the others, the best one leads.
+        ordered = sorted(join, key=lambda g: (-join[g], g in r.created, g))
+        if cur is not None:
+            target, outcome = cur, "kept"
+        elif ordered:
+            target, outcome = ordered.pop(0), "matched"
+        else:
+            target, outcome = new_id(), "created"
+            r.created.add(target)
+        joined = set()
+        for gid in ordered if cur is None else list(join):
+            if gid == target or self._kept_apart(target, gid) or any(self._kept_apart(j, gid) for j in joined):
+                continue  # an admin decided these are different customers
+            r._parent[gid] = target
+            joined.add(gid)
+            self.views.setdefault(target, []).extend(self.views.pop(gid, []))
+        if joined and outcome == "kept":
+            outcome = "matched"
+        for p in self.possible:
+            if p.golden_id == "":
+                p.golden_id = target
+        for k in keys:
+            r.owners[k] = {target}
+        self.views.setdefault(target, []).append(feat)
+        if self.fuzzy:
+            for k in self.sim.blocking_keys(feat):
+                self.block_owners.setdefault(k, set()).add(target)
+        return Assignment(target, outcome, joined)

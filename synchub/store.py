@@ -462,6 +462,8 @@ class Store:
             q = q.where(conflict_t.c.field == filters["field"])
         if filters.get("connection"):
             q = q.where(conflict_t.c.connections.like(f"%{_escape_like(filters['connection'])}%", escape="\\"))
+        if filters.get("id") is not None:
+            q = q.where(conflict_t.c.id == filters["id"])
         if filters.get("older_than"):
             q = q.where(conflict_t.c.created_at < filters["older_than"])
         with self.engine.connect() as conn:
@@ -505,6 +507,55 @@ def lookup_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]])
             for row in conn.execute(q):
                 out.setdefault((key_type, row.key_value), set()).add(row.golden_id)
     return out
+
+
+def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]], *, max_block: int) -> dict[tuple[str, str], set[str]]:
+    """Golden ids under each blocking key; keys shared by more than ``max_block`` records are
+    left out (a block that large says nothing and would cost quadratic comparisons)."""
+    by_type: dict[str, set[str]] = {}
+    for t, v in keys:
+        by_type.setdefault(t, set()).add(v)
+    out: dict[tuple[str, str], set[str]] = {}
+    for key_type, values in by_type.items():
+        for chunk in _chunks(sorted(values)):
+            q = sa.select(match_key_t.c.key_value, match_key_t.c.golden_id).where(
+                match_key_t.c.kind == kind, match_key_t.c.key_type == key_type, match_key_t.c.key_value.in_(chunk)
+            )
+            for row in conn.execute(q):
+                out.setdefault((key_type, row.key_value), set()).add(row.golden_id)
+    return {k: v for k, v in out.items() if len(v) <= max_block}
+
+
+def load_golden_data(conn: sa.Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Data of the active golden records among ``ids``."""
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        q = sa.select(golden_t.c.id, golden_t.c.data).where(golden_t.c.id.in_(chunk), golden_t.c.status == "active")
+        out.update({r.id: r.data for r in conn.execute(q)})
+    return out
+
+
+def load_keep_apart(conn: sa.Connection, ids: Iterable[str]) -> set[tuple[str, str]]:
+    """Pairs (a, b), a < b, that an admin decided to keep apart, among those touching ``ids``."""
+    out: set[tuple[str, str]] = set()
+    id_list = sorted(set(ids))
+    for chunk in _chunks(id_list, 400):
+        q = sa.select(decision_t.c.golden_a, decision_t.c.golden_b).where(
+            decision_t.c.decision == "keep_apart",
+            sa.or_(decision_t.c.golden_a.in_(chunk), decision_t.c.golden_b.in_(chunk)),
+        )
+        out |= {(r.golden_a, r.golden_b) for r in conn.execute(q)}
+    return out
+
+
+def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str, list[tuple[str, str]]]) -> None:
+    ids = sorted(keys_by_golden)
+    for chunk in _chunks(ids):
+        conn.execute(match_key_t.delete().where(match_key_t.c.golden_id.in_(chunk)))
+    rows = [{"kind": kind, "key_type": t, "key_value": v[:300], "golden_id": g}
+            for g, keys in keys_by_golden.items() for t, v in keys]
+    if rows:
+        conn.execute(match_key_t.insert(), rows)
 
 
 def _escape_like(s: str) -> str:

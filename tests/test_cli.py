@@ -28,7 +28,8 @@ def demo(demo_dir: Path, store_url: str):
 def test_sync_prints_summary_store_and_export(demo, demo_dir: Path) -> None:
     output = demo("sync")
     assert "shop/customers" in output and "newsletter/audience" in output and "fair/leads" in output
-    assert "golden records: 79 from 104 source records; open conflicts: 3" in output
+    # 3 consent disagreements + Thomas Brandl's old newsletter address: a possible duplicate
+    assert "golden records: 79 from 104 source records; open conflicts: 4" in output
     assert f"export export/customers: {demo_dir / 'var' / 'export' / 'kunden_bereinigt.csv'}" in output
     assert "store: " in output
 
@@ -65,9 +66,10 @@ def test_customers_search_and_show_with_provenance(demo) -> None:
 def test_conflicts_list(demo) -> None:
     demo("sync")
     conflicts = json.loads(demo("--json", "conflicts"))
-    assert len(conflicts) == 3 and {c["field"] for c in conflicts} == {"consent.email"}
+    assert sorted((c["kind"], c["field"]) for c in conflicts) == [("field", "consent.email")] * 3 + [("possible_duplicate", None)]
     assert json.loads(demo("--json", "conflicts", "--connection", "fair")) == []
-    assert "consent.email" in demo("conflicts")
+    listing = demo("conflicts")
+    assert "consent.email" in listing and "possible duplicate" in listing
 
 
 def test_plugins_lists_builtin_connector_and_transforms(demo) -> None:

@@ -138,16 +138,16 @@ def test_crash_inside_a_batch_rolls_back_and_rerun_finishes(
     hub = demo_hub(demo_dir, store_url)
     import synchub.engine as engine
 
-    real = engine._rederive
+    real = engine.rederive
 
     def boom(*args: object, **kwargs: object) -> object:
         raise KeyboardInterrupt("killed mid-batch")
 
-    monkeypatch.setattr(engine, "_rederive", boom)
+    monkeypatch.setattr(engine, "rederive", boom)
     with pytest.raises(KeyboardInterrupt):
         hub.sync(["shop"])
     assert hub.store.counts()["source_records"] == 0  # the batch's transaction rolled back
-    monkeypatch.setattr(engine, "_rederive", real)
+    monkeypatch.setattr(engine, "rederive", real)
     hub.sync()
     assert content_snapshot(hub.store) == content_snapshot(reference.store)
 

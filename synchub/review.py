@@ -1,0 +1,243 @@
+"""What admins do with identity: undo merges, split records, resolve conflicts, re-cluster.
+
+Every decision is written to the audit log and remembered: a pair kept apart is never merged
+again by matching, a field an admin chose keeps its value through later runs (until the admin
+clears it), and a resolved conflict is not logged again.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from synchub import store as st
+from synchub.engine import log_possible_duplicates, merge_golden, rederive
+from synchub.errors import SynchubError
+from synchub.merge import OPT_OUT
+from synchub.store import utcnow
+
+if TYPE_CHECKING:
+    from synchub.engine import Hub
+
+
+class ReviewError(SynchubError):
+    """The requested review action does not fit the record or conflict."""
+
+
+def _keep_apart(conn: sa.Connection, a: str, b: str, by: str, reason: str) -> None:
+    x, y = min(a, b), max(a, b)
+    conn.execute(st.decision_t.delete().where(st.decision_t.c.golden_a == x, st.decision_t.c.golden_b == y))
+    conn.execute(st.decision_t.insert().values(golden_a=x, golden_b=y, decision="keep_apart", decided_by=by,
+                                               decided_at=utcnow(), reason=reason))
+
+
+def _golden(conn: sa.Connection, golden_id: str) -> Any:
+    row = conn.execute(sa.select(st.golden_t).where(st.golden_t.c.id == golden_id)).first()
+    if row is None:
+        raise ReviewError(f"no customer {golden_id!r}")
+    return row
+
+
+def undo_merge(hub: Hub, golden_id: str, *, merged_id: str | None = None, by: str = "cli") -> str:
+    """Undo the most recent merge into ``golden_id`` (or the merge of ``merged_id``): the merged
+    record comes back with its own id and exactly its source records, both records are derived
+    again, and the pair is kept apart from now on. Returns the restored id."""
+    now = utcnow()
+    with hub.store.begin() as conn:
+        g = _golden(conn, golden_id)
+        q = (sa.select(st.audit_t).where(st.audit_t.c.golden_id == g.id, st.audit_t.c.action == "merge")
+             .order_by(st.audit_t.c.id.desc()))
+        event = None
+        for row in conn.execute(q):
+            if merged_id is None or row.details.get("merged") == merged_id:
+                restored = conn.execute(sa.select(st.golden_t.c.status).where(st.golden_t.c.id == row.details["merged"])).scalar()
+                if restored == "merged":
+                    event = row
+                    break
+        if event is None:
+            raise ReviewError(f"customer {g.id} has no merge to undo" + (f" with {merged_id}" if merged_id else ""))
+        loser = event.details["merged"]
+        moved = event.details.get("source_records") or []
+        _move_sources(conn, moved, loser)
+        _keep_apart(conn, g.id, loser, by, "merge undone")
+        conn.execute(st.audit_t.insert().values(at=now, actor=by, action="split", golden_id=g.id,
+                                                details={"restored": loser, "source_records": moved, "undid_audit": event.id}))
+        rederive(conn, g.kind, {g.id, loser}, hub.merger(g.kind), now, by, 0)
+    return loser
+
+
+def split_sources(hub: Hub, golden_id: str, refs: list[str], *, by: str = "cli") -> str:
+    """Move the named source records (``connection/stream/source_id``) of a golden record into a new
+    golden record and keep the two apart from now on. Returns the new id."""
+    now = utcnow()
+    with hub.store.begin() as conn:
+        g = _golden(conn, golden_id)
+        sources = conn.execute(sa.select(st.source_t.c.id, st.source_t.c.connection, st.source_t.c.stream,
+                                         st.source_t.c.source_id).where(st.source_t.c.golden_id == g.id)).all()
+        by_ref = {f"{s.connection}/{s.stream}/{s.source_id}": s.id for s in sources}
+        unknown = [r for r in refs if r not in by_ref]
+        if unknown:
+            raise ReviewError(f"not source records of {g.id}: {', '.join(unknown)} (it has: {', '.join(sorted(by_ref))})")
+        if len(set(refs)) >= len(by_ref):
+            raise ReviewError("at least one source record must stay with the customer")
+        new_id = uuid.uuid4().hex
+        ids = [by_ref[r] for r in refs]
+        _move_sources(conn, ids, new_id)
+        _keep_apart(conn, g.id, new_id, by, "split by admin")
+        conn.execute(st.audit_t.insert().values(at=now, actor=by, action="split", golden_id=g.id,
+                                                details={"new": new_id, "source_records": ids}))
+        rederive(conn, g.kind, {g.id, new_id}, hub.merger(g.kind), now, by, 0)
+    return new_id
+
+
+def _move_sources(conn: sa.Connection, source_ids: list[int], target: str) -> None:
+    for chunk in st._chunks(source_ids):
+        conn.execute(st.source_t.update().where(st.source_t.c.id.in_(chunk)).values(golden_id=target))
+        conn.execute(st.key_t.update().where(st.key_t.c.source_record_id.in_(chunk)).values(golden_id=target))
+        recs = conn.execute(sa.select(st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id)
+                            .where(st.source_t.c.id.in_(chunk))).all()
+        for r in recs:
+            conn.execute(st.interaction_t.update().where(
+                st.interaction_t.c.connection == r.connection, st.interaction_t.c.stream == r.stream,
+                st.interaction_t.c.record_id == r.source_id).values(golden_id=target))
+
+
+def resolve_conflict(hub: Hub, conflict_id: int, *, pick: int | None = None, value: str | None = None,
+                     merge: bool = False, keep_apart: bool = False, dismiss: bool = False, by: str = "cli") -> dict[str, Any]:
+    """Resolve one conflict. Field conflicts take ``pick`` (a candidate's number, from 1) or
+    ``value``; possible duplicates take ``merge`` or ``keep_apart``; any conflict can be dismissed."""
+    chosen = [x for x in (pick is not None, value is not None, merge, keep_apart, dismiss) if x]
+    if len(chosen) != 1:
+        raise ReviewError("give exactly one of --pick, --value, --merge, --keep-apart, --dismiss")
+    now = utcnow()
+    with hub.store.begin() as conn:
+        c = conn.execute(sa.select(st.conflict_t).where(st.conflict_t.c.id == conflict_id)).first()
+        if c is None:
+            raise ReviewError(f"no conflict {conflict_id}")
+        if c.status != "open":
+            raise ReviewError(f"conflict {conflict_id} is already {c.status}")
+        golden_id = _follow(conn, c.golden_id)
+        g = _golden(conn, golden_id)
+        resolution: dict[str, Any]
+        if dismiss:
+            resolution = {"action": "dismiss"}
+        elif c.kind == "possible_duplicate":
+            if pick is not None or value is not None:
+                raise ReviewError("a possible duplicate is resolved with --merge or --keep-apart")
+            other = _follow(conn, c.other_golden_id)
+            if merge:
+                if other != golden_id:
+                    merge_golden(conn, other, golden_id, now, by, f"conflict {conflict_id} resolved: merge")
+                    rederive(conn, g.kind, {golden_id}, hub.merger(g.kind), now, by, 0)
+                resolution = {"action": "merge", "survivor": golden_id, "merged": other}
+            else:
+                _keep_apart(conn, golden_id, other, by, f"conflict {conflict_id}")
+                resolution = {"action": "keep_apart"}
+        else:
+            if merge or keep_apart:
+                raise ReviewError("a field conflict is resolved with --pick or --value")
+            if pick is not None:
+                if not 1 <= pick <= len(c.candidates):
+                    raise ReviewError(f"--pick takes 1 to {len(c.candidates)}")
+                new_value = c.candidates[pick - 1]["value"]
+            else:
+                new_value = _parse_value(value or "")
+            if c.field.startswith("consent.") and not _is_opt_out(new_value):
+                raise ReviewError("consent can only be set to an opt-out here; an opt-in must come from the person")
+            conn.execute(st.override_t.delete().where(st.override_t.c.golden_id == golden_id, st.override_t.c.field == c.field))
+            conn.execute(st.override_t.insert().values(golden_id=golden_id, field=c.field, value=new_value,
+                                                       decided_by=by, decided_at=now, conflict_id=c.id))
+            rederive(conn, g.kind, {golden_id}, hub.merger(g.kind), now, by, 0)
+            resolution = {"action": "pick" if pick is not None else "value", "value": new_value}
+        status = "dismissed" if dismiss else "resolved"
+        conn.execute(st.conflict_t.update().where(st.conflict_t.c.id == c.id).values(
+            status=status, resolved_by=by, resolved_at=now, resolution=resolution))
+        conn.execute(st.audit_t.insert().values(at=now, actor=by, action="resolve", golden_id=golden_id,
+                                                details={"conflict": c.id, "field": c.field, **resolution}))
+    return resolution
+
+
+def _follow(conn: sa.Connection, golden_id: str) -> str:
+    for _ in range(50):
+        row = conn.execute(sa.select(st.golden_t.c.status, st.golden_t.c.merged_into).where(st.golden_t.c.id == golden_id)).first()
+        if row is None or row.status != "merged" or not row.merged_into:
+            return golden_id
+        golden_id = row.merged_into
+    return golden_id
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _is_opt_out(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("status") in OPT_OUT
+
+
+@dataclass
+class DedupeReport:
+    compared: int = 0
+    merges: list[tuple[str, str, float, list[str]]] = field(default_factory=list)
+    possible: list[tuple[str, str, float, list[str]]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "dedupe") -> DedupeReport:
+    """Re-cluster every active golden record of ``kind`` with the current rules.
+
+    Pairs scored ``match`` are merged (unless an admin kept them apart), ``possible`` pairs
+    become conflicts. With ``dry_run`` nothing is written; the report says what would happen."""
+    import time
+
+    from synchub import similarity
+
+    started = time.perf_counter()
+    cfg = hub.config.match_config(kind).score_config(kind)
+    ids: list[str] = []
+    records: list[dict[str, Any]] = []
+    for g in hub.store.iter_golden(kind, batch=5000):
+        ids.append(g["id"])
+        records.append(g["data"])
+    with hub.store.engine.connect() as conn:
+        apart = st.load_keep_apart(conn, ids) if ids else set()
+    counter = similarity.Counter() if hasattr(similarity, "Counter") else None
+    pairs = similarity.dedupe(records, kind, cfg, **({"counter": counter} if counter is not None else {}))
+    report = DedupeReport(compared=getattr(counter, "comparisons", 0) if counter is not None else 0)
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while x in parent:
+            x = parent[x]
+        return x
+
+    for i, j, decision in sorted(pairs, key=lambda p: -p[2].score):
+        a, b = ids[i], ids[j]
+        if decision.outcome == "match":
+            ra, rb = find(a), find(b)
+            if ra == rb:
+                continue
+            if (min(a, b), max(a, b)) in apart or (min(ra, rb), max(ra, rb)) in apart:
+                continue
+            survivor, loser = min(ra, rb), max(ra, rb)
+            parent[loser] = survivor
+            report.merges.append((loser, survivor, decision.score, list(decision.reasons)))
+        elif decision.outcome == "possible" and (min(a, b), max(a, b)) not in apart:
+            report.possible.append((a, b, decision.score, list(decision.reasons)))
+    if not dry_run and (report.merges or report.possible):
+        now = utcnow()
+        with hub.store.begin() as conn:
+            for loser, _survivor, _score, _reasons in report.merges:
+                merge_golden(conn, loser, find(loser), now, by, "dedupe")
+            survivors = {find(loser) for loser, *_ in report.merges}
+            for chunk in st._chunks(sorted(survivors)):
+                rederive(conn, kind, set(chunk), hub.merger(kind), now, by, 0)
+            log_possible_duplicates(conn, [(find(a), find(b), s, r) for a, b, s, r in report.possible if find(a) != find(b)], now)
+    report.seconds = time.perf_counter() - started
+    return report
