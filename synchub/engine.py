@@ -381,7 +381,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     assignment: dict[str, str] = {}
     outcome: dict[str, str] = {}
     created_by: dict[str, str] = {}
-    for p, feat in zip(changed, feats):
+    for p, feat in zip(changed, feats, strict=True):
         ex = existing.get(p.source_id)
         a = matcher.assign(p.keys, feat, ex.golden_id if ex is not None else None, lambda: uuid.uuid4().hex)
         assignment[p.source_id] = a.target

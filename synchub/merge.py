@@ -230,19 +230,20 @@ _COMMON_DEFAULTS: dict[str, FieldRule] = {
 }
 #: Defaults per entity, used where the config names no rule for a field. A person moves, so the
 #: newest address wins; a company's legal name is protected: sources that disagree go to review.
+#: Where a default cannot decide, the configured source priority does, then recency.
 DEFAULT_RULES: dict[str, dict[str, FieldRule]] = {
     "person": {
         **_COMMON_DEFAULTS,
-        "birth_date": FieldRule(rule="most_frequent", fallback="most_recent"),
-        "first_name": FieldRule(rule="most_frequent", fallback="most_recent"),
+        "birth_date": FieldRule(rule="most_frequent", fallback=None),
+        "first_name": FieldRule(rule="most_frequent", fallback=None),
         "last_name": FieldRule(rule="most_recent"),
     },
     "company": {
         **_COMMON_DEFAULTS,
         "name": FieldRule(rule="most_frequent", fallback="longest", review=True),
-        "domain": FieldRule(rule="most_frequent", fallback="most_recent"),
-        "vat_id": FieldRule(rule="most_frequent", fallback="most_recent", review=True),
-        "address": FieldRule(rule="most_complete", fallback="most_recent"),
+        "domain": FieldRule(rule="most_frequent", fallback=None),
+        "vat_id": FieldRule(rule="most_frequent", fallback=None, review=True),
+        "address": FieldRule(rule="most_complete", fallback=None),
     },
 }
 CONSENT_RULE = FieldRule(rule="consent", fallback="most_recent")
@@ -313,7 +314,9 @@ class Merger:
             winner = most_recent(cands)
             assert winner is not None
             return Decision(winner.value, winner, "agreed")
-        for name in (frule.rule, frule.fallback, "most_recent"):
+        # The configured source priority breaks ties before recency does.
+        chain = (frule.rule, frule.fallback, "source_priority" if self.cfg.source_priority else None, "most_recent")
+        for name in chain:
             if not name:
                 continue
             fn = self.rules[name]
