@@ -69,8 +69,10 @@ def test_fallbacks_chain_to_most_recent() -> None:
     assert derived.data["first_name"] == "Robert"  # frequency tie -> source priority (crm)
     assert derived.provenance["first_name"]["rule"] == "source_priority"
     assert derived.provenance["first_name"]["losing"][0]["value"] == "Bob"
-    assert derived.data["last_name"] == "Lee"  # longest tie, no fallback -> most_recent
-    assert derived.provenance["last_name"]["rule"] == "most_recent"
+    assert derived.data["last_name"] == "Lea"  # longest tie, no fallback -> source priority, then recency
+    assert derived.provenance["last_name"]["rule"] == "source_priority"
+    no_priority = Merger(EntityMergeConfig(fields={"last_name": FieldRule(rule="longest", fallback=None)}))
+    assert no_priority.derive("person", sources).provenance["last_name"]["rule"] == "most_recent"
 
 
 def test_union_keeps_all_values_with_the_newest_source_first() -> None:
