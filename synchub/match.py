@@ -26,6 +26,8 @@ from synchub.normalize import (
 )
 
 Key = tuple[str, str]
+#: Fuzzy candidates scored per record at most (those sharing the most blocking keys).
+MAX_CANDIDATES = 8
 
 
 def normalize_record(data: dict[str, Any], region: str | None) -> dict[str, Any]:
@@ -180,6 +182,7 @@ class BatchMatcher:
         self.block_owners: dict[Key, set[str]] = {}
         self.apart: set[tuple[str, str]] = set()
         self.possible: list[PossibleDuplicate] = []
+        self._bkeys: list[list[Key]] = []
 
     def prepare(self, records: list[tuple[list[Key], dict[str, Any], str | None]]) -> list[Any]:
         """Look up every candidate of the batch at once; returns the records' features."""
@@ -191,13 +194,27 @@ class BatchMatcher:
         feats = [self.sim.features(data, self.kind) for _k, data, _c in records]
         candidate_ids = {g for gs in owners.values() for g in gs} | {c for _k, _d, c in records if c}
         if self.fuzzy:
-            bkeys = {k for f in feats for k in self.sim.blocking_keys(f)}
-            self.block_owners = st.lookup_match_keys(self.conn, self.kind, bkeys, max_block=self.sim.MAX_BLOCK)
-            candidate_ids |= {g for gs in self.block_owners.values() for g in gs}
+            self._bkeys = [self.sim.blocking_keys(f) for f in feats]
+            self.block_owners = st.lookup_match_keys(
+                self.conn, self.kind, {k for keys in self._bkeys for k in keys}, max_block=self.sim.MAX_BLOCK)
+            # Only the best-ranked candidates of each record are scored, so only those are loaded.
+            for keys in self._bkeys:
+                candidate_ids.update(self._ranked(keys, lambda g: g))
         for gid, data in st.load_golden_data(self.conn, candidate_ids).items():
             self.views.setdefault(gid, []).append(self.sim.features(data, self.kind))
         self.apart = st.load_keep_apart(self.conn, candidate_ids)
         return feats
+
+    def _ranked(self, bkeys: list[Key], find: Callable[[str], str]) -> list[str]:
+        """Candidates sharing the most blocking keys with a record, best first, at most
+        ``MAX_CANDIDATES``: a true duplicate shares several keys, so scoring only these keeps
+        the work per record small however crowded the blocks are."""
+        shared: dict[str, int] = {}
+        for k in bkeys:
+            for g in self.block_owners.get(k, ()):
+                g = find(g)
+                shared[g] = shared.get(g, 0) + 1
+        return sorted(shared, key=lambda g: (-shared[g], g))[:MAX_CANDIDATES]
 
     def _kept_apart(self, a: str, b: str) -> bool:
         return (min(a, b), max(a, b)) in self.apart
@@ -215,9 +232,9 @@ class BatchMatcher:
         r = self.resolver
         found_exact = {r.find(g) for k in keys for g in r.owners.get(k, ())}
         found_fuzzy: set[str] = set()
-        if self.fuzzy:
-            for k in self.sim.blocking_keys(feat):
-                found_fuzzy |= {r.find(g) for g in self.block_owners.get(k, ())}
+        bkeys = self.sim.blocking_keys(feat) if self.fuzzy else []
+        if bkeys:
+            found_fuzzy = set(self._ranked(bkeys, r.find))
         cur = r.find(current) if current else None
         join: dict[str, float] = {}
         for gid in (found_exact | found_fuzzy) - {cur}:
@@ -258,7 +275,6 @@ class BatchMatcher:
         for k in keys:
             r.owners[k] = {target}
         self.views.setdefault(target, []).append(feat)
-        if self.fuzzy:
-            for k in self.sim.blocking_keys(feat):
-                self.block_owners.setdefault(k, set()).add(target)
+        for k in bkeys:
+            self.block_owners.setdefault(k, set()).add(target)
         return Assignment(target, outcome, joined)

@@ -86,7 +86,10 @@ Rule = Callable[..., Candidate | None]
 
 
 def _key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    """A hashable identity for comparing candidate values (cheap for the common plain strings)."""
+    if isinstance(value, str):
+        return "s" + value
+    return "j" + json.dumps(value, sort_keys=True, default=str)
 
 
 def _recency(c: Candidate) -> tuple[datetime, str, str]:
@@ -284,17 +287,25 @@ class Merger:
         units: dict[str, Any] = {}
         provenance: dict[str, Any] = {}
         conflicts: list[ConflictNote] = []
+        iso: dict[int, str] = {}  # observed_at.isoformat() once per source, not once per field
         for unit in sorted(per_unit):
             cands = per_unit[unit]
+            if len(cands) == 1:  # one source knows this field: nothing to decide
+                c = cands[0]
+                units[unit] = c.value
+                provenance[unit] = {
+                    "connection": c.connection, "stream": c.stream, "source_id": c.source_id,
+                    "observed_at": iso.get(id(c.observed_at)) or iso.setdefault(id(c.observed_at), c.observed_at.isoformat()),
+                    "rule": "only source",
+                }
+                continue
             frule = rule_for(unit, self.cfg, kind)
             decision = self.decide(unit, cands, frule)
             units[unit] = decision.value
             provenance[unit] = _provenance(decision)
-            distinct = {_key(c.value) for c in cands}
-            if len(distinct) > 1:
-                if frule.review:
-                    conflicts.append(ConflictNote(unit, decision.rule, cands, decision.value))
-                elif unit.startswith("consent.") and _consent_disagrees(cands):
+            if frule.review or unit.startswith("consent."):
+                distinct = {_key(c.value) for c in cands}
+                if len(distinct) > 1 and (frule.review or _consent_disagrees(cands)):
                     conflicts.append(ConflictNote(unit, decision.rule, cands, decision.value))
         for unit, ov in (overrides or {}).items():
             units[unit] = ov["value"]

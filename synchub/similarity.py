@@ -3,7 +3,7 @@
 The exact stage (:mod:`synchub.match`) joins records that share an identity key.  This module
 decides about everything else: is *Bob Mueller, Hauptstr. 5* the same customer as *Robert
 Müller, Hauptstraße 5*?  It is pure Python (plus rapidfuzz for string distances), has no
-database access and keeps no global state besides import-time tables.
+database access and keeps no global state besides import-time tables and bounded caches.
 
 Pipeline
 --------
@@ -109,27 +109,30 @@ _JW_STREET = 0.88
 # several groups (``chris``, ``alex``): two names are compatible when they share a group, so
 # ``Alexander ~ Alex ~ Alexandra`` but not ``Alexander ~ Alexandra``.  Spelling variants that
 # fold() already unifies (Jürgen/Juergen/Jurgen) need no entry.  Kept deliberately tight:
-# every pair in a group disables the household first-name rule for that pair.
+# every pair in a group disables the household first-name rule for that pair, so short forms
+# that are common names of their own in German-speaking countries (Lisa, Lena, Anja, Sandra,
+# Liam, Leo, Hanna, Greta, Christa) are left out: Elisabeth and Lisa are more often mother and
+# daughter than one person.
 _NICKNAME_GROUPS = """
 robert rob robbie bob bobby bert bertie
 albert al bert bertie
-william bill billy will willy liam
+william bill billy will willy
 wilhelm willi willy wim
-elisabeth elizabeth liz lizzy lisa liesel lies beth betty bettina elsbeth ilse elise
+elisabeth elizabeth elsbeth liz lizzy liesel lies beth betty
 katharina katharine katherine catherine catharina kathrin katrin kathy kati katie kate kat kathe
 johannes johann hans hannes jo john
-johanna hanna hannah hanne jo
-margarete margarethe margaret margret grete gretel greta maggie meg margit
-alexander alex sascha sandro
-alexandra alex sandra sascha
+johanna hanne jo
+margarete margarethe margaret margret grete gretel maggie meg
+alexander alex sascha
+alexandra alex sascha
 friedrich frederick frederic fritz fred freddy freddie frieder
 alfred fred freddy alf
 josef joseph sepp seppi joe jupp
 wolfgang wolf wolfi
 christian chris
-christoph christopher chris kit
-christina christine kristina christa tina chris stine
-andreas andi andy andrew andre
+christoph christopher chris
+christina christine kristina tina chris stine
+andreas andi andy andrew
 andrea andi andy
 matthias mathias matthaus matze matthew matt
 michael micha michi mike mick mikey
@@ -148,7 +151,7 @@ nicholas nikolas nicolas nick nicky
 peter pete
 richard rick ricky rich richie dick
 james jim jimmy jamie
-anne anna ann anni annie anja
+anne anna ann anni annie
 edward ed eddie ted teddy ned
 charles charlie chuck
 daniel dan danny dani
@@ -177,7 +180,7 @@ jacob jakob jake
 joshua josh
 kenneth ken kenny
 lawrence laurence larry
-leonard leonhard leo len lenny
+leonard leonhard len lenny
 ronald ron ronny
 donald don donnie
 douglas doug
@@ -194,8 +197,8 @@ ulrike ulli uli rike
 bernhard bernd
 gerhard gerd
 hannelore hanne lore
-magdalena magda lena leni
-helene helena lena
+magdalena magda
+helene helena
 gabriele gabriela gabi gaby
 cornelia conny
 konrad conny
@@ -209,7 +212,7 @@ siegfried siggi
 sigrid siggi
 rudolf rudi
 isabella isabel bella isa
-eleonore lore nora
+eleonore lore
 """
 
 
@@ -249,12 +252,7 @@ def _gender_variant(x: str, y: str) -> bool:
     """True for ``Daniel/Daniela``-style pairs: the same stem with a male and a female ending."""
     if len(x) > len(y):
         x, y = y, x
-    if (
-        len(x) >= 3
-        and x[-1] in _MALE_FINAL
-        and y.startswith(x)
-        and y[len(x) :] in _FEMALE_ENDINGS
-    ):
+    if len(x) >= 3 and x[-1] in _MALE_FINAL and y.startswith(x) and y[len(x) :] in _FEMALE_ENDINGS:
         return True
     # Andreas/Andrea, Marcus/Marca; Mario/Maria, Antonio/Antonia (same length).
     if len(y) == len(x) + 1 and y.endswith("s") and y[:-1] == x and x.endswith("a"):
@@ -347,13 +345,15 @@ class Features:
     country: str = ""
     # --- contact -----------------------------------------------------------------------------
     emails: frozenset[str] = frozenset()
-    email_locals: frozenset[str] = frozenset()  #: local parts without ``.-_`` and ``+tag``; role accounts left out
+    #: local parts without ``.-_`` and ``+tag``; role accounts left out
+    email_locals: frozenset[str] = frozenset()
     email_domains: frozenset[str] = frozenset()  #: non-freemail domains
     phones: frozenset[str] = frozenset()
     mobiles: frozenset[str] = frozenset()
     landlines: frozenset[str] = frozenset()
     # --- organisation ------------------------------------------------------------------------
-    company: str = ""  #: folded name without legal form (companies: ``name``; persons: ``company_name``)
+    #: folded name without legal form (companies: ``name``; persons: ``company_name``)
+    company: str = ""
     company_compact: str = ""
     company_tokens: frozenset[str] = frozenset()
     domain: str = ""  #: companies: ``domain`` (without ``www.``)
@@ -545,7 +545,9 @@ def features(record: dict[str, Any], kind: str = "person") -> Features:
             ) = _given_parts(_text(first))  # fmt: skip
         last = record.get("last_name")
         if last:
-            f.last, f.last_compact, f.last_tokens, f.last_kp, f.last_sx = _surname_parts(_text(last))
+            f.last, f.last_compact, f.last_tokens, f.last_kp, f.last_sx = _surname_parts(
+                _text(last)
+            )
         sal = record.get("salutation")
         if sal:
             f.gender = _gender(_text(sal))
@@ -665,8 +667,11 @@ def _sort_key(f: Features) -> str:
 # configuration
 # ---------------------------------------------------------------------------------------------
 
-# Default weights in bits, log2(m/u) per agreement level; see README of the module above and
-# the m/u reasoning next to each field.  Tuned once on FEBRL (see bench/febrl_bench.py).
+# Default weights in bits, log2(m/u) per agreement level, with the m/u reasoning next to each
+# field.  m/u are estimates for German/DACH customer data, where namesakes and households are
+# real; they were checked once against FEBRL (bench/febrl_bench.py, bench/README.md), which
+# added the postcode-transposition and street/line-2-swap levels but did not lower the
+# thresholds to FEBRL's optimum (about 12-14 bits), see the README for why.
 _ADDRESS_WEIGHTS: dict[str, dict[str, float]] = {
     # street name + house number.  exact: m≈0.8, u≈1e-4 among candidate pairs (same surname or
     # birth date), capped by address_cap below because postcode and city are correlated with it.
@@ -697,7 +702,8 @@ _PERSON_WEIGHTS: dict[str, dict[str, float]] = {
     "birth_date": {"exact": 12.0, "typo": 4.0, "different": -8.0},
     "gender": {"same": 0.3, "conflict": -6.0},
     **_ADDRESS_WEIGHTS,
-    # a shared address: m≈0.4 (people have several), u≈1e-4 (family addresses) → 10
+    # a shared e-mail address: m≈0.4 (people have several), u≈4e-4 (family addresses) → 10;
+    # same local part at another provider (anna.weber@gmx / anna.weber@web.de): m≈0.1, u≈0.006
     "email": {"exact": 10.0, "local": 4.0, "different": -1.0},
     # shared mobile is personal, a landline belongs to a household
     "phone": {"mobile": 10.0, "landline": 4.0, "shared": 6.0, "different": -1.0},
@@ -715,11 +721,10 @@ _COMPANY_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "person": {"upper": 20.0, "lower": 10.0, "address_cap": 12.0, "address_floor": -4.0},
+    "person": {"upper": 20.0, "lower": 12.0, "address_cap": 12.0, "address_floor": -4.0},
     "company": {"upper": 12.0, "lower": 6.0, "address_cap": 8.0, "address_floor": -3.0},
 }
 _WEIGHTS = {"person": _PERSON_WEIGHTS, "company": _COMPANY_WEIGHTS}
-_ADDRESS_FIELDS = ("street", "postcode", "city", "line2", "region")
 
 
 class ScoreConfig(BaseModel):
@@ -740,7 +745,7 @@ class ScoreConfig(BaseModel):
 
     kind: Literal["person", "company"] = "person"
     upper: float = 20.0
-    lower: float = 10.0
+    lower: float = 12.0
     weights: dict[str, dict[str, float]] = Field(default_factory=dict)
     enabled: list[str] | None = None
     hard_rules: bool = True
@@ -865,7 +870,9 @@ def _first_level(a: Features, b: Features) -> tuple[str, str]:
         return "exact", x
     if a.first_is_initial or b.first_is_initial:
         if x[0] == y[0]:
-            return ("initial" if a.first_is_initial != b.first_is_initial else "similar"), f"{x}~{y}"
+            return (
+                "initial" if a.first_is_initial != b.first_is_initial else "similar"
+            ), f"{x}~{y}"
         return "different", f"{x}/{y}"
     if a.first_groups & b.first_groups:
         return "nickname", f"{x}~{y}"
@@ -950,7 +957,12 @@ def _postcode_level(x: str, y: str) -> str:
         diff = [i for i in range(len(x)) if x[i] != y[i]]
         if len(diff) == 1:
             return "typo"
-        if len(diff) == 2 and diff[1] == diff[0] + 1 and x[diff[0]] == y[diff[1]] and x[diff[1]] == y[diff[0]]:
+        if (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and x[diff[0]] == y[diff[1]]
+            and x[diff[1]] == y[diff[0]]
+        ):
             return "typo"
     return "different"
 
@@ -961,7 +973,9 @@ def _text_level(x: str, y: str) -> str:
     return "typo" if _JW(x, y) >= _JW_TYPO else "different"
 
 
-def _address(acc: _Acc, a: Features, b: Features, t: dict[str, dict[str, float]], cfg: ScoreConfig) -> None:
+def _address(
+    acc: _Acc, a: Features, b: Features, t: dict[str, dict[str, float]], cfg: ScoreConfig
+) -> None:
     """Add the address fields, with the positive sum capped and the negative sum floored."""
     found: list[tuple[str, str]] = []
     if a.street and b.street and "street" in t:
@@ -1012,8 +1026,16 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
         # Crosswise: c1 = a.first ~ b.last, c2 = a.last ~ b.first.  If b is the swapped record,
         # c1 compares the given names and c2 the surnames; if a is, the other way round.  The
         # reading with the higher weight is taken; its given-name level drives the veto.
-        c1 = _str_level(a.first, a.first_compact, b.last, b.last_compact) if a.first and b.last else ""
-        c2 = _str_level(a.last, a.last_compact, b.first, b.first_compact) if a.last and b.first else ""
+        c1 = (
+            _str_level(a.first, a.first_compact, b.last, b.last_compact)
+            if a.first and b.last
+            else ""
+        )
+        c2 = (
+            _str_level(a.last, a.last_compact, b.first, b.first_compact)
+            if a.last and b.first
+            else ""
+        )
         # A reading with one cross pair clearly different is not taken: it could not tell the
         # given names from the surnames, and the charitable choice would let a household
         # member ("Anna Müller" / "Müller, Peter") escape the first-name rule.
@@ -1031,8 +1053,6 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
                     given, gtext, sur, stext = c2, f"{a.last}~{b.first}", c1, f"{a.first}~{b.last}"
                 if given:
                     acc.add("first_name", given, wfirst[given], f"{gtext} (crosswise)")
-                    if given == "different":
-                        veto = f"first_name: clearly different ({gtext}, crosswise)"
                 if sur:
                     acc.add("last_name", sur, wlast[sur], f"{stext} (crosswise)")
     if not swapped:
@@ -1416,7 +1436,9 @@ def _link(
     return out
 
 
-def cluster(n: int, pairs: Iterable[tuple[int, int] | tuple[int, int, Decision]]) -> list[list[int]]:
+def cluster(
+    n: int, pairs: Iterable[tuple[int, int] | tuple[int, int, Decision]]
+) -> list[list[int]]:
     """Group ``0..n-1`` into clusters by the ``match`` pairs (union-find, transitive).
 
     ``pairs`` may be :func:`dedupe` output (only ``outcome == 'match'`` links) or plain
