@@ -64,6 +64,7 @@ from synchub.normalize import (
     fold_street,
     koelner_phonetik,
     phone_type,
+    split_street,
 )
 
 __all__ = [
@@ -323,12 +324,10 @@ class Features:
     first_is_initial: bool = False  #: only initials were given (``"R."``, ``"R. J."``)
     first_groups: frozenset[int] = frozenset()  #: nickname groups of any of the tokens
     first_kp: str = ""  #: Kölner Phonetik of the given name
-    first_sx: str = ""  #: Soundex of the given name
     last: str = ""
     last_compact: str = ""
     last_tokens: tuple[str, ...] = ()
     last_kp: str = ""
-    last_sx: str = ""
     gender: str = ""  #: ``'m'``/``'f'`` from the salutation, ``''`` when unknown
     # --- birth date --------------------------------------------------------------------------
     birth: str = ""  #: ``YYYYMMDD`` of a valid date
@@ -358,6 +357,18 @@ class Features:
     company_tokens: frozenset[str] = frozenset()
     domain: str = ""  #: companies: ``domain`` (without ``www.``)
     vat_id: str = ""  #: upper-case letters and digits only
+
+    # Soundex is computed on demand: neither blocking nor scoring needs it (Kölner Phonetik
+    # serves both), and it is the costliest key to compute for unseen names.
+    @property
+    def first_sx(self) -> str:
+        """Soundex of the (first) given name."""
+        return _soundex(self.first_tokens[0]) if self.first_tokens else ""
+
+    @property
+    def last_sx(self) -> str:
+        """Soundex of the surname."""
+        return _soundex(self.last_compact) if self.last_compact else ""
 
     @property
     def birth_month(self) -> str:
@@ -401,15 +412,23 @@ def _compact_street(name: str) -> str:
 
 @lru_cache(maxsize=65536)
 def _street_parts(street: str) -> tuple[str, str, str]:
-    """``(folded street name, folded house number, compact name)`` of a street line."""
-    # fold_street() always puts a recognised house number last.
-    folded = fold_street(street)
-    name, _, hn = folded.rpartition(" ")
-    if not name:
-        name, hn = ("", folded) if folded[:1].isdigit() else (folded, "")
-    elif not hn[:1].isdigit():
-        name, hn = folded, ""
-    return name, hn, _compact_street(name)
+    """``(folded street name, folded house number, compact name)`` of a street line.
+
+    Same keys as :func:`synchub.normalize.fold_street`, but the name is folded on its own so
+    that the (cached) fold of a street name is shared by all house numbers in it.
+    """
+    name, number = split_street(street)
+    if number is None:
+        folded = fold_street(street)
+        return ("", folded, "") if folded.isdigit() else (folded, "", _compact_street(folded))
+    folded = _fold_street_name(name)
+    hn = "".join(number.casefold().replace("–", "-").replace("—", "-").replace(".", "").split())
+    return folded, hn, _compact_street(folded)
+
+
+@lru_cache(maxsize=65536)
+def _fold_street_name(name: str) -> str:
+    return fold_street(name)
 
 
 def _line2_key(folded_line2: str) -> str:
@@ -425,11 +444,11 @@ def _phone_kind(e164: str) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _given_parts(raw: str) -> tuple[str, str, tuple[str, ...], bool, frozenset[int], str, str]:
-    """(folded, compact, tokens, initials only, nickname groups, Kölner, Soundex) of a given name."""
+def _given_parts(raw: str) -> tuple[str, str, tuple[str, ...], bool, frozenset[int], str]:
+    """(folded, compact, tokens, initials only, nickname groups, Kölner) of a given name."""
     first = fold(raw)
     if not first:
-        return "", "", (), False, frozenset(), "", ""
+        return "", "", (), False, frozenset(), ""
     tokens = tuple(first.split())
     groups: frozenset[int] = frozenset()
     for t in tokens:
@@ -443,18 +462,20 @@ def _given_parts(raw: str) -> tuple[str, str, tuple[str, ...], bool, frozenset[i
         all(len(t) == 1 for t in tokens),
         groups,
         koelner_phonetik(tokens[0]),
-        english_phonetic(tokens[0]),
     )
 
 
 @lru_cache(maxsize=65536)
-def _surname_parts(raw: str) -> tuple[str, str, tuple[str, ...], str, str]:
-    """(folded, compact, tokens, Kölner, Soundex) of a surname."""
+def _surname_parts(raw: str) -> tuple[str, str, tuple[str, ...], str]:
+    """(folded, compact, tokens, Kölner) of a surname."""
     last = fold(raw)
     if not last:
-        return "", "", (), "", ""
+        return "", "", (), ""
     compact = last.replace(" ", "")
-    return last, compact, tuple(last.split()), koelner_phonetik(compact), english_phonetic(compact)
+    return last, compact, tuple(last.split()), koelner_phonetik(compact)
+
+
+_soundex = lru_cache(maxsize=65536)(english_phonetic)
 
 
 @lru_cache(maxsize=256)
@@ -541,13 +562,11 @@ def features(record: dict[str, Any], kind: str = "person") -> Features:
         if first:
             (
                 f.first, f.first_compact, f.first_tokens, f.first_is_initial, f.first_groups,
-                f.first_kp, f.first_sx,
+                f.first_kp,
             ) = _given_parts(_text(first))  # fmt: skip
         last = record.get("last_name")
         if last:
-            f.last, f.last_compact, f.last_tokens, f.last_kp, f.last_sx = _surname_parts(
-                _text(last)
-            )
+            f.last, f.last_compact, f.last_tokens, f.last_kp = _surname_parts(_text(last))
         sal = record.get("salutation")
         if sal:
             f.gender = _gender(_text(sal))
@@ -863,26 +882,38 @@ def _str_level(x: str, xc: str, y: str, yc: str) -> str:
     return "different"
 
 
-def _first_level(a: Features, b: Features) -> tuple[str, str]:
-    """Compare two present given names; returns (level, detail)."""
+def _first_level(a: Features, b: Features) -> str:
+    """Compare two present given names: exact, nickname, partial, typo, initial, similar or
+    different (also for male/female forms of one stem such as Daniel/Daniela)."""
     x, y = a.first, b.first
     if x == y or a.first_compact == b.first_compact:
-        return "exact", x
+        return "exact"
     if a.first_is_initial or b.first_is_initial:
         if x[0] == y[0]:
-            return (
-                "initial" if a.first_is_initial != b.first_is_initial else "similar"
-            ), f"{x}~{y}"
-        return "different", f"{x}/{y}"
+            return "initial" if a.first_is_initial != b.first_is_initial else "similar"
+        return "different"
     if a.first_groups & b.first_groups:
-        return "nickname", f"{x}~{y}"
-    if _gender_variant(a.first_compact, b.first_compact) or (
+        return "nickname"
+    if _gender_pair(a, b):
+        return "different"
+    return _str_level(x, a.first_compact, y, b.first_compact)
+
+
+def _gender_pair(a: Features, b: Features) -> bool:
+    return _gender_variant(a.first_compact, b.first_compact) or (
         a.first_tokens[0] != b.first_tokens[0]
         and _gender_variant(a.first_tokens[0], b.first_tokens[0])
-    ):
-        return "different", f"{x}/{y} (male/female form)"
-    level = _str_level(x, a.first_compact, y, b.first_compact)
-    return level, f"{x}~{y}" if level != "different" else f"{x}/{y}"
+    )
+
+
+def _first_detail(a: Features, b: Features, level: str) -> str:
+    if level == "exact":
+        return a.first
+    if level != "different":
+        return f"{a.first}~{b.first}"
+    if not (a.first_is_initial or b.first_is_initial) and _gender_pair(a, b):
+        return f"{a.first}/{b.first} (male/female form)"
+    return f"{a.first}/{b.first}"
 
 
 def _last_level(a: Features, b: Features) -> str:
@@ -911,7 +942,7 @@ def _date_typo(x: str, y: str) -> str | None:
 
 
 class _Acc:
-    """Accumulates weights and reasons of one comparison."""
+    """Accumulates weights and, when explaining, levels and reasons of one comparison."""
 
     __slots__ = ("explain", "levels", "reasons", "total")
 
@@ -922,6 +953,8 @@ class _Acc:
         self.levels: dict[str, str] = {}
 
     def add(self, name: str, level: str, w: float, detail: str = "") -> None:
+        """Add a weight; in explain mode also its level and reason (callers build ``detail``
+        only in explain mode, so the plain scoring path formats no strings)."""
         self.total += w
         if not self.explain:
             return
@@ -977,30 +1010,57 @@ def _address(
     acc: _Acc, a: Features, b: Features, t: dict[str, dict[str, float]], cfg: ScoreConfig
 ) -> None:
     """Add the address fields, with the positive sum capped and the negative sum floored."""
+    pos = neg = 0.0
     found: list[tuple[str, str]] = []
-    if a.street and b.street and "street" in t:
-        found.append(("street", _street_level(a, b)))
-    if a.postcode and b.postcode and "postcode" in t:
-        found.append(("postcode", _postcode_level(a.postcode, b.postcode)))
-    if a.city and b.city and "city" in t:
-        found.append(("city", _text_level(a.city, b.city)))
-    if a.line2 and b.line2 and "line2" in t:
-        found.append(("line2", _text_level(a.line2, b.line2)))
-    if a.region and b.region and "region" in t:
-        found.append(("region", "exact" if a.region == b.region else "different"))
+    w: dict[str, float] | None
+    if a.street and b.street and (w := t.get("street")) is not None:
+        level = _street_level(a, b)
+        found.append(("street", level))
+        x = w[level]
+        if x >= 0:
+            pos += x
+        else:
+            neg += x
+    if a.postcode and b.postcode and (w := t.get("postcode")) is not None:
+        level = "exact" if a.postcode == b.postcode else _postcode_level(a.postcode, b.postcode)
+        found.append(("postcode", level))
+        x = w[level]
+        if x >= 0:
+            pos += x
+        else:
+            neg += x
+    if a.city and b.city and (w := t.get("city")) is not None:
+        level = "exact" if a.city == b.city else _text_level(a.city, b.city)
+        found.append(("city", level))
+        x = w[level]
+        if x >= 0:
+            pos += x
+        else:
+            neg += x
+    if a.line2 and b.line2 and (w := t.get("line2")) is not None:
+        level = "exact" if a.line2 == b.line2 else _text_level(a.line2, b.line2)
+        found.append(("line2", level))
+        x = w[level]
+        if x >= 0:
+            pos += x
+        else:
+            neg += x
+    if a.region and b.region and (w := t.get("region")) is not None:
+        level = "exact" if a.region == b.region else "different"
+        found.append(("region", level))
+        x = w[level]
+        if x >= 0:
+            pos += x
+        else:
+            neg += x
     if found:
-        pos = neg = 0.0
-        for name, level in found:
-            w = t[name][level]
-            if w >= 0:
-                pos += w
-            else:
-                neg += w
-        w = min(pos, cfg.address_cap) + max(neg, cfg.address_floor)
-        acc.total += w
+        cap, floor = cfg.address_cap, cfg.address_floor
+        total = (pos if pos < cap else cap) + (neg if neg > floor else floor)
+        acc.total += total
         if acc.explain:
             acc.levels.update(found)
-            acc.reasons.append(f"address: {', '.join(f'{n} {lv}' for n, lv in found)} {w:+.1f}")
+            parts = ", ".join(f"{n} {lv}" for n, lv in found)
+            acc.reasons.append(f"address: {parts} {total:+.1f}")
     if a.country and b.country and a.country != b.country and "country" in t:
         acc.add("country", "different", t["country"]["different"], f"{a.country}/{b.country}")
 
@@ -1008,24 +1068,21 @@ def _address(
 def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> Score:
     t = cfg.table()
     acc = _Acc(explain)
+    add = acc.add
     veto: str | None = None
 
     # --- names, with a crosswise check for swapped first/last names ------------------------
-    use_first = "first_name" in t
-    use_last = "last_name" in t
-    fl = ll = ""
-    fdetail = ""
-    if use_first and a.first and b.first:
-        fl, fdetail = _first_level(a, b)
-    if use_last and a.last and b.last:
-        ll = _last_level(a, b)
-    wf = t["first_name"][fl] if fl else 0.0
-    wl = t["last_name"][ll] if ll else 0.0
+    wfirst = t.get("first_name")
+    wlast = t.get("last_name")
+    fl = _first_level(a, b) if wfirst is not None and a.first and b.first else ""
+    ll = _last_level(a, b) if wlast is not None and a.last and b.last else ""
+    wf = wfirst[fl] if fl else 0.0  # type: ignore[index]
+    wl = wlast[ll] if ll else 0.0  # type: ignore[index]
     swapped = False
-    if use_first and use_last and (fl not in _GOOD_NAME or ll not in _GOOD_NAME):
+    if wfirst is not None and wlast is not None and (fl not in _GOOD_NAME or ll not in _GOOD_NAME):
         # Crosswise: c1 = a.first ~ b.last, c2 = a.last ~ b.first.  If b is the swapped record,
         # c1 compares the given names and c2 the surnames; if a is, the other way round.  The
-        # reading with the higher weight is taken; its given-name level drives the veto.
+        # reading with the higher weight is taken.
         c1 = (
             _str_level(a.first, a.first_compact, b.last, b.last_compact)
             if a.first and b.last
@@ -1040,80 +1097,93 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
         # given names from the surnames, and the charitable choice would let a household
         # member ("Anna Müller" / "Müller, Peter") escape the first-name rule.
         if (c1 in _CROSS_OK or c2 in _CROSS_OK) and "different" not in (c1, c2):
-            wfirst, wlast = t["first_name"], t["last_name"]
             pen = t["names_swapped"]["penalty"]
             w_b = (wfirst[c1] if c1 else 0.0) + (wlast[c2] if c2 else 0.0)
             w_a = (wfirst[c2] if c2 else 0.0) + (wlast[c1] if c1 else 0.0)
             if max(w_a, w_b) + pen > wf + wl:
                 swapped = True
-                acc.add("names_swapped", "swapped", pen)
-                if w_b >= w_a:
-                    given, gtext, sur, stext = c1, f"{a.first}~{b.last}", c2, f"{a.last}~{b.first}"
-                else:
-                    given, gtext, sur, stext = c2, f"{a.last}~{b.first}", c1, f"{a.first}~{b.last}"
+                x1, x2 = f"{a.first}~{b.last}", f"{a.last}~{b.first}"
+                given, gtext, sur, stext = (c1, x1, c2, x2) if w_b >= w_a else (c2, x2, c1, x1)
+                add("names_swapped", "swapped", pen)
                 if given:
-                    acc.add("first_name", given, wfirst[given], f"{gtext} (crosswise)")
+                    add("first_name", given, wfirst[given], f"{gtext} (crosswise)")
                 if sur:
-                    acc.add("last_name", sur, wlast[sur], f"{stext} (crosswise)")
+                    add("last_name", sur, wlast[sur], f"{stext} (crosswise)")
     if not swapped:
         if fl:
-            acc.add("first_name", fl, wf, fdetail)
             if fl == "different":
-                veto = f"first_name: clearly different ({fdetail})"
+                veto = f"first_name: clearly different ({_first_detail(a, b, fl)})"
+            add("first_name", fl, wf, _first_detail(a, b, fl) if explain else "")
         if ll:
-            acc.add("last_name", ll, wl, f"{a.last}~{b.last}" if ll != "exact" else a.last)
+            add(
+                "last_name",
+                ll,
+                wl,
+                (a.last if ll == "exact" else f"{a.last}~{b.last}") if explain else "",
+            )
 
     # --- birth date --------------------------------------------------------------------------
-    if "birth_date" in t and a.birth and b.birth:
-        w = t["birth_date"]
+    w = t.get("birth_date")
+    if w is not None and a.birth and b.birth:
         if a.birth == b.birth:
-            acc.add("birth_date", "exact", w["exact"])
+            add("birth_date", "exact", w["exact"])
         else:
             how = _date_typo(a.birth, b.birth)
             if how:
-                acc.add("birth_date", "typo", w["typo"], f"({how})")
+                add("birth_date", "typo", w["typo"], f"({how})" if explain else "")
             else:
-                acc.add("birth_date", "different", w["different"], f"{a.birth}/{b.birth}")
                 if veto is None:
                     veto = f"birth_date: differs ({a.birth}/{b.birth})"
+                add(
+                    "birth_date",
+                    "different",
+                    w["different"],
+                    f"{a.birth}/{b.birth}" if explain else "",
+                )
 
-    if "gender" in t and a.gender and b.gender:
+    w = t.get("gender")
+    if w is not None and a.gender and b.gender:
         if a.gender == b.gender:
-            acc.add("gender", "same", t["gender"]["same"])
+            add("gender", "same", w["same"])
         else:
-            acc.add("gender", "conflict", t["gender"]["conflict"])
+            add("gender", "conflict", w["conflict"])
 
     _address(acc, a, b, t, cfg)
 
     # --- contact -----------------------------------------------------------------------------
-    if "email" in t and a.emails and b.emails:
-        w = t["email"]
+    w = t.get("email")
+    if w is not None and a.emails and b.emails:
         shared = a.emails & b.emails
         if shared:
-            acc.add("email", "exact", w["exact"], min(shared))
+            add("email", "exact", w["exact"], min(shared) if explain else "")
         elif a.email_locals & b.email_locals:
-            acc.add("email", "local", w["local"], min(a.email_locals & b.email_locals))
+            add(
+                "email",
+                "local",
+                w["local"],
+                min(a.email_locals & b.email_locals) if explain else "",
+            )
         else:
-            acc.add("email", "different", w["different"])
-    if "phone" in t and a.phones and b.phones:
-        w = t["phone"]
+            add("email", "different", w["different"])
+    w = t.get("phone")
+    if w is not None and a.phones and b.phones:
         shared = a.phones & b.phones
         if not shared:
-            acc.add("phone", "different", w["different"])
+            add("phone", "different", w["different"])
         elif shared & a.mobiles:
-            acc.add("phone", "mobile", w["mobile"], min(shared))
+            add("phone", "mobile", w["mobile"], min(shared) if explain else "")
         elif shared & (a.landlines | b.landlines):
-            acc.add("phone", "landline", w["landline"], min(shared))
+            add("phone", "landline", w["landline"], min(shared) if explain else "")
         else:
-            acc.add("phone", "shared", w["shared"], min(shared))
-    if "company_name" in t and a.company and b.company:
-        w = t["company_name"]
+            add("phone", "shared", w["shared"], min(shared) if explain else "")
+    w = t.get("company_name")
+    if w is not None and a.company and b.company:
         if a.company_compact == b.company_compact:
-            acc.add("company_name", "exact", w["exact"])
+            add("company_name", "exact", w["exact"])
         elif _JW(a.company_compact, b.company_compact) >= _JW_TYPO:
-            acc.add("company_name", "typo", w["typo"])
+            add("company_name", "typo", w["typo"])
         else:
-            acc.add("company_name", "different", w["different"])
+            add("company_name", "different", w["different"])
 
     return Score(acc.total, acc.reasons, acc.levels, veto if cfg.hard_rules else None)
 

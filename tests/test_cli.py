@@ -76,3 +76,26 @@ def test_plugins_lists_builtin_connector_and_transforms(demo) -> None:
     data = json.loads(demo("--json", "plugins"))
     assert "files" in data["connectors"]
     assert {"phone_e164", "parse_date", "map_values", "country_iso"} <= set(data["transforms"])
+
+
+def test_review_commands(demo) -> None:
+    demo("sync")
+    conflicts = json.loads(demo("--json", "conflicts"))
+    consent = next(c for c in conflicts if c["field"] == "consent.email")
+    shown = demo("conflicts", "show", str(consent["id"]))
+    assert "shop/customers" in shown and "newsletter/audience" in shown and "applied meanwhile" in shown
+    opt_out = next(i for i, c in enumerate(consent["candidates"], 1) if c["value"]["status"] in ("unsubscribed", "cleaned"))
+    result = json.loads(demo("--json", "conflicts", "resolve", str(consent["id"]), "--pick", str(opt_out), "--by", "ops"))
+    assert result["action"] == "pick"
+    assert consent["id"] not in [c["id"] for c in json.loads(demo("--json", "conflicts"))]
+    resolved = json.loads(demo("--json", "conflicts", "--status", "resolved"))
+    assert resolved[0]["resolved_by"] == "user:ops"
+
+    dup = next(c for c in conflicts if c["kind"] == "possible_duplicate")
+    assert "score" in demo("conflicts", "show", str(dup["id"]))
+    demo("conflicts", "resolve", str(dup["id"]), "--merge")
+    survivor = json.loads(demo("--json", "customers", "show", dup["golden_id"]))
+    assert len(survivor["sources"]) >= 2
+    split = json.loads(demo("--json", "customers", "split", survivor["id"]))
+    assert split["split_off"]
+    assert json.loads(demo("--json", "dedupe", "--dry-run"))["merges"] == []  # the split pair stays apart
