@@ -134,7 +134,7 @@ class EntityMatchConfig(_Strict):
         from synchub.similarity import ScoreConfig
 
         base = ScoreConfig.defaults_for(kind)
-        return base.model_copy(update=self.score) if self.score else base
+        return ScoreConfig.model_validate({**base.model_dump(), **self.score}) if self.score else base
 
 
 class Defaults(_Strict):

@@ -69,6 +69,11 @@ def validate_config(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlDoc
                     at((*sloc, "mapping"), f"mapping {scfg.mapping!r} is an {mapping.direction!r} mapping, but the connection's direction is {conn.direction!r}")
                 if conn.direction == "out" and mapping.entity != conn.entity:
                     at((*sloc, "mapping"), f"mapping {scfg.mapping!r} maps {mapping.entity} records, the connection sends {conn.entity}")
+    for entity, mcfg in config.match.items():
+        try:
+            mcfg.score_config(entity)
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(doc_for(("match", entity, "score")), exc, ("match", entity, "score")))
     rules = get_merge_rules()
     for entity, mcfg in config.merge.items():
         mloc = ("merge", entity)
@@ -80,4 +85,6 @@ def validate_config(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlDoc
             for key, rname in (("rule", frule.rule), ("fallback", frule.fallback)):
                 if rname and rname not in rules:
                     at((*floc, key), f"unknown merge rule {rname!r} (known: {', '.join(sorted(rules))})")
+            if fname.startswith("consent.") and frule.rule != "consent":
+                at((*floc, "rule"), "consent always follows the protected consent rule (only review: true may be set)")
     return problems

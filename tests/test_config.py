@@ -146,3 +146,12 @@ def test_validate_command(tmp_path: Path) -> None:
     finally:
         sys.argv = argv
     assert exit_info.value.code == 2
+
+
+def test_match_and_merge_rules_are_checked(tmp_path: Path) -> None:
+    text = GOOD + "match:\n  person:\n    score: {uper: 3}\nmerge:\n  person:\n    fields:\n      consent.email: {rule: most_recent}\n      first_name: {rule: loudest}\n"
+    path = _write(tmp_path, text)
+    problems = "\n".join(_problems(path))
+    assert "match.person.score.uper" in problems
+    assert f"{path}:18: merge.person.fields.consent.email.rule: consent always follows the protected consent rule" in problems
+    assert "merge.person.fields.first_name.rule: unknown merge rule 'loudest'" in problems
