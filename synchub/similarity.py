@@ -484,7 +484,7 @@ def _gender(salutation: str) -> str:
     return "m" if sal in _MALE_SALUTATIONS else "f" if sal in _FEMALE_SALUTATIONS else ""
 
 
-_birth_cached = lru_cache(maxsize=65536)(lambda value: _birth(value))
+_birth_cached = lru_cache(maxsize=65536)(_birth)
 
 
 def _set_emails(f: Features, raw: Iterable[Any]) -> None:
@@ -697,7 +697,9 @@ _ADDRESS_WEIGHTS: dict[str, dict[str, float]] = {
     "street": {"exact": 7.0, "typo": 5.5, "name_only": 3.0, "other_number": 0.5, "different": -2.0},
     # postcode exact: m≈0.9, u≈0.03 within a blocking candidate set → ~5; different: m≈0.1 (moves)
     "postcode": {"exact": 4.0, "typo": 0.5, "different": -1.5},
-    "city": {"exact": 3.0, "typo": 2.0, "different": -1.0},
+    # city: the same town with another postcode is weak evidence (a big city has many
+    # namesakes; in DACH the postcode already implies the town when it agrees)
+    "city": {"exact": 3.0, "typo": 2.0, "other_postcode": 1.0, "different": -1.0},
     # line2 (c/o, building) is sparse and unreliable: weak in both directions.
     "line2": {"exact": 2.0, "typo": 1.0, "different": -0.5},
     "region": {"exact": 0.3, "different": -0.5},
@@ -740,7 +742,7 @@ _COMPANY_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "person": {"upper": 20.0, "lower": 12.0, "address_cap": 12.0, "address_floor": -4.0},
+    "person": {"upper": 20.0, "lower": 13.0, "address_cap": 12.0, "address_floor": -4.0},
     "company": {"upper": 12.0, "lower": 6.0, "address_cap": 8.0, "address_floor": -3.0},
 }
 _WEIGHTS = {"person": _PERSON_WEIGHTS, "company": _COMPANY_WEIGHTS}
@@ -758,13 +760,20 @@ class ScoreConfig(BaseModel):
     the summed address weight, because street, postcode and city are strongly correlated.
 
     Treat instances as immutable: derive changed ones with ``model_copy(update=...)``.
+
+    Defaults (:meth:`defaults_for`): persons ``upper=20``, ``lower=13``.  A full name alone
+    (7 + 8 bits, also with differing e-mails or phones) is at most ``possible``; a namesake in
+    the same town with another street and postcode (12.5) is ``distinct``, so common names do
+    not flood the review queue; a match needs a name plus an independent identifier: birth
+    date (12), street address (up to 12), e-mail (10) or mobile (10).
+    Companies ``upper=12``, ``lower=6``: an exact name without legal form is a match.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["person", "company"] = "person"
     upper: float = 20.0
-    lower: float = 12.0
+    lower: float = 13.0
     weights: dict[str, dict[str, float]] = Field(default_factory=dict)
     enabled: list[str] | None = None
     hard_rules: bool = True
@@ -1021,8 +1030,11 @@ def _address(
             pos += x
         else:
             neg += x
+    pc_level = ""
     if a.postcode and b.postcode and (w := t.get("postcode")) is not None:
-        level = "exact" if a.postcode == b.postcode else _postcode_level(a.postcode, b.postcode)
+        level = pc_level = (
+            "exact" if a.postcode == b.postcode else _postcode_level(a.postcode, b.postcode)
+        )
         found.append(("postcode", level))
         x = w[level]
         if x >= 0:
@@ -1031,6 +1043,8 @@ def _address(
             neg += x
     if a.city and b.city and (w := t.get("city")) is not None:
         level = "exact" if a.city == b.city else _text_level(a.city, b.city)
+        if pc_level == "different" and level != "different":
+            level = "other_postcode"
         found.append(("city", level))
         x = w[level]
         if x >= 0:

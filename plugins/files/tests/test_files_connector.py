@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from synchub_files import FilesConnector, FilesSettings, FileStreamSettings
-from synchub_files.fs import LocalFileSystem, PathEscapeError
 
 from synchub.connector import Checkpoint, ConnectionContext, OutRecord, Record, Rejected
+from synchub_files import FilesConnector, FilesSettings, FileStreamSettings
+from synchub_files.fs import LocalFileSystem, PathEscapeError
 
 
 def _connector(base: Path, **streams: dict) -> FilesConnector:
