@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 __doc__ = """Built-in named transforms for declarative YAML mappings.
 
 A transform is ``fn(value, /, **args) -> value``.  The value is positional
@@ -210,12 +212,21 @@ def parse_date(
     if not patterns:
         day = _call(_n.parse_date, value, excel_serial=excel_serial)
         return day.isoformat() if day else None
+    if isinstance(value, str):  # dates repeat a lot in customer files: parse each string once
+        return _parse_date_strict(value, tuple(patterns), excel_serial)
+    return _parse_date_strict_uncached(value, tuple(patterns), excel_serial)
+
+
+def _parse_date_strict_uncached(value: Any, patterns: tuple[str, ...], excel_serial: bool) -> str | None:
     try:
-        day = _n.parse_date(value, patterns, excel_serial=excel_serial, fallback=False)
+        day = _n.parse_date(value, list(patterns), excel_serial=excel_serial, fallback=False)
     except _n.NormalizationError as exc:
         shown = " or ".join(_human_format(p) for p in patterns)
         raise TransformError(f"not a date in format {shown}: {value!r}") from exc
     return day.isoformat() if day else None
+
+
+_parse_date_strict = functools.lru_cache(maxsize=65536)(_parse_date_strict_uncached)
 
 
 def format_date(value: Any, /, *, format: str = "%d.%m.%Y") -> Any:

@@ -968,3 +968,25 @@ def test_normalize_name_empty(raw: str | None) -> None:
 )
 def test_split_full_name(raw: str | None, expected: tuple[str | None, str | None]) -> None:
     assert split_full_name(raw) == expected
+
+
+def test_fast_dach_mobile_path_agrees_with_phonenumbers() -> None:
+    """phone_type answers DACH mobiles by prefix; it must say what phonenumbers would say."""
+    import random
+
+    import phonenumbers
+
+    from synchub.normalize import _DACH_MOBILE, _phone_type_slow
+
+    r = random.Random(5)
+    checked = 0
+    for prefix in ("+49151", "+49160", "+49176", "+49179", "+43650", "+43664", "+43699", "+4176", "+4179"):
+        for length in range(5, 11):
+            for _ in range(60):
+                number = prefix + "".join(r.choice("0123456789") for _ in range(length))
+                if not phonenumbers.is_valid_number(phonenumbers.parse(number, None)):
+                    continue
+                if _DACH_MOBILE.match(number):
+                    checked += 1
+                    assert _phone_type_slow(number) == "mobile", number
+    assert checked > 1000
