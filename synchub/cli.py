@@ -264,9 +264,11 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
         table.add_column(col)
     if why:
         table.add_column("why")
+    from synchub.merge import provenance_of
+
     prov = rec["provenance"] or {}
     for unit, value in field_units(rec["data"]).items():
-        p = prov.get(unit, {})
+        p = provenance_of(prov, unit)
         row = [unit, _fmt(value), f"{p.get('connection', '')}/{p.get('stream', '')} #{p.get('source_id', '')}", (p.get("observed_at") or "")[:19]]
         if why:
             reason = p.get("rule", "")

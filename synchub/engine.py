@@ -444,7 +444,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     _write_interactions(conn, connection, stream, changed, assignment, existing)
     touched = {assignment[p.source_id] for p in changed} | set(merges.values())
     touched = {resolver.find(g) for g in touched}
-    golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id)
+    golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id, fuzzy=fuzzy)
     possible = [(resolver.find(d.golden_id), resolver.find(d.other_id), d) for d in matcher.possible]
     golden_changes["__conflicts__"] += log_possible_duplicates(conn, [(a, b, d.score, d.reasons) for a, b, d in possible if a != b], now)
     for p in changed:
@@ -522,7 +522,7 @@ def _as_datetime(value: str) -> datetime:
 
 
 def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
-              actor: str, run_id: int) -> dict[str, Any]:
+              actor: str, run_id: int, *, fuzzy: bool = True) -> dict[str, Any]:
     """Derive each touched golden record again from all its source records and write what changed."""
     from synchub import similarity
 
@@ -565,7 +565,7 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
             changed[g] = True
         for note in derived.conflicts:
             conflicts.append((g, note))
-        if g in changed:
+        if g in changed and fuzzy:
             match_keys[g] = similarity.blocking_keys(similarity.features(derived.data, kind)) if alive else []
     if inserts:
         conn.execute(st.golden_t.insert(), inserts)
@@ -582,7 +582,7 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
     if audits:
         conn.execute(st.audit_t.insert(), audits)
     if match_keys:
-        st.replace_match_keys(conn, kind, match_keys)
+        st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK)
     changed["__conflicts__"] = _log_conflicts(conn, conflicts, now)
     return changed
 

@@ -191,7 +191,8 @@ class BatchMatcher:
         exact = {k for keys, _d, _c in records for k in keys}
         owners = st.lookup_keys(self.conn, self.kind, exact)
         self.resolver = Resolver(owners)
-        feats = [self.sim.features(data, self.kind) for _k, data, _c in records]
+        # Without fuzzy matching, features are only needed to check exact-key candidates.
+        feats = [self.sim.features(data, self.kind) if (self.fuzzy or keys) else None for keys, data, _c in records]
         candidate_ids = {g for gs in owners.values() for g in gs} | {c for _k, _d, c in records if c}
         if self.fuzzy:
             self._bkeys = [self.sim.blocking_keys(f) for f in feats]
@@ -221,6 +222,8 @@ class BatchMatcher:
 
     def _best(self, feat: Any, gid: str) -> Any:
         best = None
+        if feat is None:
+            return None
         for view in self.views.get(gid, ()):
             d = self.sim.classify(feat, view, self.score_cfg)
             if best is None or d.score > best.score:
@@ -274,7 +277,8 @@ class BatchMatcher:
                 p.golden_id = target
         for k in keys:
             r.owners[k] = {target}
-        self.views.setdefault(target, []).append(feat)
+        if feat is not None:
+            self.views.setdefault(target, []).append(feat)
         for k in bkeys:
             self.block_owners.setdefault(k, set()).add(target)
         return Assignment(target, outcome, joined)

@@ -78,6 +78,8 @@ class ConflictNote:
 @dataclass
 class Derived:
     data: dict[str, Any]
+    #: Per field unit: where its value came from and why it won. ``"*"`` stands for every unit
+    #: without an entry of its own (a golden record fed by one source record).
     provenance: dict[str, Any]
     conflicts: list[ConflictNote]
 
@@ -252,6 +254,11 @@ DEFAULT_RULES: dict[str, dict[str, FieldRule]] = {
 CONSENT_RULE = FieldRule(rule="consent", fallback="most_recent")
 
 
+def provenance_of(provenance: dict[str, Any], unit: str) -> dict[str, Any]:
+    """The provenance entry of one field unit (falling back to the record-wide ``*`` entry)."""
+    return provenance.get(unit) or provenance.get("*") or {}
+
+
 def rule_for(unit: str, cfg: EntityMergeConfig, kind: str = "person") -> FieldRule:
     """The rule for a field unit: config, else the entity's default, else the config's default.
     Consent always uses the protected consent rule (config may only ask for review)."""
@@ -307,6 +314,11 @@ class Merger:
                 distinct = {_key(c.value) for c in cands}
                 if len(distinct) > 1 and (frule.review or _consent_disagrees(cands)):
                     conflicts.append(ConflictNote(unit, decision.rule, cands, decision.value))
+        if len({(p["connection"], p["stream"], p["source_id"]) for p in provenance.values()}) == 1 and all(
+            p["rule"] == "only source" for p in provenance.values()
+        ):
+            # Every field from one source record: say it once (``*``) instead of once per field.
+            provenance = {"*": next(iter(provenance.values()))}
         for unit, ov in (overrides or {}).items():
             units[unit] = ov["value"]
             provenance[unit] = {

@@ -218,6 +218,16 @@ class MatchKey(SQLModel, table=True):
     golden_id: str = Field(max_length=32, index=True)
 
 
+class MatchKeyStop(SQLModel, table=True):
+    """Blocking keys shared by too many golden records to say anything (a common surname in a big
+    city): their rows are dropped and never looked up again, so every block stays small."""
+
+    __tablename__ = "match_key_stop"
+    kind: str = Field(primary_key=True, max_length=16)
+    key_type: str = Field(primary_key=True, max_length=32)
+    key_value: str = Field(primary_key=True, max_length=300)
+
+
 class MatchDecision(SQLModel, table=True):
     """An admin's decision about two golden records: keep them apart, or merge them."""
 
@@ -258,6 +268,7 @@ conflict_t = T["conflict"]
 outbound_t = T["outbound_state"]
 interaction_t = T["interaction"]
 match_key_t = T["match_key"]
+stop_t = T["match_key_stop"]
 decision_t = T["match_decision"]
 override_t = T["field_override"]
 
@@ -509,15 +520,32 @@ def lookup_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]])
     return out
 
 
-def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]], *, max_block: int) -> dict[tuple[str, str], set[str]]:
-    """Golden ids under each blocking key; keys shared by more than ``max_block`` records are
-    left out (a block that large says nothing and would cost quadratic comparisons)."""
-    by_type: dict[str, set[str]] = {}
-    for t, v in keys:
-        by_type.setdefault(t, set()).add(v)
-    out: dict[tuple[str, str], set[str]] = {}
+def _stopped(conn: sa.Connection, kind: str, by_type: dict[str, set[str]]) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
     for key_type, values in by_type.items():
         for chunk in _chunks(sorted(values)):
+            q = sa.select(stop_t.c.key_value).where(stop_t.c.kind == kind, stop_t.c.key_type == key_type, stop_t.c.key_value.in_(chunk))
+            out |= {(key_type, r.key_value) for r in conn.execute(q)}
+    return out
+
+
+def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    by_type: dict[str, set[str]] = {}
+    for t, v in keys:
+        by_type.setdefault(t, set()).add(v[:300])
+    return by_type
+
+
+def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]], *, max_block: int) -> dict[tuple[str, str], set[str]]:
+    """Golden ids under each blocking key. Keys shared by more than ``max_block`` records are
+    stop keys (see :func:`replace_match_keys`) and are not looked up: a block that large says
+    nothing and would cost quadratic work."""
+    by_type = _by_type(keys)
+    stopped = _stopped(conn, kind, by_type)
+    out: dict[tuple[str, str], set[str]] = {}
+    for key_type, values in by_type.items():
+        wanted = sorted(v for v in values if (key_type, v) not in stopped)
+        for chunk in _chunks(wanted):
             q = sa.select(match_key_t.c.key_value, match_key_t.c.golden_id).where(
                 match_key_t.c.kind == kind, match_key_t.c.key_type == key_type, match_key_t.c.key_value.in_(chunk)
             )
@@ -548,14 +576,34 @@ def load_keep_apart(conn: sa.Connection, ids: Iterable[str]) -> set[tuple[str, s
     return out
 
 
-def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str, list[tuple[str, str]]]) -> None:
+def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str, list[tuple[str, str]]], *, max_block: int = 50) -> None:
+    """Store the blocking keys of these golden records (replacing their old ones). A key whose
+    block grows past ``max_block`` becomes a stop key: its rows are deleted and it is neither
+    stored nor looked up again, so no block ever holds more than ``max_block`` plus one batch."""
     ids = sorted(keys_by_golden)
     for chunk in _chunks(ids):
         conn.execute(match_key_t.delete().where(match_key_t.c.golden_id.in_(chunk)))
+    all_keys = {(t, v[:300]) for keys in keys_by_golden.values() for t, v in keys}
+    if not all_keys:
+        return
+    by_type = _by_type(all_keys)
+    stopped = _stopped(conn, kind, by_type)
     rows = [{"kind": kind, "key_type": t, "key_value": v[:300], "golden_id": g}
-            for g, keys in keys_by_golden.items() for t, v in keys]
-    if rows:
-        conn.execute(match_key_t.insert(), rows)
+            for g, keys in keys_by_golden.items() for t, v in keys if (t, v[:300]) not in stopped]
+    if not rows:
+        return
+    conn.execute(match_key_t.insert(), rows)
+    crowded: list[tuple[str, str]] = []
+    for key_type, values in by_type.items():
+        for chunk in _chunks(sorted(v for v in values if (key_type, v) not in stopped)):
+            q = (sa.select(match_key_t.c.key_value).where(
+                    match_key_t.c.kind == kind, match_key_t.c.key_type == key_type, match_key_t.c.key_value.in_(chunk))
+                 .group_by(match_key_t.c.key_value).having(sa.func.count() > max_block))
+            crowded += [(key_type, r.key_value) for r in conn.execute(q)]
+    if crowded:
+        conn.execute(stop_t.insert(), [{"kind": kind, "key_type": t, "key_value": v} for t, v in crowded])
+        for t, v in crowded:
+            conn.execute(match_key_t.delete().where(match_key_t.c.kind == kind, match_key_t.c.key_type == t, match_key_t.c.key_value == v))
 
 
 def _escape_like(s: str) -> str:

@@ -1,4 +1,4 @@
-"""matching: blocking keys, admin match decisions, field overrides
+"""matching: blocking keys (and stop keys), admin match decisions, field overrides
 
 Revision ID: 0002
 Revises: 0001
@@ -30,6 +30,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_match_key_lookup", "match_key", ["kind", "key_type", "key_value"])
     op.create_index("ix_match_key_golden_id", "match_key", ["golden_id"])
+    op.create_table(
+        "match_key_stop",
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("key_type", sa.String(length=32), nullable=False),
+        sa.Column("key_value", sa.String(length=300), nullable=False),
+        sa.PrimaryKeyConstraint("kind", "key_type", "key_value"),
+    )
     op.create_table(
         "match_decision",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -63,6 +70,7 @@ def downgrade() -> None:
     op.drop_index("ix_match_decision_golden_b", table_name="match_decision")
     op.drop_index("ix_match_decision_golden_a", table_name="match_decision")
     op.drop_table("match_decision")
+    op.drop_table("match_key_stop")
     op.drop_index("ix_match_key_golden_id", table_name="match_key")
     op.drop_index("ix_match_key_lookup", table_name="match_key")
     op.drop_table("match_key")
