@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench bench-match clean
 
 $(BIN)/synchub: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ test: install
 	$(BIN)/ruff check synchub plugins tests bench
 	$(BIN)/pytest -q
 
+# Sync throughput and memory, SQLite and PostgreSQL (figures in bench/README.md).
 bench: install
 	$(BIN)/python bench/sync_bench.py --records 10000 100000
+
+# Matching quality and speed: FEBRL precision/recall/F1, and dedupe of a 100k-record store.
+bench-match: install
+	$(BIN)/python bench/febrl_bench.py --data ../shared/data/febrl
+	$(BIN)/python bench/dedupe_bench.py --records 100000
 
 clean:
 	rm -rf var bench/out .pytest_cache
