@@ -122,7 +122,7 @@ class EntityMergeConfig(_Strict):
 class EntityMatchConfig(_Strict):
     #: Exact identity keys: records sharing one are the same customer unless the scorer's hard
     #: rules say two different people share it (a family's email address).
-    keys: list[Literal["email", "phone", "phone_mobile", "source_id", "domain"]] = Field(
+    keys: list[Literal["email", "phone", "phone_mobile", "domain"]] = Field(
         default_factory=lambda: ["email", "phone_mobile"]
     )
     #: Fuzzy matching over blocking candidates (names, birth date, address...).
