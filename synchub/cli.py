@@ -415,11 +415,17 @@ def customers_split(
 def dedupe(
     kind: str = typer.Option("person", help="person or company"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would merge."),
+    rebuild_keys: bool = typer.Option(False, "--rebuild-keys", help="Also recompute every record's blocking keys (after turning fuzzy matching on)."),
 ) -> None:
     """Re-cluster all golden records with the current match rules."""
     from synchub.review import dedupe as run_dedupe
+    from synchub.review import rebuild_match_keys
 
     hub = _hub()
+    if rebuild_keys and not dry_run:
+        n = rebuild_match_keys(hub, kind)
+        if not state.json:
+            out.print(f"blocking keys rebuilt for {n} records")
     report = run_dedupe(hub, kind, dry_run=dry_run)
     if state.json:
         _emit_json({"dry_run": dry_run, "compared": report.compared, "seconds": round(report.seconds, 3),

@@ -189,6 +189,27 @@ class DedupeReport:
     seconds: float = 0.0
 
 
+def rebuild_match_keys(hub: Hub, kind: str = "person") -> int:
+    """Recompute the blocking keys of every active golden record (after turning fuzzy matching
+    on, or after a change of the blocking keys). Returns how many records were keyed."""
+    from synchub import similarity
+
+    n = 0
+    batch: dict[str, list[tuple[str, str]]] = {}
+    for g in hub.store.iter_golden(kind, batch=2000):
+        batch[g["id"]] = similarity.blocking_keys(similarity.features(g["data"], kind))
+        if len(batch) >= 2000:
+            with hub.store.begin() as conn:
+                st.replace_match_keys(conn, kind, batch, max_block=similarity.MAX_BLOCK)
+            n += len(batch)
+            batch = {}
+    if batch:
+        with hub.store.begin() as conn:
+            st.replace_match_keys(conn, kind, batch, max_block=similarity.MAX_BLOCK)
+        n += len(batch)
+    return n
+
+
 def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "dedupe") -> DedupeReport:
     """Re-cluster every active golden record of ``kind`` with the current rules.
 
@@ -207,9 +228,9 @@ def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "
         records.append(g["data"])
     with hub.store.engine.connect() as conn:
         apart = st.load_keep_apart(conn, ids) if ids else set()
-    counter = similarity.Counter() if hasattr(similarity, "Counter") else None
-    pairs = similarity.dedupe(records, kind, cfg, **({"counter": counter} if counter is not None else {}))
-    report = DedupeReport(compared=getattr(counter, "comparisons", 0) if counter is not None else 0)
+    counter = similarity.Counter()
+    pairs = similarity.dedupe(records, kind, cfg, counter=counter)
+    report = DedupeReport(compared=counter.comparisons)
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:

@@ -208,3 +208,22 @@ def test_matching_is_identical_on_sqlite_and_postgresql(tmp_path: Path, store_ur
     hub.sync()
     assert content_snapshot(hub.store) == content_snapshot(ref.store)
     assert len(_active(hub)) == 4
+
+
+def test_turning_fuzzy_matching_on_later(tmp_path: Path, store_url: str) -> None:
+    from synchub.review import rebuild_match_keys
+
+    cfg_text = CONFIG.replace("merge:", "match:\n  person: {fuzzy: false}\nmerge:")
+    cfg = write_config(tmp_path, cfg_text, store_url,
+                       crm__csv=HEADER + "1,Jürgen,Weißhaupt,jw@example.de,,1965-07-21,Agnes-Bernauer-Str. 9,80687,München\n",
+                       shop__csv=HEADER)
+    (tmp_path / "mappings" / "people.yaml").write_text(PEOPLE, encoding="utf-8")
+    hub_for(cfg).sync()
+    assert rows(hub_for(cfg).store, st.match_key_t) == []  # no blocking keys without fuzzy matching
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("{fuzzy: false}", "{fuzzy: true}"), encoding="utf-8")
+    hub = hub_for(cfg)
+    assert rebuild_match_keys(hub) == 1
+    (tmp_path / "data" / "shop.csv").write_text(
+        HEADER + "5,Juergen,Weisshaupt,juergen@example.com,,1965-07-21,Agnes-Bernauer-Straße 9,80687,München\n", encoding="utf-8")
+    assert hub.sync(["shop"])[0].streams["people"].duplicates == 1
+    assert len(_active(hub)) == 1
