@@ -417,14 +417,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             inserts.append({**row, "connection": connection, "stream": stream, "source_id": p.source_id,
                             "kind": kind, "first_seen_at": now})
     if updates:
-        conn.execute(
-            st.source_t.update().where(st.source_t.c.id == sa.bindparam("_id")).values(
-                golden_id=sa.bindparam("golden_id"), data=sa.bindparam("data"),
-                content_hash=sa.bindparam("content_hash"), observed_at=sa.bindparam("observed_at"),
-                changed_at=sa.bindparam("changed_at"), deleted=sa.bindparam("deleted"),
-            ),
-            updates,
-        )
+        _update_by_id(conn, st.source_t, updates, ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted"))
         ids = [u["_id"] for u in updates]
         for chunk in st._chunks(ids):
             conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
@@ -489,6 +482,12 @@ def log_possible_duplicates(conn: sa.Connection, pairs: list[tuple[str, str, flo
     if new:
         conn.execute(st.conflict_t.insert(), new)
     return len(new)
+
+
+def _update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """One executemany UPDATE of ``columns`` for rows keyed by ``_id``."""
+    stmt = table.update().where(table.c.id == sa.bindparam("_id")).values({c: sa.bindparam(c) for c in columns})
+    conn.execute(stmt, rows)
 
 
 def _write_interactions(conn: sa.Connection, connection: str, stream: str, changed: list[_Prepared],
@@ -570,15 +569,8 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
     if inserts:
         conn.execute(st.golden_t.insert(), inserts)
     if updates:
-        conn.execute(
-            st.golden_t.update().where(st.golden_t.c.id == sa.bindparam("_id")).values(
-                data=sa.bindparam("data"), provenance=sa.bindparam("provenance"),
-                display_name=sa.bindparam("display_name"), search_text=sa.bindparam("search_text"),
-                status=sa.bindparam("status"), merged_into=sa.bindparam("merged_into"),
-                updated_at=sa.bindparam("updated_at"), version=sa.bindparam("version"),
-            ),
-            updates,
-        )
+        _update_by_id(conn, st.golden_t, updates, ("data", "provenance", "display_name", "search_text", "status",
+                                                   "merged_into", "updated_at", "version"))
     if audits:
         conn.execute(st.audit_t.insert(), audits)
     if match_keys:

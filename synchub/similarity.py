@@ -1453,14 +1453,7 @@ def _dedupe(
         if len(members) > 1:
             counter.blocks += 1
             _dedupe_block(members, feats, max_block, candidates, n, counter, key)
-    out: list[tuple[int, int, Decision]] = []
-    for code in sorted(candidates):
-        i, j = divmod(code, n)
-        d = _decide(feats[i], feats[j], cfg)
-        if d is not None:
-            out.append((i, j, d))
-    counter.comparisons += len(candidates)
-    return out
+    return _score_candidates(candidates, n, feats, feats, cfg, counter)
 
 
 def link(
@@ -1510,10 +1503,18 @@ def _link(
         if rs:
             counter.blocks += 1
             _link_block(ls, rs, lf, rf, max_block, candidates, m, counter, key)
+    return _score_candidates(candidates, m, lf, rf, cfg, counter)
+
+
+def _score_candidates(
+    candidates: set[int], width: int, left: Sequence[Features], right: Sequence[Features],
+    cfg: ScoreConfig, counter: Counter,
+) -> list[tuple[int, int, Decision]]:
+    """Score each candidate pair (encoded ``i * width + j``) once; keep match/possible."""
     out: list[tuple[int, int, Decision]] = []
     for code in sorted(candidates):
-        i, j = divmod(code, m)
-        d = _decide(lf[i], rf[j], cfg)
+        i, j = divmod(code, width)
+        d = _decide(left[i], right[j], cfg)
         if d is not None:
             out.append((i, j, d))
     counter.comparisons += len(candidates)
