@@ -39,7 +39,7 @@ from synchub.connector import (
     Rejected,
     Stream,
 )
-from synchub.errors import ConfigError, FatalRunError, RecordError, SynchubError
+from synchub.errors import ConfigError, RecordError, SynchubError
 from synchub.mapping import Mapping, MappingLibrary
 from synchub.merge import Merger
 from synchub.normalize import fold
@@ -208,8 +208,6 @@ class Hub:
                 summary.status = "failed"
                 summary.error = redact(f"{type(exc).__name__}: {exc}")
                 log.error("run %s of %s failed: %s", run_id, name, summary.error)
-                if isinstance(exc, (sa.exc.SQLAlchemyError,)) and not isinstance(exc, FatalRunError):
-                    pass
             except BaseException as exc:
                 summary.status = "failed"
                 summary.error = redact(f"{type(exc).__name__}: {exc}")
@@ -306,6 +304,7 @@ class Hub:
                     progress(connection, stream_name, counts.read)
             elif isinstance(item, Rejected):
                 counts.read += 1
+                log.warning("rejected %s/%s %s: %s", connection, stream_name, item.ref, "unreadable record")
                 rejects.append(_reject_row(run_id, connection, stream_name, item.ref, None, item.field, item.reason, item.raw))
             elif isinstance(item, Checkpoint):
                 self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
