@@ -3,7 +3,8 @@
 One job per scheduled connection; ``max_instances=1`` and the engine's per-connection lock make
 sure a connection never runs twice at once in this process (across several workers on one
 PostgreSQL store, see the operations issue). A run that was missed by less than
-``misfire_grace_seconds`` still runs, once (``coalesce``). SIGINT/SIGTERM stop the scheduler
+``misfire_grace_seconds`` still runs, once (``coalesce``). Interval connections run once right
+away when serving starts; cron connections wait for their time. SIGINT/SIGTERM stop the scheduler
 after the running jobs finish their current run.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -32,14 +34,17 @@ def build_scheduler(hub: Hub, *, max_workers: int = 4) -> BackgroundScheduler:
         sched = conn.schedule
         if sched is None:
             continue
+        extra: dict[str, Any] = {}
         if sched.cron:
             trigger: Any = CronTrigger.from_crontab(sched.cron, timezone=sched.timezone)
         else:
             trigger = IntervalTrigger(seconds=sched.interval_seconds() or 60, timezone=sched.timezone)
+            # An interval connection syncs right away when serve starts, then every interval.
+            extra["next_run_time"] = datetime.now(timezone.utc)
         scheduler.add_job(
             run_job, trigger, args=[hub, name], id=f"sync:{name}", name=f"sync {name}",
             max_instances=1, coalesce=sched.coalesce, misfire_grace_time=sched.misfire_grace_seconds,
-            replace_existing=True,
+            replace_existing=True, **extra,
         )
     return scheduler
 
