@@ -50,6 +50,8 @@ from synchub.store import Store, utcnow
 log = logging.getLogger("synchub.engine")
 
 ProgressFn = Callable[[str, str, int], None]
+#: Refresh the database's planner statistics every this many committed batches (PostgreSQL).
+ANALYZE_EVERY = 20
 
 
 @dataclass
@@ -124,6 +126,7 @@ class Hub:
         folders = [config.resolve(p) for p in config.mappings_dir] + get_mapping_paths()
         self.mappings = MappingLibrary(folders, get_transforms(), {"phone_region": config.defaults.phone_region})
         self._mergers: dict[str, Merger] = {}
+        self._batches = 0
 
     # ----- building blocks --------------------------------------------------------------------
 
@@ -342,6 +345,9 @@ class Hub:
         if not pending and not rejects:
             return
         actor = f"run:{run_id}"
+        self._batches += 1
+        if self._batches % ANALYZE_EVERY == 1:
+            self.store.analyze()
         with self.store.begin() as conn:
             if rejects:
                 conn.execute(st.rejected_t.insert(), rejects)

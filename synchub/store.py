@@ -322,6 +322,16 @@ class Store:
         except Exception as exc:
             raise StoreError(f"cannot upgrade store {self.display_url}: {redact(exc)}") from exc
 
+    def analyze(self) -> None:
+        """Refresh PostgreSQL's planner statistics of the hot lookup tables. A store filled in one
+        long run otherwise keeps the statistics of an empty table, and the planner turns the
+        batched ``IN`` lookups into sequential scans (seen as seconds per query at 100k rows)."""
+        if self.dialect != "postgresql":
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(sa.text("ANALYZE identity_key, match_key, match_key_stop, source_record, golden_record"))
+
     def dispose(self) -> None:
         self.engine.dispose()
 
