@@ -50,8 +50,9 @@ from synchub.store import Store, utcnow
 log = logging.getLogger("synchub.engine")
 
 ProgressFn = Callable[[str, str, int], None]
-#: Refresh the database's planner statistics every this many committed batches (PostgreSQL).
-ANALYZE_EVERY = 20
+#: Refresh PostgreSQL's planner statistics whenever the tables may have doubled (after batch 1,
+#: 2, 4, 8, ...) and at least every this many batches.
+ANALYZE_EVERY = 50
 
 
 @dataclass
@@ -346,7 +347,8 @@ class Hub:
             return
         actor = f"run:{run_id}"
         self._batches += 1
-        if self._batches % ANALYZE_EVERY == 1:
+        b = self._batches
+        if b & (b - 1) == 0 or b % ANALYZE_EVERY == 0:  # batches 1, 2, 4, 8, ... then every 50
             self.store.analyze()
         with self.store.begin() as conn:
             if rejects:
