@@ -855,7 +855,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], notes: list[
         if r.get("exit_code"):
             notes.append(f"{r['backend']} N={r['records']} {r['phase']}: runs {r['runs']}")
     code_after = code_fingerprint()
-    if code_after != code:
+    if code_after["sources_sha1"] != code["sources_sha1"]:
         notes.append(f"synchub/plugins sources changed while measuring ({code['sources_sha1']} -> "
                      f"{code_after['sources_sha1']}): figures mix code versions")
     for note in notes:
