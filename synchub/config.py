@@ -82,6 +82,8 @@ class Schedule(_Strict):
 
 class StreamConfig(_Strict):
     mapping: str | None = None  # name of a mapping in the mappings folders
+    #: For a ``direction: both`` connection: the out mapping used when writing (``mapping`` reads).
+    write_mapping: str | None = None
     enabled: bool = True
     settings: dict[str, Any] = Field(default_factory=dict)
 

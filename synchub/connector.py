@@ -31,8 +31,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from synchub.http import HttpClientFactory
+
 if TYPE_CHECKING:
     import logging
+
+
+def _default_http() -> HttpClientFactory:
+    return HttpClientFactory()
 
 
 class ConnectorSettings(BaseModel):
@@ -55,6 +61,13 @@ class Record:
     ref: str | None = None
     observed_at: datetime | None = None
     deleted: bool = False
+    #: Former ids of this record at the source (a CRM merge keeps one record and retires the
+    #: others): the hub re-keys what it holds under those ids to this one, no duplicate appears.
+    aliases: list[str] = field(default_factory=list)
+    #: Links to other records of the same connection: ``{canonical field: (stream, source id)}``,
+    #: e.g. a contact's company ``{"company_id": ("companies", "123")}``. The hub fills the field
+    #: with the golden id that source record belongs to (left empty while it is unknown).
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,8 +96,13 @@ class OutRecord:
 
     golden_id: str
     data: dict[str, Any]
-    external_id: str | None = None  # the destination's id, when a previous write returned one
+    #: The destination's id: returned by a previous write, or the id of the source record this
+    #: connection itself delivered for the golden record.
+    external_id: str | None = None
     op: Literal["upsert", "delete"] = "upsert"
+    #: What the last successful write sent for this record (None: never written), so a stream
+    #: can send only the fields that changed.
+    previous: dict[str, Any] | None = None
 
 
 @dataclass
@@ -111,6 +129,9 @@ class ConnectionContext:
     stream_settings: dict[str, StreamSettings]
     base_dir: Path
     log: logging.Logger
+    #: Builds the connection's HTTP client (timeouts, allowed hosts, a swappable transport):
+    #: API connectors use it instead of building their own.
+    http: HttpClientFactory = field(default_factory=lambda: _default_http())
 
 
 class Stream:

@@ -39,7 +39,8 @@ from synchub.connector import (
     Rejected,
     Stream,
 )
-from synchub.errors import ConfigError, RecordError, SynchubError
+from synchub.errors import ConfigError, QuotaExhausted, RecordError, SynchubError
+from synchub.http import HttpClientFactory
 from synchub.mapping import Mapping, MappingLibrary
 from synchub.merge import Merger
 from synchub.normalize import fold
@@ -53,6 +54,8 @@ ProgressFn = Callable[[str, str, int], None]
 #: Refresh PostgreSQL's planner statistics whenever the tables may have doubled (after batch 1,
 #: 2, 4, 8, ...) and at least every this many batches.
 ANALYZE_EVERY = 50
+#: Outbound: confirmed writes are recorded in the store at least this often.
+PUSH_COMMIT_EVERY = 100
 
 
 @dataclass
@@ -82,6 +85,8 @@ class RunSummary:
     error: str | None = None
     targets: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    #: For a ``paused`` run: when the API account's quota resets.
+    resume_at: datetime | None = None
 
     def totals(self) -> StreamCounts:
         total = StreamCounts()
@@ -93,6 +98,7 @@ class RunSummary:
         return {
             "run_id": self.run_id, "connection": self.connection, "direction": self.direction,
             "status": self.status, "error": self.error, "seconds": round(self.seconds, 3),
+            "resume_at": self.resume_at.isoformat() if self.resume_at else None,
             "streams": {k: asdict(v) for k, v in self.streams.items()}, "targets": self.targets,
         }
 
@@ -107,6 +113,8 @@ class _Prepared:
     keys: list[tuple[str, str]]
     deleted: bool = False
     interactions: list[dict[str, Any]] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 _running: dict[str, threading.Lock] = {}
@@ -120,8 +128,10 @@ class AlreadyRunning(SynchubError):
 class Hub:
     """Config + store + plugins: everything a command needs to run syncs."""
 
-    def __init__(self, config: Config, store: Store | None = None):
+    def __init__(self, config: Config, store: Store | None = None, *, http: HttpClientFactory | None = None):
         self.config = config
+        #: Builds every connection's HTTP client; tests and embedding code swap its transport.
+        self.http = http or HttpClientFactory()
         self.store = store or Store(config.store_url())
         self.connectors = get_connectors()
         folders = [config.resolve(p) for p in config.mappings_dir] + get_mapping_paths()
@@ -145,7 +155,7 @@ class Hub:
                 register_settings_secrets(stream_settings[sname])
         ctx = ConnectionContext(
             name=name, settings=settings, stream_settings=stream_settings, base_dir=self.config.base_dir,
-            log=logging.getLogger(f"synchub.connector.{name}"),
+            log=logging.getLogger(f"synchub.connector.{name}"), http=self.http,
         )
         return cls(ctx)
 
@@ -196,9 +206,12 @@ class Hub:
                 for sname, stream in streams.items():
                     scfg = self.config.connections[name].streams[sname]
                     counts = summary.streams.setdefault(sname, StreamCounts())
-                    mapping = self.mappings.get(scfg.mapping) if scfg.mapping else None
+                    mapping_name = (scfg.write_mapping or scfg.mapping) if direction == "out" else scfg.mapping
+                    mapping = self.mappings.get(mapping_name) if mapping_name else None
                     if mapping is None:
                         raise ConfigError(f"connection {name!r} stream {sname!r} has no mapping")
+                    if direction == "in" and mapping.direction == "out":
+                        continue  # a write-only stream of a both connection
                     if direction == "in" and stream.can_read:
                         self._pull(name, sname, stream, mapping, run_id, counts, progress)
                     elif direction == "out" and stream.can_write:
@@ -208,6 +221,13 @@ class Hub:
                             summary.targets[sname] = target
                 totals = summary.totals()
                 summary.status = "partial" if (totals.rejected or totals.write_rejected) else "succeeded"
+            except QuotaExhausted as exc:
+                # Not a failure: what was read is committed, the cursor stays at the last
+                # checkpoint, and the next run after the reset goes on from there.
+                summary.status = "paused"
+                summary.error = redact(f"{type(exc).__name__}: {exc}")
+                summary.resume_at = exc.resume_at
+                log.warning("run %s of %s paused until %s: %s", run_id, name, exc.resume_at, summary.error)
             except (SynchubError, OSError, sa.exc.SQLAlchemyError) as exc:
                 summary.status = "failed"
                 summary.error = redact(f"{type(exc).__name__}: {exc}")
@@ -231,7 +251,7 @@ class Hub:
     def _push(self, connection: str, stream_name: str, stream: Stream, mapping: Mapping, run_id: int, counts: StreamCounts) -> None:
         if mapping.direction != "out":
             raise ConfigError(f"connection {connection!r} stream {stream_name!r}: mapping {mapping.name!r} is not an out mapping")
-        kind = self.config.connections[connection].entity
+        kind = mapping.entity
         if stream.write_mode == "snapshot":
             digest = hashlib.sha256()
             n = 0
@@ -251,39 +271,61 @@ class Hub:
             return
         # Upsert streams get only what changed since their last successful push.
         with self.store.engine.connect() as conn:
-            pushed = {r.golden_id: (r.payload_hash, r.external_id) for r in conn.execute(
-                sa.select(st.outbound_t.c.golden_id, st.outbound_t.c.payload_hash, st.outbound_t.c.external_id)
+            pushed = {r.golden_id: r for r in conn.execute(
+                sa.select(st.outbound_t.c.golden_id, st.outbound_t.c.payload_hash, st.outbound_t.c.external_id,
+                          st.outbound_t.c.payload)
                 .where(st.outbound_t.c.connection == connection, st.outbound_t.c.stream == stream_name))}
+            # A record this connection delivered itself already exists there under its source id.
+            own = {r.golden_id: r.source_id for r in conn.execute(
+                sa.select(st.source_t.c.golden_id, st.source_t.c.source_id)
+                .where(st.source_t.c.connection == connection, st.source_t.c.stream == stream_name,
+                       st.source_t.c.deleted == sa.false())
+                .order_by(st.source_t.c.id))}
         todo: list[tuple[OutRecord, str]] = []
         for rec, h in _out_records(self.store, kind, mapping):
             prev = pushed.get(rec.golden_id)
-            if prev is None or prev[0] != h:
-                rec.external_id = prev[1] if prev else None
+            if prev is None or prev.payload_hash != h:
+                rec.external_id = (prev.external_id if prev is not None else None) or own.get(rec.golden_id)
+                rec.previous = prev.payload if prev is not None else None
                 todo.append((rec, h))
         if not todo:
             return
-        hashes = {rec.golden_id: h for rec, h in todo}
-        now = utcnow()
-        done = []
-        rejects = []
-        for res in stream.write((rec for rec, _h in todo), mapping.field_names):
-            if res.ok:
-                counts.written += 1
-                done.append({"connection": connection, "stream": stream_name, "golden_id": res.golden_id,
-                             "payload_hash": hashes[res.golden_id], "external_id": res.external_id, "pushed_at": now})
-            else:
-                counts.write_rejected += 1
-                rejects.append(_reject_row(run_id, connection, stream_name, res.golden_id, res.external_id, None, res.error or "rejected", None))
-        with self.store.begin() as conn:
-            if done:
-                ids = [d["golden_id"] for d in done]
-                for chunk in st._chunks(ids):
-                    conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
-                                                              st.outbound_t.c.stream == stream_name,
-                                                              st.outbound_t.c.golden_id.in_(chunk)))
-                conn.execute(st.outbound_t.insert(), done)
-            if rejects:
-                conn.execute(st.rejected_t.insert(), rejects)
+        payloads = {rec.golden_id: (h, rec.data) for rec, h in todo}
+        done: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
+
+        def commit() -> None:
+            # Each confirmed write is remembered at once in small groups: a crash or a quota stop
+            # later in the run must not make the next run write (or create) these again.
+            with self.store.begin() as conn:
+                if done:
+                    ids = [d["golden_id"] for d in done]
+                    for chunk in st._chunks(ids):
+                        conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
+                                                                  st.outbound_t.c.stream == stream_name,
+                                                                  st.outbound_t.c.golden_id.in_(chunk)))
+                    conn.execute(st.outbound_t.insert(), done)
+                if rejects:
+                    conn.execute(st.rejected_t.insert(), rejects)
+            done.clear()
+            rejects.clear()
+
+        try:
+            for res in stream.write((rec for rec, _h in todo), mapping.field_names):
+                if res.ok:
+                    counts.written += 1
+                    h, data = payloads[res.golden_id]
+                    done.append({"connection": connection, "stream": stream_name, "golden_id": res.golden_id,
+                                 "payload_hash": h, "payload": data, "external_id": res.external_id,
+                                 "pushed_at": utcnow()})
+                else:
+                    counts.write_rejected += 1
+                    rejects.append(_reject_row(run_id, connection, stream_name, res.golden_id, res.external_id, None,
+                                               res.error or "rejected", None))
+                if len(done) + len(rejects) >= PUSH_COMMIT_EVERY:
+                    commit()
+        finally:
+            commit()
 
     # ----- inbound ----------------------------------------------------------------------------
 
@@ -295,7 +337,17 @@ class Hub:
         rejects: list[dict[str, Any]] = []
         run_started = utcnow()
         keyer = match.IdentityKeys(self.config.match_config(mapping.entity).keys, connection, stream_name)
-        for item in stream.read(state):
+        items = iter(stream.read(state))
+        while True:
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            except Exception:
+                # The read broke off (quota spent, API down): keep what arrived. The cursor stays
+                # at the last checkpoint, so the next run reads these again and finds them unchanged.
+                self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
+                raise
             if isinstance(item, Record):
                 counts.read += 1
                 prepared = self._prepare(item, stream, mapping, keyer, run_started, connection, stream_name, run_id, rejects)
@@ -334,12 +386,10 @@ class Hub:
             rejects.append(_reject_row(run_id, connection, stream_name, item.ref, source_id, exc.field, reason, _raw(item.data)))
             log.warning("rejected %s/%s %s: field %s", connection, stream_name, item.ref or source_id, exc.field or "-")
             return None
-        digest = hashlib.sha1(json.dumps(data, sort_keys=True, ensure_ascii=False).encode(), usedforsecurity=False).hexdigest()
-        if item.deleted:
-            digest = "deleted:" + digest
-        if interactions:
-            digest = hashlib.sha1((digest + json.dumps(interactions, sort_keys=True)).encode(), usedforsecurity=False).hexdigest()
-        return _Prepared(source_id, item.ref, data, digest, observed, keyer.keys(data, source_id), item.deleted, interactions)
+        prepared = _Prepared(source_id, item.ref, data, "", observed, keyer.keys(data, source_id), item.deleted,
+                             interactions, [str(a) for a in item.aliases if str(a) != source_id], dict(item.links))
+        prepared.hash = _content_hash(prepared)
+        return prepared
 
     def _flush(self, connection: str, stream: str, kind: str, pending: list[_Prepared],
                rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts) -> None:
@@ -355,6 +405,7 @@ class Hub:
                 conn.execute(st.rejected_t.insert(), rejects)
                 counts.rejected += len(rejects)
             if pending:
+                _resolve_links(conn, connection, pending)
                 mcfg = self.config.match_config(kind)
                 _apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor,
                              identity_kinds=list(mcfg.keys), score_cfg=mcfg.score_config(kind), fuzzy=mcfg.fuzzy)
@@ -370,14 +421,20 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
         if p.source_id in latest:
             counts.unchanged += 1
         latest[p.source_id] = p
+    rekeyed = _rekey_aliases(conn, connection, stream, [p for p in latest.values() if p.aliases], now, actor)
     existing = st.lookup_source_records(conn, connection, stream, latest)
     changed: list[_Prepared] = []
     for p in latest.values():
         ex = existing.get(p.source_id)
         if ex is not None and ex.content_hash == p.hash:
             counts.unchanged += 1
+        elif ex is None and p.deleted:
+            counts.unchanged += 1  # deleted at the source before the hub ever saw it
         else:
             changed.append(p)
+    if rekeyed:
+        counts.duplicates += len(rekeyed)
+        rederive(conn, kind, {g for g in rekeyed if g}, merger, now, actor, run_id, fuzzy=fuzzy)
     if not changed:
         return
     matcher = match.BatchMatcher(conn, kind, identity_kinds, score_cfg, fuzzy=fuzzy)
@@ -453,6 +510,73 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             o = "unchanged"
         setattr(counts, o, getattr(counts, o) + 1)
     counts.conflicts += golden_changes.get("__conflicts__", 0)
+
+
+def _content_hash(p: _Prepared) -> str:
+    digest = hashlib.sha1(json.dumps(p.data, sort_keys=True, ensure_ascii=False).encode(), usedforsecurity=False).hexdigest()
+    if p.deleted:
+        digest = "deleted:" + digest
+    if p.interactions:
+        digest = hashlib.sha1((digest + json.dumps(p.interactions, sort_keys=True)).encode(), usedforsecurity=False).hexdigest()
+    return digest
+
+
+def _resolve_links(conn: sa.Connection, connection: str, pending: list[_Prepared]) -> None:
+    """Fill linked fields (a contact's company) with the golden id of the linked source record.
+    One lookup per linked stream and batch; a link the hub does not know yet stays empty, and the
+    record's hash changes once it resolves, so a later read fills it in."""
+    wanted: dict[str, set[str]] = {}
+    for p in pending:
+        for stream, sid in p.links.values():
+            wanted.setdefault(stream, set()).add(sid)
+    if not wanted:
+        return
+    found = {stream: st.lookup_source_records(conn, connection, stream, ids) for stream, ids in wanted.items()}
+    for p in pending:
+        if not p.links:
+            continue
+        for fname, (stream, sid) in p.links.items():
+            row = found[stream].get(sid)
+            if row is not None and not row.deleted:
+                p.data[fname] = row.golden_id
+        p.hash = _content_hash(p)
+
+
+def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: list[_Prepared],
+                   now: datetime, actor: str) -> list[str]:
+    """The source merged records: what the hub holds under a retired id now belongs to the
+    surviving id. Returns the golden records that absorbed another one (to derive again).
+
+    A retired id whose survivor the hub does not know yet is renamed to it (the survivor's record
+    then arrives as an update); otherwise the retired source record is dropped and its golden
+    record merged into the survivor's, as the source system said they are one customer.
+    """
+    if not pending:
+        return []
+    aliases = {a: p.source_id for p in pending for a in p.aliases}
+    found = st.lookup_source_records(conn, connection, stream, aliases)
+    if not found:
+        return []
+    survivors = st.lookup_source_records(conn, connection, stream, {p.source_id: None for p in pending})
+    absorbed: list[str] = []
+    for alias, row in found.items():
+        target = aliases[alias]
+        surv = survivors.get(target)
+        if surv is None:
+            conn.execute(st.source_t.update().where(st.source_t.c.id == row.id).values(source_id=target, changed_at=now))
+            survivors[target] = row
+            conn.execute(st.audit_t.insert().values(at=now, actor=actor, action="rekey", golden_id=row.golden_id,
+                                                    details={"connection": connection, "stream": stream, "from": alias, "to": target}))
+            continue
+        conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id == row.id))
+        conn.execute(st.source_t.delete().where(st.source_t.c.id == row.id))
+        if row.golden_id != surv.golden_id:
+            merge_golden(conn, row.golden_id, surv.golden_id, now, actor,
+                         f"{connection}/{stream} merged record {alias} into {target}")
+        conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
+                                                  st.outbound_t.c.external_id == alias))
+        absorbed.append(surv.golden_id)
+    return absorbed
 
 
 def merge_golden(conn: sa.Connection, loser: str, survivor: str, now: datetime, actor: str, reason: str) -> None:

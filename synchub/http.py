@@ -212,7 +212,11 @@ def build_client(
 
 @dataclass
 class HttpClientFactory:
-    """Defaults the core applies to every client it builds; plugins and tests swap ``transport``."""
+    """Defaults the core applies to every client and session it builds.
+
+    Plugins and tests swap ``transport`` (e.g. a mock server), ``sleep``/``clock`` (no real
+    waiting in tests) and ``registry`` (budgets shared only within a test).
+    """
 
     allowed_hosts: tuple[str, ...] = ()
     timeout: float | httpx.Timeout = 30.0
@@ -220,6 +224,9 @@ class HttpClientFactory:
     transport: httpx.BaseTransport | None = None
     allow_any_host: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    sleep: Sleep = time.sleep
+    clock: Clock = time.monotonic
+    registry: LimiterRegistry | None = None
 
     def build(self, base_url: str, **overrides: Any) -> httpx.Client:
         kw: dict[str, Any] = {
@@ -231,7 +238,16 @@ class HttpClientFactory:
         }
         kw.update(overrides)
         kw["headers"] = {**self.headers, **(overrides.get("headers") or {})}
+        kw["allow_any_host"] = bool(kw["allow_any_host"] or self.allow_any_host)
         return build_client(base_url, **kw)
+
+    def session(self, client: httpx.Client, **kw: Any) -> ApiSession:
+        """An :class:`ApiSession` on ``client`` with this factory's sleep, clock and registry."""
+        kw.setdefault("sleep", self.sleep)
+        kw.setdefault("clock", self.clock)
+        kw.setdefault("registry", self.registry)
+        kw.setdefault("allow_any_host", self.allow_any_host)
+        return ApiSession(client, **kw)
 
 
 # --------------------------------------------------------------------------- account budgets

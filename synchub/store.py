@@ -186,6 +186,7 @@ class OutboundState(SQLModel, table=True):
     payload_hash: str = Field(max_length=64)
     external_id: str | None = Field(default=None, max_length=500)
     pushed_at: datetime = _ts()
+    payload: dict[str, Any] | None = _json_col(nullable=True)  # what was last written
 
 
 class InteractionRow(SQLModel, table=True):

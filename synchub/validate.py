@@ -57,18 +57,28 @@ def validate_config(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlDoc
             if not scfg.mapping:
                 at(sloc, "mapping is missing (name of a file in the mappings folder)")
                 continue
-            mapping, mproblems = library.load(scfg.mapping)
-            for p in mproblems:
-                if p.file:
-                    problems.append(p)
-                else:
-                    at((*sloc, "mapping"), p.message)
-            if mapping is not None:
-                want = "in" if conn.direction == "in" else "out" if conn.direction == "out" else None
-                if want and mapping.direction != want:
-                    at((*sloc, "mapping"), f"mapping {scfg.mapping!r} is an {mapping.direction!r} mapping, but the connection's direction is {conn.direction!r}")
+            # Which mapping serves which direction: ``mapping`` reads (or writes, on an out
+            # connection); ``write_mapping`` writes on a ``both`` connection.
+            uses = [("mapping", scfg.mapping, "out" if conn.direction == "out" else "in")]
+            if scfg.write_mapping:
+                if conn.direction != "both":
+                    at((*sloc, "write_mapping"), "write_mapping is only for connections with direction: both")
+                uses.append(("write_mapping", scfg.write_mapping, "out"))
+            for key, name, want in uses:
+                mapping, mproblems = library.load(name)
+                for p in mproblems:
+                    if p.file:
+                        problems.append(p)
+                    else:
+                        at((*sloc, key), p.message)
+                if mapping is None:
+                    continue
+                if conn.direction == "both" and key == "mapping" and mapping.direction == "out":
+                    continue  # a write-only stream of a both connection
+                if mapping.direction != want:
+                    at((*sloc, key), f"mapping {name!r} is an {mapping.direction!r} mapping, but it is used to {'read' if want == 'in' else 'write'} (connection direction {conn.direction!r})")
                 if conn.direction == "out" and mapping.entity != conn.entity:
-                    at((*sloc, "mapping"), f"mapping {scfg.mapping!r} maps {mapping.entity} records, the connection sends {conn.entity}")
+                    at((*sloc, key), f"mapping {name!r} maps {mapping.entity} records, the connection sends {conn.entity}")
     for entity, mcfg in config.match.items():
         try:
             mcfg.score_config(entity)
