@@ -136,7 +136,10 @@ def _print_summary(summaries: list[Any], store_url: str, counts: dict[str, int])
             table.add_row(str(s.run_id), s.connection, s.status, *[""] * 8)
     out.print(table)
     for s in summaries:
-        if s.error:
+        if s.status == "paused":
+            err.print(f"[yellow]{s.connection} paused until {s.resume_at}:[/] {redact(s.error or '')} "
+                      "(what was read is kept; the next run after that time goes on from the saved cursor)")
+        elif s.error:
             err.print(f"[red]{s.connection} failed:[/] {redact(s.error)}")
     out.print(f"store: {store_url}")
     out.print(f"golden records: {counts['golden_active']} from {counts['source_records']} source records; "

@@ -5,7 +5,8 @@ sure a connection never runs twice at once in this process (across several worke
 PostgreSQL store, see the operations issue). A run that was missed by less than
 ``misfire_grace_seconds`` still runs, once (``coalesce``). Interval connections run once right
 away when serving starts; cron connections wait for their time. SIGINT/SIGTERM stop the scheduler
-after the running jobs finish their current run.
+after the running jobs finish their current run. A run paused because an API account's daily
+quota is spent gets a one-off run scheduled for just after the quota resets.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 if TYPE_CHECKING:
@@ -42,14 +44,14 @@ def build_scheduler(hub: Hub, *, max_workers: int = 4) -> BackgroundScheduler:
             # An interval connection syncs right away when serve starts, then every interval.
             extra["next_run_time"] = datetime.now(timezone.utc)
         scheduler.add_job(
-            run_job, trigger, args=[hub, name], id=f"sync:{name}", name=f"sync {name}",
+            run_job, trigger, args=[hub, name, scheduler], id=f"sync:{name}", name=f"sync {name}",
             max_instances=1, coalesce=sched.coalesce, misfire_grace_time=sched.misfire_grace_seconds,
             replace_existing=True, **extra,
         )
     return scheduler
 
 
-def run_job(hub: Hub, name: str) -> None:
+def run_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None = None) -> None:
     from synchub.engine import AlreadyRunning
 
     try:
@@ -62,6 +64,13 @@ def run_job(hub: Hub, name: str) -> None:
         return
     for s in summaries:
         log.info("run %s %s: %s", s.run_id, s.connection, s.status)
+        if s.status == "paused" and s.resume_at is not None and scheduler is not None:
+            # The API account's daily quota is spent: run once more right after it resets
+            # (the regular schedule goes on too; until the reset its runs stop at once).
+            log.warning("%s paused until %s; a run is scheduled then", name, s.resume_at.isoformat())
+            scheduler.add_job(run_job, DateTrigger(run_date=s.resume_at + timedelta(seconds=30)),
+                              args=[hub, name, scheduler], id=f"resume:{name}", name=f"resume {name}",
+                              replace_existing=True, misfire_grace_time=3600)
 
 
 def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None) -> None:

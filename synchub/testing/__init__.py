@@ -23,8 +23,10 @@ verify what every connector must guarantee:
 * a bad record is rejected on its own (a ``Rejected`` item or a record the mapping rejects),
   the records around it still arrive.
 
-HTTP connectors add the checks of their transport (retries on 429/5xx, 401 as an
-authentication error, every mocked request used) with the shared HTTP layer.
+HTTP connectors use :class:`HttpConnectorChecks` with an :class:`HttpConnectorHarness` and get
+the checks of their transport on top: 429 and 5xx are retried and the read completes, a 401 is
+reported as an :class:`~synchub.errors.AuthError` (not retried forever), and every fault the test
+queued was actually requested (a mock nobody called proves nothing).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from synchub.connector import Checkpoint, Connector, ReadItem, Record, Rejected, Stream
+from synchub.errors import AuthError
 
 
 class ConnectorHarness:
@@ -138,3 +141,53 @@ class ConnectorChecks:
         records, rejected, _cps, _ = read_all(stream, None)
         assert len(records) == good, "the good records around a bad one must still arrive"
         assert len(rejected) == 1 and rejected[0].reason and rejected[0].ref
+
+
+class HttpConnectorHarness(ConnectorHarness):
+    """A harness for connectors that talk HTTP through :mod:`synchub.http`: it can make the
+    server answer the next requests with an error."""
+
+    def fail_next(self, n: int, status: int, headers: dict[str, str] | None = None) -> None:
+        """The next ``n`` requests the connector sends get ``status`` (with ``headers``)."""
+        raise NotImplementedError
+
+    def unused_faults(self) -> int:
+        """How many queued failures were never requested."""
+        raise NotImplementedError
+
+    def requests_sent(self) -> int:
+        """How many requests reached the server so far."""
+        raise NotImplementedError
+
+
+class HttpConnectorChecks(ConnectorChecks):
+    """:class:`ConnectorChecks` plus the transport checks every API connector must pass."""
+
+    def _read_with_fault(self, harness: HttpConnectorHarness, status: int, n: int,
+                         headers: dict[str, str] | None = None) -> list[Record]:
+        harness.add_records(3)
+        stream = harness.connector().streams()[harness.stream]
+        before = harness.requests_sent()
+        harness.fail_next(n, status, headers)
+        records, _rej, cps, _ = read_all(stream, None)
+        assert harness.unused_faults() == 0, "the queued failures were not all requested"
+        assert harness.requests_sent() - before > n, "the failed request was not sent again"
+        assert cps, "a read that recovered must still checkpoint"
+        return records
+
+    def test_429_is_retried(self, harness: HttpConnectorHarness) -> None:
+        records = self._read_with_fault(harness, 429, 2, {"Retry-After": "0"})
+        assert len(records) == 3
+
+    def test_5xx_is_retried(self, harness: HttpConnectorHarness) -> None:
+        records = self._read_with_fault(harness, 503, 1)
+        assert len(records) == 3
+
+    def test_401_is_an_auth_error(self, harness: HttpConnectorHarness) -> None:
+        harness.add_records(1)
+        stream = harness.connector().streams()[harness.stream]
+        harness.fail_next(50, 401)
+        before = harness.requests_sent()
+        with pytest.raises(AuthError):
+            read_all(stream, None)
+        assert harness.requests_sent() - before <= 2, "a 401 must not be retried (at most one token refresh)"
