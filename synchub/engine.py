@@ -273,7 +273,7 @@ class Hub:
         with self.store.engine.connect() as conn:
             pushed = {r.golden_id: r for r in conn.execute(
                 sa.select(st.outbound_t.c.golden_id, st.outbound_t.c.payload_hash, st.outbound_t.c.external_id,
-                          st.outbound_t.c.payload)
+                          st.outbound_t.c.payload, st.outbound_t.c.pushed_at)
                 .where(st.outbound_t.c.connection == connection, st.outbound_t.c.stream == stream_name))}
             # A record this connection delivered itself already exists there under its source id.
             own = {r.golden_id: r.source_id for r in conn.execute(
@@ -290,6 +290,7 @@ class Hub:
                 todo.append((rec, h))
         if not todo:
             return
+        self._destination_view(connection, stream_name, mapping, todo, pushed)
         payloads = {rec.golden_id: (h, rec.data) for rec, h in todo}
         done: list[dict[str, Any]] = []
         rejects: list[dict[str, Any]] = []
@@ -326,6 +327,35 @@ class Hub:
                     commit()
         finally:
             commit()
+
+    def _destination_view(self, connection: str, stream_name: str, mapping: Mapping,
+                          todo: list[tuple[OutRecord, str]], pushed: dict[str, Any]) -> None:
+        """What the destination holds for each record, as ``OutRecord.previous``: the record this
+        connection last *read* for it (mapped out again) when that is newer than our last write,
+        else what we last wrote. So a value the destination already has, because it came from
+        there, is not written back to it."""
+        ids = [rec.golden_id for rec, _h in todo if rec.external_id]
+        if not ids:
+            return
+        latest: dict[str, Any] = {}
+        with self.store.engine.connect() as conn:
+            for chunk in st._chunks(ids):
+                for r in conn.execute(
+                    sa.select(st.source_t.c.golden_id, st.source_t.c.source_id, st.source_t.c.data, st.source_t.c.changed_at)
+                    .where(st.source_t.c.connection == connection, st.source_t.c.stream == stream_name,
+                           st.source_t.c.deleted == sa.false(), st.source_t.c.golden_id.in_(chunk))
+                ):
+                    latest[f"{r.golden_id}|{r.source_id}"] = r
+        for rec, _h in todo:
+            row = latest.get(f"{rec.golden_id}|{rec.external_id}")
+            if row is None:
+                continue
+            prev = pushed.get(rec.golden_id)
+            if prev is None or prev.pushed_at is None or row.changed_at >= prev.pushed_at:
+                try:
+                    rec.previous = mapping.apply({**row.data, "id": rec.golden_id})
+                except SynchubError:
+                    continue
 
     # ----- inbound ----------------------------------------------------------------------------
 

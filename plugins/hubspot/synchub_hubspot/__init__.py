@@ -1,0 +1,698 @@
+"""HubSpot CRM connector: contacts and companies, read incrementally and written in batches.
+
+Reading goes through the CRM search API, sorted by last-modified time, and copes with its limits:
+
+* **10,000 results per query**: a query is never paged past the cap. Before the cap the read
+  restarts with a new query that starts where the records read so far end.
+* **Many records with one timestamp** (a bulk update or an import): the group of records with
+  that timestamp is read on its own, sorted by ``hs_object_id`` and keyed by the last id seen, so
+  a group of any size is read completely, in bounded queries, without looping.
+* **Search index lag**: records changed in the last ``index_lag_seconds`` before a run starts
+  are left for the next run (the index may not show them yet); ``lookback_seconds`` re-reads an
+  overlap on top of that, for portals whose index lags more. The saved cursor is therefore never
+  later than the run's start.
+* **Deletions** never show in searches: a periodic sweep lists archived records
+  (``archived=true``) and reports them as deleted.
+* **Merges**: a contact that absorbed others lists their ids in ``hs_merged_object_ids``; the hub
+  re-keys what it holds under those ids instead of keeping a duplicate.
+
+The cursor is the pair (last-modified ms, object id): every checkpoint is a place where all
+records before it in that order are committed.
+
+Writing sends only the properties that changed since the last write, 100 inputs per batch call:
+``batch/update`` when the HubSpot id is known, ``batch/upsert`` by a unique property (``email``
+for contacts) otherwise, ``batch/create`` as the last resort. Empty values never clear a HubSpot
+property unless it is listed in ``clear_properties``. A 207 multi-status rejects the failed inputs
+one by one; a batch refused as a whole (400) is split until the bad inputs are found.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from synchub.connector import (
+    Checkpoint,
+    CheckResult,
+    Connector,
+    ConnectorSettings,
+    OutRecord,
+    ReadItem,
+    Record,
+    Rejected,
+    Stream,
+    StreamSettings,
+    WriteResult,
+)
+from synchub.errors import AuthError, FatalRunError, RetryableError
+from synchub.http import (
+    ApiSession,
+    HubSpotPolicy,
+    OAuthToken,
+    RateLimitPolicy,
+    RequestRejected,
+    TokenGrant,
+    account_key,
+)
+from synchub.plugins import hookimpl
+from synchub.redact import redact, register_secret
+
+API_HOSTS = ("api.hubapi.com", "api.hubspot.com")
+#: HubSpot refuses to page a search past this many results.
+SEARCH_CAP = 10_000
+#: The last-modified property each object type is searched and sorted by.
+MODIFIED_PROPERTY = {"contacts": "lastmodifieddate", "companies": "hs_lastmodifieddate"}
+#: Properties read when a stream's settings do not replace them (custom ones go in ``properties``).
+DEFAULT_PROPERTIES = {
+    "contacts": [
+        "email", "hs_additional_emails", "firstname", "lastname", "salutation", "phone", "mobilephone",
+        "company", "jobtitle", "address", "city", "zip", "state", "country", "hs_language",
+        "lifecyclestage", "hs_analytics_source", "createdate", "associatedcompanyid",
+    ],
+    "companies": [
+        "name", "domain", "phone", "address", "address2", "city", "zip", "state", "country",
+        "industry", "numberofemployees", "lifecyclestage", "createdate",
+    ],
+}
+#: Read always: the cursor, and the ids a merge retired.
+SYSTEM_PROPERTIES = ("hs_object_id", "hs_merged_object_ids")
+
+
+def now_ms() -> int:
+    """Wall-clock time in ms since the epoch (tests replace it)."""
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class OAuthSettings(ConnectorSettings):
+    """An OAuth app's refresh credentials; the access token is refreshed ahead of expiry."""
+
+    client_id: str
+    client_secret: SecretStr
+    refresh_token: SecretStr
+    #: A current access token, if one is at hand (otherwise the first request refreshes).
+    access_token: SecretStr | None = None
+    token_path: str = "/oauth/v1/token"
+
+
+class HubSpotSettings(ConnectorSettings):
+    #: Private-app token (or an OAuth access token without refresh), from ``${ENV}``.
+    token: SecretStr | None = None
+    oauth: OAuthSettings | None = None
+    base_url: str = "https://api.hubapi.com"
+    #: Allow a base URL outside HubSpot's hosts (a proxy, a test server). Off by default (SSRF).
+    allow_any_host: bool = False
+    #: The HubSpot account (portal id). Connections with the same account share one rate budget;
+    #: by default the budget is keyed by the credentials.
+    account: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Client-side budget per account: requests per second and burst (HubSpot allows 100 or
+    #: 190 per 10 s depending on the plan; the rate-limit headers pause the account earlier).
+    requests_per_second: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=10, ge=1)
+    #: The CRM search endpoints have a lower limit of their own (about 5 per second).
+    search_requests_per_second: float = Field(default=4.0, gt=0)
+    #: The daily quota resets at midnight in the account's time zone.
+    daily_reset_timezone: str = "UTC"
+    max_attempts: int = Field(default=5, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> HubSpotSettings:
+        if (self.token is None) == (self.oauth is None):
+            raise ValueError("set exactly one of token (private app) or oauth (refresh credentials)")
+        return self
+
+    @field_validator("daily_reset_timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except Exception:
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class HubSpotStreamSettings(StreamSettings):
+    #: HubSpot object type; defaults to the stream's name.
+    object: Literal["contacts", "companies"] | None = None
+    #: Extra properties to read (the allow-list for custom properties), added to the defaults.
+    properties: list[str] = Field(default_factory=list)
+    #: Replace the default property list instead of adding to it.
+    replace_default_properties: bool = False
+    page_size: int = Field(default=200, ge=1, le=200)
+    #: Records changed this recently before a run are left for the next run (search index lag).
+    index_lag_seconds: int = Field(default=60, ge=0)
+    #: Re-read this much before the saved cursor on every run (extra safety against index lag).
+    lookback_seconds: int = Field(default=0, ge=0)
+    #: How often archived (deleted) records are swept; 0 = every run, null = never.
+    archived_sweep_hours: float | None = Field(default=24.0, ge=0)
+    #: First read: records modified from this time on (default: everything).
+    start_date: datetime | None = None
+    #: Writes: unique-value property to upsert by when the HubSpot id is unknown
+    #: (``email`` for contacts; companies have none by default and are created).
+    upsert_property: str | None = None
+    #: Properties a write may clear in HubSpot when the hub's value is empty.
+    clear_properties: list[str] = Field(default_factory=list)
+    batch_size: int = Field(default=100, ge=1, le=100)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_ms(value: Any) -> int | None:
+    """HubSpot timestamps: ms-epoch numbers or strings, or ISO-8601 strings."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _text_value(value: Any) -> str:
+    """A property value as HubSpot takes it: text; lists as ``;``-joined multi-select values."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ";".join(_text_value(v) for v in value if v not in (None, ""))
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == ()
+
+
+class _Filter:
+    """Builders for search filters."""
+
+    @staticmethod
+    def op(prop: str, operator: str, value: Any) -> dict[str, Any]:
+        return {"propertyName": prop, "operator": operator, "value": str(value)}
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+class ObjectStream(Stream):
+    """Contacts or companies of one HubSpot account."""
+
+    primary_key = ("id",)
+
+    def __init__(self, name: str, connector: HubSpotConnector, settings: HubSpotStreamSettings):
+        self.name = name
+        self.connector = connector
+        self.settings = settings
+        self.object = settings.object or name
+        if self.object not in MODIFIED_PROPERTY:
+            raise FatalRunError(f"stream {name!r}: unknown HubSpot object {self.object!r} (contacts, companies)")
+        self.modified = MODIFIED_PROPERTY[self.object]
+        self.cursor_field = self.modified
+        self.upsert_property = settings.upsert_property or ("email" if self.object == "contacts" else None)
+        base = [] if settings.replace_default_properties else DEFAULT_PROPERTIES[self.object]
+        seen: dict[str, None] = {}
+        for prop in [*base, *settings.properties, self.modified, *SYSTEM_PROPERTIES]:
+            seen.setdefault(prop, None)
+        self.properties = list(seen)
+        self.log = connector.context.log
+
+    # ----- reading ---------------------------------------------------------------------------
+
+    def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
+        state = dict(state or {})
+        started = now_ms()
+        upper = started - self.settings.index_lag_seconds * 1000
+        ts = state.get("ts")
+        last_id = state.get("id")
+        if ts is None:
+            start = self.settings.start_date
+            ts = (parse_ms(start.isoformat()) or 0) - 1 if start else -1
+            last_id = None
+        ts = int(ts)
+        # Checkpoints never go behind where this run started (a lookback re-reads, it does not
+        # move the cursor back).
+        self._floor: tuple[int, str | None] = (ts, None if last_id is None else str(last_id))
+        self._last: tuple[int, str | None] | None = None
+        if self.settings.lookback_seconds and state.get("ts") is not None:
+            ts -= self.settings.lookback_seconds * 1000
+            last_id = None
+        self._swept_at = state.get("swept_at")
+        # The rest of a group of equal timestamps a previous run stopped inside of.
+        if last_id is not None:
+            yield from self._read_group(ts, str(last_id))
+        while True:
+            restart_at = yield from self._read_window(ts, upper)
+            if restart_at is None:
+                break
+            # The window hit the result cap: finish the group at its edge by id, go on after it.
+            yield from self._read_group(restart_at, None)
+            ts = restart_at
+        if self._sweep_due(started):
+            yield from self._sweep_archived()
+            self._swept_at = _iso(started)
+        final = self._last or self._floor
+        yield Checkpoint(self._state(*final))
+
+    def _state(self, ts: int, last_id: str | None) -> dict[str, Any]:
+        floor_ts, floor_id = self._floor
+        if ts < floor_ts or (ts == floor_ts and floor_id is None and last_id is not None):
+            ts, last_id = floor_ts, floor_id
+        self._last = (ts, last_id)
+        state: dict[str, Any] = {"ts": ts, "id": last_id}
+        if self._swept_at:
+            state["swept_at"] = self._swept_at
+        return state
+
+    def _search(self, filters: list[dict[str, Any]], sort: str, after: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": self.properties,
+            "limit": self.settings.page_size,
+            # The spec requires ``after``; "0" is the first page.
+            "after": after or "0",
+        }
+        response = self.connector.search_session.post(
+            f"/crm/v3/objects/{self.object}/search", json=body, idempotent=True
+        )
+        return self.connector.json(response)
+
+    def _read_window(self, ts: int, upper: int) -> Iterator[ReadItem]:
+        """Records modified after ``ts`` up to ``upper``, in time order. Returns the timestamp to
+        restart at when the query reached the result cap, None when the window is complete."""
+        if upper <= ts:
+            return None
+        filters = [_Filter.op(self.modified, "LTE", upper)]
+        if ts >= 0:
+            filters.insert(0, _Filter.op(self.modified, "GT", ts))
+        after: str | None = None
+        newest: int | None = None  # the newest timestamp seen: its group may continue
+        done: int | None = None  # every record up to this timestamp has been read
+        while True:
+            page = self._search(filters, self.modified, after)
+            for item in self._records(page.get("results") or []):
+                if isinstance(item, Record):
+                    t = item.data["_ms"]
+                    if newest is not None and t > newest:
+                        done = newest
+                    newest = t if newest is None else max(newest, t)
+                yield item
+            nxt = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not nxt:
+                if newest is not None:
+                    yield Checkpoint(self._state(newest, None))
+                return None
+            if done is not None:
+                yield Checkpoint(self._state(done, None))
+            if int(nxt) + self.settings.page_size > SEARCH_CAP:
+                assert newest is not None
+                return newest
+            after = str(nxt)
+
+    def _read_group(self, ts: int, after_id: str | None) -> Iterator[ReadItem]:
+        """Every record modified exactly at ``ts`` with an id after ``after_id``, by id."""
+        last = after_id
+        while True:
+            filters = [_Filter.op(self.modified, "EQ", ts)]
+            if last is not None:
+                filters.append(_Filter.op("hs_object_id", "GT", last))
+            after: str | None = None
+            while True:
+                page = self._search(filters, "hs_object_id", after)
+                results = page.get("results") or []
+                yield from self._records(results)
+                if results:
+                    last = str(results[-1]["id"])
+                    yield Checkpoint(self._state(ts, last))
+                nxt = ((page.get("paging") or {}).get("next") or {}).get("after")
+                if not nxt:
+                    yield Checkpoint(self._state(ts, None))
+                    return
+                if int(nxt) + self.settings.page_size > SEARCH_CAP:
+                    break  # a new query from the last id seen
+                after = str(nxt)
+
+    def _records(self, results: list[dict[str, Any]], *, deleted: bool = False) -> Iterator[ReadItem]:
+        for obj in results:
+            oid = obj.get("id")
+            props = obj.get("properties") or {}
+            ref = f"hubspot {self.object}/{oid}"
+            if not oid:
+                yield Rejected(ref=f"hubspot {self.object}", reason="object without an id", raw=redact(str(obj))[:2000])
+                continue
+            ms = parse_ms(props.get(self.modified)) or parse_ms(obj.get("updatedAt"))
+            if ms is None and not deleted:
+                yield Rejected(ref=ref, reason=f"no valid {self.modified}", field=self.modified,
+                               raw=redact(str(obj))[:2000])
+                continue
+            data = {k: v for k, v in props.items()}
+            data["id"] = str(oid)
+            data["createdAt"] = obj.get("createdAt")
+            data["updatedAt"] = obj.get("updatedAt")
+            data["archived"] = bool(obj.get("archived") or deleted)
+            data["_ms"] = ms
+            merged = [m for m in str(props.get("hs_merged_object_ids") or "").split(";") if m.strip()]
+            links = {}
+            company = props.get("associatedcompanyid")
+            if self.object == "contacts" and company:
+                links["company_id"] = (self.connector.company_stream, str(company))
+            observed = datetime.fromtimestamp(ms / 1000, timezone.utc) if ms is not None else None
+            yield Record(data, ref=ref, observed_at=observed, deleted=deleted, aliases=merged, links=links)
+
+    def _sweep_due(self, now: int) -> bool:
+        hours = self.settings.archived_sweep_hours
+        if hours is None:
+            return False
+        last = parse_ms(self._swept_at)
+        return last is None or now - last >= hours * 3_600_000
+
+    def _sweep_archived(self) -> Iterator[ReadItem]:
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"archived": "true", "limit": 100, "properties": ",".join(self.properties)}
+            if after:
+                params["after"] = after
+            page = self.connector.json(
+                self.connector.session.get(f"/crm/v3/objects/{self.object}", params=params)
+            )
+            yield from self._records(page.get("results") or [], deleted=True)
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return
+
+    # ----- writing ---------------------------------------------------------------------------
+
+    def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
+        size = self.settings.batch_size
+        buffers: dict[str, list[tuple[OutRecord, dict[str, str]]]] = {"update": [], "upsert": [], "create": []}
+        for rec in records:
+            props = self._changed_properties(rec)
+            if not props:
+                # Nothing HubSpot does not already have: no call.
+                yield WriteResult(rec.golden_id, ok=True, external_id=rec.external_id)
+                continue
+            if rec.external_id:
+                op = "update"
+            elif self.upsert_property and props.get(self.upsert_property, rec.data.get(self.upsert_property)):
+                op = "upsert"
+                if self.upsert_property not in props:
+                    props[self.upsert_property] = _text_value(rec.data[self.upsert_property])
+            else:
+                op = "create"
+            buf = buffers[op]
+            buf.append((rec, props))
+            if len(buf) >= size:
+                yield from self._send(op, buf)
+                buffers[op] = []
+        for op, buf in buffers.items():
+            if buf:
+                yield from self._send(op, buf)
+
+    def _changed_properties(self, rec: OutRecord) -> dict[str, str]:
+        previous = rec.previous or {}
+        out: dict[str, str] = {}
+        for key, value in rec.data.items():
+            if key == "id" or key.startswith("_"):
+                continue
+            if _is_empty(value):
+                # Only a configured property may be cleared, and only if it may hold a value.
+                if key in self.settings.clear_properties and (rec.previous is None or not _is_empty(previous.get(key))):
+                    out[key] = ""
+                continue
+            text = _text_value(value)
+            if rec.previous is not None and key in previous and _text_value(previous[key]) == text:
+                continue
+            out[key] = text
+        return out
+
+    def _send(self, op: str, batch: list[tuple[OutRecord, dict[str, str]]]) -> Iterator[WriteResult]:
+        # Every input carries a trace id (the golden id): HubSpot then answers a partly failed
+        # batch with a 207 that names each failed input, instead of failing the whole batch.
+        if op == "update":
+            inputs = [{"id": rec.external_id, "properties": props, "objectWriteTraceId": rec.golden_id}
+                      for rec, props in batch]
+        elif op == "upsert":
+            prop = self.upsert_property
+            inputs = [{"id": props[prop], "idProperty": prop, "properties": props,
+                       "objectWriteTraceId": rec.golden_id} for rec, props in batch]
+        else:
+            inputs = [{"properties": props, "associations": [], "objectWriteTraceId": rec.golden_id}
+                      for rec, props in batch]
+        path = f"/crm/v3/objects/{self.object}/batch/{op}"
+        try:
+            # update and upsert set the same values again when repeated: safe to resend after a
+            # timeout. A create is not: its outcome is unknown, so it is not resent.
+            response = self.connector.session.post(path, json={"inputs": inputs}, idempotent=op != "create")
+        except RequestRejected as exc:
+            if len(batch) > 1 and exc.status in (400, 409, 422):
+                # Refused as a whole because of some inputs: find them by halving.
+                half = len(batch) // 2
+                yield from self._send(op, batch[:half])
+                yield from self._send(op, batch[half:])
+                return
+            for rec, _props in batch:
+                yield WriteResult(rec.golden_id, ok=False, external_id=rec.external_id, error=str(exc))
+            return
+        except RetryableError as exc:
+            # Retries are spent (HubSpot errors, timeouts): these records stay unwritten and go
+            # again on the next run; the run goes on with the next batch.
+            for rec, _props in batch:
+                yield WriteResult(rec.golden_id, ok=False, external_id=rec.external_id,
+                                  error=f"not written, retried next run: {exc}", retryable=True)
+            return
+        yield from self._results(op, batch, self.connector.json(response))
+
+    def _results(self, op: str, batch: list[tuple[OutRecord, dict[str, str]]], body: dict[str, Any]) -> Iterator[WriteResult]:
+        results = body.get("results") or []
+        errors = body.get("errors") or []
+        pending = list(batch)
+        by_id = {rec.external_id: (rec, p) for rec, p in batch if rec.external_id}
+        key = self.upsert_property
+
+        def take(match: Any) -> tuple[OutRecord, dict[str, str]] | None:
+            for i, item in enumerate(pending):
+                if match(item):
+                    return pending.pop(i)
+            return None
+
+        failed: list[tuple[OutRecord, str]] = []
+        unnamed: list[str] = []
+        for err in errors:
+            message = str(err.get("message") or err.get("category") or "rejected")
+            context = err.get("context") or {}
+            ids = [str(i) for v in context.values() if isinstance(v, list) for i in v]
+            hit = False
+            for ident in ids:
+                found = take(lambda item, ident=ident: item[0].golden_id == ident
+                             or item[0].external_id == ident
+                             or (key is not None and str(item[1].get(key, "")).lower() == ident.lower()))
+                if found is not None:
+                    failed.append((found[0], message))
+                    hit = True
+            if not hit:
+                unnamed.append(message)
+        for res in results:
+            rid = str(res.get("id") or "")
+            props = res.get("properties") or {}
+            found = None
+            trace = res.get("objectWriteTraceId")
+            if trace:
+                found = take(lambda item, trace=trace: item[0].golden_id == trace)
+            if found is None and op == "update" and rid in by_id:
+                found = take(lambda item, rid=rid: item[0].external_id == rid)
+            if found is None and key and props.get(key):
+                value = str(props[key]).lower()
+                found = take(lambda item, value=value: str(item[1].get(key, "")).lower() == value)
+            if found is None and props:
+                found = take(lambda item, props=props: all(
+                    str(props.get(k, "")).lower() == v.lower() for k, v in item[1].items() if v))
+            if found is None:
+                continue
+            yield WriteResult(found[0].golden_id, ok=True, external_id=rid or found[0].external_id)
+        for rec, msg in failed:
+            yield WriteResult(rec.golden_id, ok=False, external_id=rec.external_id, error=f"HubSpot: {msg}")
+        for rec, _p in pending:
+            # In the batch but neither in the results nor named by an error.
+            why = unnamed[0] if unnamed else "no result for this input in HubSpot's response"
+            yield WriteResult(rec.golden_id, ok=False, external_id=rec.external_id, error=f"HubSpot: {why}")
+
+
+# --------------------------------------------------------------------------- the connector
+
+
+class HubSpotSearchPolicy(RateLimitPolicy):
+    """The CRM search endpoints' own per-second limit, on top of the account's budget."""
+
+    vendor = "hubspot-search"
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.burst = 1
+
+
+class HubSpotConnector(Connector):
+    name = "hubspot"
+    Settings = HubSpotSettings
+    StreamSettings = HubSpotStreamSettings
+
+    def __init__(self, context: Any):
+        super().__init__(context)
+        s: HubSpotSettings = self.settings  # type: ignore[assignment]
+        self.client: httpx.Client = context.http.build(
+            s.base_url, allowed_hosts=API_HOSTS, allow_any_host=s.allow_any_host,
+            timeout=s.timeout_seconds, headers={"Accept": "application/json"},
+        )
+        self.token = self._token(s)
+        account = s.account or account_key(
+            s.oauth.refresh_token.get_secret_value() if s.oauth else s.token.get_secret_value()  # type: ignore[union-attr]
+        )
+        policy = HubSpotPolicy(rate=s.requests_per_second, burst=s.burst,
+                               daily_reset_tz=ZoneInfo(s.daily_reset_timezone))
+        self.session: ApiSession = context.http.session(
+            self.client, policy=policy, account=account, token=self.token, max_attempts=s.max_attempts,
+        )
+        self.search_session: ApiSession = _SearchSession(self.session, context.http.session(
+            self.client, policy=HubSpotSearchPolicy(s.search_requests_per_second), account=account,
+            token=self.token, max_attempts=1,
+        ))
+        self._streams: dict[str, ObjectStream] | None = None
+
+    def _token(self, s: HubSpotSettings) -> OAuthToken:
+        if s.token is not None:
+            register_secret(s.token.get_secret_value())
+            return OAuthToken(s.token.get_secret_value())
+        oauth = s.oauth
+        assert oauth is not None
+
+        def refresh(refresh_token: str | None) -> TokenGrant:
+            form = {
+                "grant_type": "refresh_token",
+                "client_id": oauth.client_id,
+                "client_secret": oauth.client_secret.get_secret_value(),
+                "refresh_token": refresh_token or oauth.refresh_token.get_secret_value(),
+            }
+            try:
+                response = self.client.post(oauth.token_path, data=form)
+            except httpx.HTTPError as exc:
+                raise AuthError(f"HubSpot token refresh failed: {type(exc).__name__}") from None
+            if response.status_code != 200:
+                raise AuthError(f"HubSpot token refresh refused (HTTP {response.status_code}): "
+                                f"{redact(response.text[:300])}")
+            body = response.json()
+            expires = body.get("expires_in")
+            return TokenGrant(
+                access_token=body["access_token"],
+                refresh_token=body.get("refresh_token"),
+                expires_at=datetime.now(timezone.utc) + timedelta(seconds=int(expires)) if expires else None,
+            )
+
+        access = oauth.access_token.get_secret_value() if oauth.access_token else ""
+        register_secret(oauth.client_secret.get_secret_value())
+        return OAuthToken(
+            access, refresh_token=oauth.refresh_token.get_secret_value(), refresh=refresh,
+            # No current token: treat it as expired so the first request refreshes.
+            expires_at=None if access else datetime(1970, 1, 1, tzinfo=timezone.utc),
+        )
+
+    @staticmethod
+    def json(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise RetryableError(f"HubSpot answered HTTP {response.status_code} without JSON") from None
+        if not isinstance(body, dict):
+            raise RetryableError(f"HubSpot answered HTTP {response.status_code} with unexpected JSON")
+        return body
+
+    def streams(self) -> dict[str, Stream]:
+        if self._streams is None:
+            built = {
+                name: ObjectStream(name, self, settings)  # type: ignore[arg-type]
+                for name, settings in self.context.stream_settings.items()
+            }
+            # Companies first, so the contacts read after them find their company in the hub.
+            self._streams = dict(sorted(built.items(), key=lambda kv: kv[1].object != "companies"))
+        return dict(self._streams)
+
+    @property
+    def company_stream(self) -> str:
+        for name, stream in (self._streams or {}).items():
+            if stream.object == "companies":
+                return name
+        return "companies"
+
+    def check(self) -> CheckResult:
+        lines: list[str] = []
+        ok = True
+        for name, stream in self.streams().items():
+            assert isinstance(stream, ObjectStream)
+            try:
+                body = self.json(self.session.get(f"/crm/v3/objects/{stream.object}",
+                                                  params={"limit": 1, "archived": "false"}))
+                seen = "at least one record" if body.get("results") else "no records yet"
+                lines.append(f"{name}: can read {stream.object} ({seen}); {len(stream.properties)} properties per record")
+            except AuthError as exc:
+                ok = False
+                lines.append(f"{name}: credentials rejected: {exc}")
+                break
+            except RequestRejected as exc:
+                ok = False
+                scope = f"crm.objects.{stream.object}.read"
+                hint = f" (missing scope {scope}?)" if exc.status == 403 else ""
+                lines.append(f"{name}: cannot read {stream.object}{hint}: {exc}")
+                continue
+            lines.append(
+                f"{name}: writes use batch/update, batch/{'upsert by ' + stream.upsert_property if stream.upsert_property else 'create'}"
+                f" (scope crm.objects.{stream.object}.write; HubSpot cannot be asked about it without"
+                " writing, a missing scope shows as HTTP 403 on the first push)"
+            )
+        lines.append(f"account budget: {self.settings.requests_per_second:g} requests/s, "  # type: ignore[attr-defined]
+                     f"search {self.settings.search_requests_per_second:g}/s")  # type: ignore[attr-defined]
+        return CheckResult(ok=ok, lines=lines)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _SearchSession:
+    """Search requests wait for the search limiter, then go through the account's session
+    (so they also count against the account's budget and get its retries)."""
+
+    def __init__(self, main: ApiSession, search: ApiSession):
+        self.main = main
+        self.search = search
+
+    def post(self, url: str, **kw: Any) -> httpx.Response:
+        self.search.limiter.acquire()
+        return self.main.post(url, **kw)
+
+    @property
+    def retry_count(self) -> int:
+        return self.main.retry_count
+
+
+@hookimpl
+def register_connectors() -> list[type[Connector]]:
+    return [HubSpotConnector]
+
