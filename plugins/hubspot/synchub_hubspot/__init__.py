@@ -262,11 +262,13 @@ class ObjectStream(Stream):
         if last_id is not None:
             yield from self._read_group(ts, str(last_id))
         while True:
-            restart_at = yield from self._read_window(ts, upper)
-            if restart_at is None:
+            restart = yield from self._read_window(ts, upper)
+            if restart is None:
                 break
-            # The window hit the result cap: finish the group at its edge by id, go on after it.
-            yield from self._read_group(restart_at, None)
+            # The window reached the result cap, or a large group of equal timestamps: read that
+            # group by id (skipping what this window already yielded of it), go on after it.
+            restart_at, seen = restart
+            yield from self._read_group(restart_at, None, skip=seen)
             ts = restart_at
         if self._sweep_due(started):
             yield from self._sweep_archived()
@@ -299,8 +301,13 @@ class ObjectStream(Stream):
         return self.connector.json(response)
 
     def _read_window(self, ts: int, upper: int) -> Iterator[ReadItem]:
-        """Records modified after ``ts`` up to ``upper``, in time order. Returns the timestamp to
-        restart at when the query reached the result cap, None when the window is complete."""
+        """Records modified after ``ts`` up to ``upper``, in time order.
+
+        Returns None when the window is complete. Otherwise returns the newest timestamp seen and
+        the ids seen with it: the query is about to reach the result cap, or that timestamp's
+        group already filled two pages (a bulk update; reading it by id is cheaper than paging
+        through it by time and re-reading it after the cap).
+        """
         if upper <= ts:
             return None
         filters = [_Filter.op(self.modified, "LTE", upper)]
@@ -308,15 +315,19 @@ class ObjectStream(Stream):
             filters.insert(0, _Filter.op(self.modified, "GT", ts))
         after: str | None = None
         newest: int | None = None  # the newest timestamp seen: its group may continue
+        newest_ids: set[str] = set()  # ids seen with that timestamp
         done: int | None = None  # every record up to this timestamp has been read
         while True:
             page = self._search(filters, self.modified, after)
             for item in self._records(page.get("results") or []):
                 if isinstance(item, Record):
                     t = item.data["_ms"]
-                    if newest is not None and t > newest:
-                        done = newest
-                    newest = t if newest is None else max(newest, t)
+                    if newest is None or t > newest:
+                        if newest is not None:
+                            done = newest
+                        newest, newest_ids = t, set()
+                    if t == newest:
+                        newest_ids.add(item.data["id"])
                 yield item
             nxt = ((page.get("paging") or {}).get("next") or {}).get("after")
             if not nxt:
@@ -325,13 +336,14 @@ class ObjectStream(Stream):
                 return None
             if done is not None:
                 yield Checkpoint(self._state(done, None))
-            if int(nxt) + self.settings.page_size > SEARCH_CAP:
+            if int(nxt) + self.settings.page_size > SEARCH_CAP or len(newest_ids) >= 2 * self.settings.page_size:
                 assert newest is not None
-                return newest
+                return newest, newest_ids
             after = str(nxt)
 
-    def _read_group(self, ts: int, after_id: str | None) -> Iterator[ReadItem]:
-        """Every record modified exactly at ``ts`` with an id after ``after_id``, by id."""
+    def _read_group(self, ts: int, after_id: str | None, skip: set[str] | None = None) -> Iterator[ReadItem]:
+        """Every record modified exactly at ``ts`` with an id after ``after_id``, by id
+        (records whose id is in ``skip`` were yielded already and are not yielded again)."""
         last = after_id
         while True:
             filters = [_Filter.op(self.modified, "EQ", ts)]
@@ -341,7 +353,8 @@ class ObjectStream(Stream):
             while True:
                 page = self._search(filters, "hs_object_id", after)
                 results = page.get("results") or []
-                yield from self._records(results)
+                fresh = [r for r in results if not skip or str(r.get("id")) not in skip]
+                yield from self._records(fresh)
                 if results:
                     last = str(results[-1]["id"])
                     yield Checkpoint(self._state(ts, last))
