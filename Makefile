@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install bench bench-match clean
+.PHONY: demo test install bench bench-match bench-hubspot clean
 
 $(BIN)/synchub: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench: install
 bench-match: install
 	$(BIN)/python bench/febrl_bench.py --data ../shared/data/febrl
 	$(BIN)/python bench/dedupe_bench.py --records 100000
+
+# HubSpot API calls per N contacts read and written, against the minimum (fake HubSpot, SQLite).
+bench-hubspot: install
+	$(BIN)/python bench/hubspot_bench.py --records 1000 10000 --cap 25000
 
 clean:
 	rm -rf var bench/out .pytest_cache

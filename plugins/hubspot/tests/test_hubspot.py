@@ -248,3 +248,29 @@ def test_token_never_reaches_logs_errors_or_store(tmp_path: Path, store_url: str
         for table in (source_t, rejected_t, audit_t, outbound_t):
             for row in conn.execute(sa.select(table)):
                 assert TOKEN not in str(tuple(row))
+
+
+def test_connections_on_one_portal_share_one_budget(fake: FakeHubSpot) -> None:
+    from plugins.hubspot.tests.conftest import make_connector
+
+    factory = http_factory(fake)
+    a = make_connector(fake, settings={"account": "4711"}, factory=factory)
+    b = make_connector(fake, settings={"account": "4711"}, factory=factory)
+    other = make_connector(fake, settings={"account": "999"}, factory=factory)
+    assert a.session.limiter is b.session.limiter, "one HubSpot portal, one rate budget"
+    assert a.session.limiter is not other.session.limiter
+    # Without an account setting the budget is keyed by the credentials (never the token itself).
+    c = make_connector(fake, factory=factory)
+    d = make_connector(fake, factory=factory)
+    assert c.session.limiter is d.session.limiter
+    assert TOKEN not in c.session.account
+    # A quota stop seen by one connection stops the other without a request.
+    from datetime import datetime, timedelta, timezone
+
+    from synchub.errors import QuotaExhausted
+
+    a.session.limiter.exhaust(datetime.now(timezone.utc) + timedelta(hours=3))
+    sent = len(fake.requests)
+    with pytest.raises(QuotaExhausted):
+        list(b.streams()["contacts"].read(None))
+    assert len(fake.requests) == sent
