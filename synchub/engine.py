@@ -594,6 +594,9 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
         surv = survivors.get(target)
         if surv is None:
             conn.execute(st.source_t.update().where(st.source_t.c.id == row.id).values(source_id=target, changed_at=now))
+            # Writes go to the surviving id from now on.
+            conn.execute(st.outbound_t.update().where(st.outbound_t.c.connection == connection,
+                                                      st.outbound_t.c.external_id == alias).values(external_id=target))
             survivors[target] = row
             conn.execute(st.audit_t.insert().values(at=now, actor=actor, action="rekey", golden_id=row.golden_id,
                                                     details={"connection": connection, "stream": stream, "from": alias, "to": target}))

@@ -150,8 +150,9 @@ class HubSpotStreamSettings(StreamSettings):
     page_size: int = Field(default=200, ge=1, le=200)
     #: Records changed this recently before a run are left for the next run (search index lag).
     index_lag_seconds: int = Field(default=60, ge=0)
-    #: Re-read this much before the saved cursor on every run (extra safety against index lag).
-    lookback_seconds: int = Field(default=0, ge=0)
+    #: Re-read this much before the saved cursor on every run, for records the search index
+    #: showed later than ``index_lag_seconds`` (re-reads of unchanged records cost no writes).
+    lookback_seconds: int = Field(default=300, ge=0)
     #: How often archived (deleted) records are swept; 0 = every run, null = never.
     archived_sweep_hours: float | None = Field(default=24.0, ge=0)
     #: First read: records modified from this time on (default: everything).
@@ -201,7 +202,7 @@ def _text_value(value: Any) -> str:
 
 
 def _is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == ()
+    return value is None or not _text_value(value).strip()
 
 
 class _Filter:
@@ -241,7 +242,9 @@ class ObjectStream(Stream):
 
     def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
         state = dict(state or {})
-        started = now_ms()
+        # One start time for all streams of the connection's run: a contact read by this run was
+        # changed no later than the companies this run reads, so its company is there.
+        started = self.connector.run_started_ms()
         upper = started - self.settings.index_lag_seconds * 1000
         ts = state.get("ts")
         last_id = state.get("id")
@@ -303,10 +306,13 @@ class ObjectStream(Stream):
     def _read_window(self, ts: int, upper: int) -> Iterator[ReadItem]:
         """Records modified after ``ts`` up to ``upper``, in time order.
 
-        Returns None when the window is complete. Otherwise returns the newest timestamp seen and
-        the ids seen with it: the query is about to reach the result cap, or that timestamp's
-        group already filled two pages (a bulk update; reading it by id is cheaper than paging
-        through it by time and re-reading it after the cap).
+        Returns None when the window is complete. Otherwise returns a timestamp and the ids
+        already yielded with it; the caller reads that timestamp's group by id and goes on after
+        it. That happens when the query is about to reach the result cap, when a group of equal
+        timestamps filled two pages (a bulk update), when a group straddles a page boundary
+        (HubSpot does not promise the same order of ties on the next request), and when the
+        result set changed between pages (``total`` differs: a record left or entered, and the
+        offsets moved, so a record at the boundary could be skipped).
         """
         if upper <= ts:
             return None
@@ -314,12 +320,19 @@ class ObjectStream(Stream):
         if ts >= 0:
             filters.insert(0, _Filter.op(self.modified, "GT", ts))
         after: str | None = None
-        newest: int | None = None  # the newest timestamp seen: its group may continue
-        newest_ids: set[str] = set()  # ids seen with that timestamp
+        total: Any = None
+        newest: int | None = None  # the newest timestamp yielded: its group may continue
+        newest_ids: set[str] = set()  # ids yielded with that timestamp
         done: int | None = None  # every record up to this timestamp has been read
         while True:
             page = self._search(filters, self.modified, after)
-            for item in self._records(page.get("results") or []):
+            results = page.get("results") or []
+            if after is not None and newest is not None:
+                first = parse_ms((results[0].get("properties") or {}).get(self.modified)) if results else None
+                if page.get("total") != total or first == newest:
+                    return newest, newest_ids
+            total = page.get("total")
+            for item in self._records(results):
                 if isinstance(item, Record):
                     t = item.data["_ms"]
                     if newest is None or t > newest:
@@ -336,35 +349,33 @@ class ObjectStream(Stream):
                 return None
             if done is not None:
                 yield Checkpoint(self._state(done, None))
+            if newest is None:
+                after = str(nxt)  # a page of unreadable records only (rejected): page on
+                continue
             if int(nxt) + self.settings.page_size > SEARCH_CAP or len(newest_ids) >= 2 * self.settings.page_size:
-                assert newest is not None
                 return newest, newest_ids
             after = str(nxt)
 
     def _read_group(self, ts: int, after_id: str | None, skip: set[str] | None = None) -> Iterator[ReadItem]:
         """Every record modified exactly at ``ts`` with an id after ``after_id``, by id
-        (records whose id is in ``skip`` were yielded already and are not yielded again)."""
+        (records whose id is in ``skip`` were yielded already and are not yielded again).
+        Each page is a new query keyed by the last id (no offsets), so records that leave the
+        group meanwhile cannot shift others out of sight, and a group of any size is read."""
         last = after_id
         while True:
             filters = [_Filter.op(self.modified, "EQ", ts)]
             if last is not None:
                 filters.append(_Filter.op("hs_object_id", "GT", last))
-            after: str | None = None
-            while True:
-                page = self._search(filters, "hs_object_id", after)
-                results = page.get("results") or []
-                fresh = [r for r in results if not skip or str(r.get("id")) not in skip]
-                yield from self._records(fresh)
-                if results:
-                    last = str(results[-1]["id"])
-                    yield Checkpoint(self._state(ts, last))
-                nxt = ((page.get("paging") or {}).get("next") or {}).get("after")
-                if not nxt:
-                    yield Checkpoint(self._state(ts, None))
-                    return
-                if int(nxt) + self.settings.page_size > SEARCH_CAP:
-                    break  # a new query from the last id seen
-                after = str(nxt)
+            page = self._search(filters, "hs_object_id", None)
+            results = page.get("results") or []
+            fresh = [r for r in results if not skip or str(r.get("id")) not in skip]
+            yield from self._records(fresh)
+            if results:
+                last = str(results[-1]["id"])
+                yield Checkpoint(self._state(ts, last))
+            if len(results) < self.settings.page_size or not ((page.get("paging") or {}).get("next")):
+                yield Checkpoint(self._state(ts, None))
+                return
 
     def _records(self, results: list[dict[str, Any]], *, deleted: bool = False) -> Iterator[ReadItem]:
         for obj in results:
@@ -534,14 +545,12 @@ class ObjectStream(Stream):
                 found = take(lambda item, trace=trace: item[0].golden_id == trace)
             if found is None and op == "update" and rid in by_id:
                 found = take(lambda item, rid=rid: item[0].external_id == rid)
-            if found is None and key and props.get(key):
+            if found is None and op == "upsert" and key and props.get(key):
+                # The upsert key is unique in HubSpot: matching by it cannot mix up records.
                 value = str(props[key]).lower()
                 found = take(lambda item, value=value: str(item[1].get(key, "")).lower() == value)
-            if found is None and props:
-                found = take(lambda item, props=props: all(
-                    str(props.get(k, "")).lower() == v.lower() for k, v in item[1].items() if v))
             if found is None:
-                continue
+                continue  # never guess by other values: an unmatched input is reported below
             yield WriteResult(found[0].golden_id, ok=True, external_id=rid or found[0].external_id)
         for rec, msg in failed:
             yield WriteResult(rec.golden_id, ok=False, external_id=rec.external_id, error=f"HubSpot: {msg}")
@@ -590,6 +599,13 @@ class HubSpotConnector(Connector):
             token=self.token, max_attempts=1,
         ))
         self._streams: dict[str, ObjectStream] | None = None
+        self._run_started: int | None = None
+
+    def run_started_ms(self) -> int:
+        """When this connection's run started reading (the same for all its streams)."""
+        if self._run_started is None:
+            self._run_started = now_ms()
+        return self._run_started
 
     def _token(self, s: HubSpotSettings) -> OAuthToken:
         if s.token is not None:
@@ -655,37 +671,65 @@ class HubSpotConnector(Connector):
                 return name
         return "companies"
 
+    def granted_scopes(self) -> list[str] | None:
+        """The token's scopes from HubSpot's token-info endpoints, None when they cannot be listed."""
+        s: HubSpotSettings = self.settings  # type: ignore[assignment]
+        token = self.token.get()
+        try:
+            if s.oauth is not None:
+                response = self.session.get(f"/oauth/v1/access-tokens/{token}")
+            else:
+                response = self.session.post("/oauth/v2/private-apps/get/access-token-info",
+                                             json={"tokenKey": token}, idempotent=True)
+        except RequestRejected:
+            return None
+        scopes = self.json(response).get("scopes")
+        return [str(x) for x in scopes] if isinstance(scopes, list) else None
+
     def check(self) -> CheckResult:
         lines: list[str] = []
         ok = True
+        try:
+            scopes = self.granted_scopes()
+        except AuthError as exc:
+            return CheckResult(ok=False, lines=[f"credentials rejected: {exc}"])
+        if scopes is None:
+            lines.append("scopes: HubSpot did not list them; read access is tried below, write access shows on the first push")
         for name, stream in self.streams().items():
             assert isinstance(stream, ObjectStream)
+            read_scope, write_scope = f"crm.objects.{stream.object}.read", f"crm.objects.{stream.object}.write"
             try:
                 body = self.json(self.session.get(f"/crm/v3/objects/{stream.object}",
                                                   params={"limit": 1, "archived": "false"}))
                 seen = "at least one record" if body.get("results") else "no records yet"
                 lines.append(f"{name}: can read {stream.object} ({seen}); {len(stream.properties)} properties per record")
             except AuthError as exc:
-                ok = False
-                lines.append(f"{name}: credentials rejected: {exc}")
-                break
+                return CheckResult(ok=False, lines=[*lines, f"{name}: credentials rejected: {exc}"])
             except RequestRejected as exc:
                 ok = False
-                scope = f"crm.objects.{stream.object}.read"
-                hint = f" (missing scope {scope}?)" if exc.status == 403 else ""
+                hint = f" (missing scope {read_scope}?)" if exc.status == 403 else ""
                 lines.append(f"{name}: cannot read {stream.object}{hint}: {exc}")
-                continue
-            lines.append(
-                f"{name}: writes use batch/update, batch/{'upsert by ' + stream.upsert_property if stream.upsert_property else 'create'}"
-                f" (scope crm.objects.{stream.object}.write; HubSpot cannot be asked about it without"
-                " writing, a missing scope shows as HTTP 403 on the first push)"
-            )
-        lines.append(f"account budget: {self.settings.requests_per_second:g} requests/s, "  # type: ignore[attr-defined]
-                     f"search {self.settings.search_requests_per_second:g}/s")  # type: ignore[attr-defined]
+            how = f"batch/update, batch/{'upsert by ' + stream.upsert_property if stream.upsert_property else 'create'}"
+            if scopes is None:
+                lines.append(f"{name}: writes would use {how} (needs {write_scope})")
+            elif write_scope in scopes:
+                lines.append(f"{name}: can write {stream.object} ({how})")
+            else:
+                # Not a failure by itself: a read-only connection needs no write scope.
+                lines.append(f"{name}: cannot write {stream.object}: the token lacks scope {write_scope}")
+            if scopes is not None and read_scope not in scopes:
+                lines.append(f"{name}: the token lacks scope {read_scope}")
+                ok = False
+        lines.append(f"account budget: {s_rate(self.settings)}")
         return CheckResult(ok=ok, lines=lines)
 
     def close(self) -> None:
         self.client.close()
+
+
+def s_rate(settings: Any) -> str:
+    return (f"{settings.requests_per_second:g} requests/s, "
+            f"search {settings.search_requests_per_second:g}/s")
 
 
 class _SearchSession:

@@ -52,7 +52,9 @@ def http_factory(fake: FakeHubSpot) -> HttpClientFactory:
 def make_connector(fake: FakeHubSpot, settings: dict[str, Any] | None = None,
                    streams: dict[str, dict[str, Any]] | None = None,
                    factory: HttpClientFactory | None = None) -> HubSpotConnector:
-    streams = streams if streams is not None else {"contacts": {"index_lag_seconds": 0}}
+    # No index lag and no lookback unless a test asks: the fake's index is current, and the
+    # standard checks verify the cursor itself (a lookback re-reads on purpose).
+    streams = streams if streams is not None else {"contacts": {"index_lag_seconds": 0, "lookback_seconds": 0}}
     ctx = ConnectionContext(
         name="crm",
         settings=HubSpotSettings.model_validate({"token": TOKEN, **(settings or {})}),

@@ -250,6 +250,8 @@ class FakeHubSpot:
         self.unique_properties = unique_properties or {"contacts": {"email"}, "companies": set()}
         self.seed = seed
         self.oauth_client = oauth_client
+        #: Scopes the token-info endpoints report (tests remove some to see ``check`` notice).
+        self.scopes = {f"crm.objects.{t}.{a}" for t in OBJECT_TYPE_IDS for a in ("read", "write")}
 
         self.requests: list[httpx.Request] = []
         self.violations: list[tuple[httpx.Request, str]] = []
@@ -438,6 +440,10 @@ class FakeHubSpot:
     def _dispatch(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/oauth/v1/token":
             return self._oauth(request)
+        if request.url.path.startswith("/oauth/v1/access-tokens/"):
+            return self._token_info(request.url.path.rsplit("/", 1)[1])
+        if request.url.path == "/oauth/v2/private-apps/get/access-token-info" and request.method == "POST":
+            return self._token_info(str(self._body(request).get("tokenKey", "")))
         refused = self._authenticate(request)
         if refused is not None:
             return refused
@@ -489,6 +495,14 @@ class FakeHubSpot:
             message = f"The OAuth token used to make this call expired {ago} second(s) ago."
             return self._json(401, self._error(message, "EXPIRED_AUTHENTICATION"))
         return self._json(401, self._error(AUTH_MESSAGE, "INVALID_AUTHENTICATION"))
+
+    def _token_info(self, token: str) -> httpx.Response:
+        """Token metadata with its scopes: ``GET /oauth/v1/access-tokens/{token}`` (OAuth) and
+        ``POST /oauth/v2/private-apps/get/access-token-info`` (private apps)."""
+        if token not in self.tokens:
+            return self._json(404, self._error("token not found", "OBJECT_NOT_FOUND"))
+        return self._json(200, {"hub_id": PORTAL_ID, "hubId": PORTAL_ID, "scopes": sorted(self.scopes),
+                                "token_type": "access"})
 
     def _oauth(self, request: httpx.Request) -> httpx.Response:
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}

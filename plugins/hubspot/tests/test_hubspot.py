@@ -181,19 +181,20 @@ def test_daily_quota_pauses_the_run_and_the_next_run_finishes(tmp_path: Path, st
     import synchub_hubspot
     from synchub.testing.specs import HUBSPOT_SEARCH_SORT_OBJECTS, hubspot_validator
 
-    fake = FakeHubSpot(token=TOKEN, validator=hubspot_validator(HUBSPOT_SEARCH_SORT_OBJECTS), daily_limit=5)
+    fake = FakeHubSpot(token=TOKEN, validator=hubspot_validator(HUBSPOT_SEARCH_SORT_OBJECTS), daily_limit=10)
     mp = pytest.MonkeyPatch()
     mp.setattr(synchub_hubspot, "now_ms", fake.clock)
     try:
-        for i in range(900):
+        # One change a second: the default 5-minute lookback re-reads 300 of them next run.
+        for i in range(2400):
             fake.add("contacts", {"email": f"c{i}@example.com", "firstname": f"C{i}"})
-            fake.clock.advance(3)
+            fake.clock.advance(1000)
         fake.clock.advance(5_000)
         hub = make_hub(tmp_path, store_url, fake)
         first = hub.run_connection("crm", "in")
         assert first.status == "paused" and first.resume_at is not None, first.error
         landed = len(golden(hub))
-        assert 0 < landed < 900, "what was read before the quota ran out is kept"
+        assert 0 < landed < 2400, "what was read before the quota ran out is kept"
         state = hub.store.get_state("crm", "contacts")
         assert state and state["ts"] > 0
         # After midnight the quota is back (the fake's day rolls over; the account's stop is
@@ -203,8 +204,8 @@ def test_daily_quota_pauses_the_run_and_the_next_run_finishes(tmp_path: Path, st
         second = hub.run_connection("crm", "in")
         assert second.status == "succeeded", second.error
         people = golden(hub)
-        assert len(people) == 900
-        assert len({p["data"]["emails"][0] for p in people}) == 900
+        assert len(people) == 2400
+        assert len({p["data"]["emails"][0] for p in people}) == 2400
         assert fake.violations == []
     finally:
         mp.undo()
@@ -225,7 +226,12 @@ def test_check_reports_what_the_connection_can_do(tmp_path: Path, store_url: str
     result = CliRunner().invoke(cli.app, ["--config", str(cfg), "check", "crm"])
     assert result.exit_code == 0, result.output
     assert "can read contacts" in result.output and "can read companies" in result.output
+    assert "can write contacts" in result.output
     assert TOKEN not in result.output
+    fake.scopes.discard("crm.objects.contacts.write")
+    result = CliRunner().invoke(cli.app, ["--config", str(cfg), "check", "crm"])
+    assert "lacks scope crm.objects.contacts.write" in result.output
+    assert "can write companies" in result.output
     fake.expire_token(TOKEN)
     result = CliRunner().invoke(cli.app, ["--config", str(cfg), "check", "crm"])
     assert result.exit_code != 0

@@ -38,7 +38,7 @@ class HubSpotHarness(HttpConnectorHarness):
         return httpx.Response(response.status_code, headers=response.headers, json=body)
 
     def connector(self) -> HubSpotConnector:
-        return make_connector(self.fake, streams={"contacts": {"index_lag_seconds": 0}}, factory=self.factory)
+        return make_connector(self.fake, streams={"contacts": {"index_lag_seconds": 0, "lookback_seconds": 0}}, factory=self.factory)
 
     def add_records(self, n: int) -> None:
         self.fake.clock.advance(1000)
