@@ -186,6 +186,11 @@ def parse_ms(value: Any) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
+def utcnow() -> datetime:
+    """The connector's wall clock as a datetime (follows :func:`now_ms`)."""
+    return datetime.fromtimestamp(now_ms() / 1000, timezone.utc)
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -268,8 +273,8 @@ class ObjectStream(Stream):
             restart = yield from self._read_window(ts, upper)
             if restart is None:
                 break
-            # The window reached the result cap, or a large group of equal timestamps: read that
-            # group by id (skipping what this window already yielded of it), go on after it.
+            # A page full of one timestamp (a bulk update): read that group by id, skipping
+            # what this window already yielded of it, and go on after it.
             restart_at, seen = restart
             yield from self._read_group(restart_at, None, skip=seen)
             ts = restart_at
@@ -306,55 +311,67 @@ class ObjectStream(Stream):
     def _read_window(self, ts: int, upper: int) -> Iterator[ReadItem]:
         """Records modified after ``ts`` up to ``upper``, in time order.
 
-        Returns None when the window is complete. Otherwise returns a timestamp and the ids
-        already yielded with it; the caller reads that timestamp's group by id and goes on after
-        it. That happens when the query is about to reach the result cap, when a group of equal
-        timestamps filled two pages (a bulk update), when a group straddles a page boundary
-        (HubSpot does not promise the same order of ties on the next request), and when the
-        result set changed between pages (``total`` differs: a record left or entered, and the
-        offsets moved, so a record at the boundary could be skipped).
+        A query is paged by offset with a one-record overlap: each page must start with the
+        record the previous page ended with. If it does not, the result set moved between the
+        requests (a record left or entered the window, or HubSpot ordered equal timestamps
+        differently) and a record at the boundary could be out of sight, so a new query starts
+        at the newest timestamp read (``GTE``, skipping the ids already yielded with it). The
+        same happens before the 10,000-result cap.
+
+        Returns None when the window is complete, or a timestamp and the ids yielded with it
+        when that timestamp's group fills a page (a bulk update): the caller reads the group by
+        id and goes on after it.
         """
         if upper <= ts:
             return None
-        filters = [_Filter.op(self.modified, "LTE", upper)]
-        if ts >= 0:
-            filters.insert(0, _Filter.op(self.modified, "GT", ts))
-        after: str | None = None
-        total: Any = None
-        newest: int | None = None  # the newest timestamp yielded: its group may continue
-        newest_ids: set[str] = set()  # ids yielded with that timestamp
-        done: int | None = None  # every record up to this timestamp has been read
-        while True:
-            page = self._search(filters, self.modified, after)
-            results = page.get("results") or []
-            if after is not None and newest is not None:
-                first = parse_ms((results[0].get("properties") or {}).get(self.modified)) if results else None
-                if page.get("total") != total or first == newest:
-                    return newest, newest_ids
-            total = page.get("total")
-            for item in self._records(results):
-                if isinstance(item, Record):
-                    t = item.data["_ms"]
+        lo, inclusive, seen = ts, False, set()  # seen: ids already yielded with timestamp lo
+        size = self.settings.page_size
+        while True:  # one query
+            filters = [_Filter.op(self.modified, "LTE", upper)]
+            if lo >= 0:
+                filters.insert(0, _Filter.op(self.modified, "GTE" if inclusive else "GT", lo))
+            offset, anchor = 0, None  # anchor: id of the last record of the previous page
+            newest, newest_ids = (lo, set(seen)) if inclusive else (None, set())
+            restart = False
+            while True:
+                page = self._search(filters, self.modified, str(offset - 1) if offset else None)
+                results = page.get("results") or []
+                if offset:
+                    if not results or str(results[0].get("id")) != anchor:
+                        restart = True
+                        break
+                    results = results[1:]
+                stamps = [parse_ms((r.get("properties") or {}).get(self.modified)) or parse_ms(r.get("updatedAt"))
+                          for r in results]
+                done = None
+                for r, t in zip(results, stamps, strict=True):
+                    if t is None:
+                        continue
                     if newest is None or t > newest:
                         if newest is not None:
                             done = newest
                         newest, newest_ids = t, set()
-                    if t == newest:
-                        newest_ids.add(item.data["id"])
-                yield item
-            nxt = ((page.get("paging") or {}).get("next") or {}).get("after")
-            if not nxt:
-                if newest is not None:
-                    yield Checkpoint(self._state(newest, None))
-                return None
-            if done is not None:
-                yield Checkpoint(self._state(done, None))
-            if newest is None:
-                after = str(nxt)  # a page of unreadable records only (rejected): page on
-                continue
-            if int(nxt) + self.settings.page_size > SEARCH_CAP or len(newest_ids) >= 2 * self.settings.page_size:
-                return newest, newest_ids
-            after = str(nxt)
+                    newest_ids.add(str(r.get("id")))
+                yield from self._records([r for r in results if str(r.get("id")) not in seen])
+                more = (page.get("paging") or {}).get("next")
+                if not more or not results:
+                    if newest is not None:
+                        yield Checkpoint(self._state(newest, None))
+                    return None
+                if done is not None:
+                    yield Checkpoint(self._state(done, None))
+                if newest is not None and len(newest_ids) >= size:
+                    return newest, newest_ids
+                seen = set()  # ids of lo were skipped on the first page, where they come first
+                anchor = str(results[-1].get("id"))
+                offset += size if offset == 0 else size - 1
+                if offset - 1 + size > SEARCH_CAP:
+                    restart = True
+                    break
+            if restart:
+                if newest is None:
+                    continue  # nothing readable yet: ask again from the same place
+                lo, inclusive, seen = newest, True, newest_ids
 
     def _read_group(self, ts: int, after_id: str | None, skip: set[str] | None = None) -> Iterator[ReadItem]:
         """Every record modified exactly at ``ts`` with an id after ``after_id``, by id
@@ -525,7 +542,12 @@ class ObjectStream(Stream):
         for err in errors:
             message = str(err.get("message") or err.get("category") or "rejected")
             context = err.get("context") or {}
-            ids = [str(i) for v in context.values() if isinstance(v, list) for i in v]
+            if context.get("objectWriteTraceId"):
+                # The inputs it is about, by our trace ids; other context (existingId of a
+                # CONFLICT) names records in HubSpot, not inputs.
+                ids = [str(i) for i in context["objectWriteTraceId"]]
+            else:
+                ids = [str(i) for k, v in context.items() if k in ("ids", "id", "emails") and isinstance(v, list) for i in v]
             hit = False
             for ident in ids:
                 found = take(lambda item, ident=ident: item[0].golden_id == ident
@@ -593,10 +615,11 @@ class HubSpotConnector(Connector):
                                daily_reset_tz=ZoneInfo(s.daily_reset_timezone))
         self.session: ApiSession = context.http.session(
             self.client, policy=policy, account=account, token=self.token, max_attempts=s.max_attempts,
+            now=lambda: utcnow(),
         )
         self.search_session: ApiSession = _SearchSession(self.session, context.http.session(
             self.client, policy=HubSpotSearchPolicy(s.search_requests_per_second), account=account,
-            token=self.token, max_attempts=1,
+            token=self.token, max_attempts=1, now=lambda: utcnow(),
         ))
         self._streams: dict[str, ObjectStream] | None = None
         self._run_started: int | None = None
@@ -633,7 +656,7 @@ class HubSpotConnector(Connector):
             return TokenGrant(
                 access_token=body["access_token"],
                 refresh_token=body.get("refresh_token"),
-                expires_at=datetime.now(timezone.utc) + timedelta(seconds=int(expires)) if expires else None,
+                expires_at=utcnow() + timedelta(seconds=int(expires)) if expires else None,
             )
 
         access = oauth.access_token.get_secret_value() if oauth.access_token else ""
@@ -642,6 +665,7 @@ class HubSpotConnector(Connector):
             access, refresh_token=oauth.refresh_token.get_secret_value(), refresh=refresh,
             # No current token: treat it as expired so the first request refreshes.
             expires_at=None if access else datetime(1970, 1, 1, tzinfo=timezone.utc),
+            now=lambda: utcnow(),
         )
 
     @staticmethod

@@ -45,6 +45,7 @@ def http_factory(fake: FakeHubSpot) -> HttpClientFactory:
     return HttpClientFactory(
         transport=fake.transport,
         sleep=lambda s: fake.clock.advance(s * 1000),
+        clock=lambda: fake.clock() / 1000,  # the limiters see their own sleeps
         registry=LimiterRegistry(),
     )
 
