@@ -191,6 +191,20 @@ def utcnow() -> datetime:
     return datetime.fromtimestamp(now_ms() / 1000, timezone.utc)
 
 
+def _stamp(obj: dict[str, Any], prop: str) -> int | None:
+    return parse_ms((obj.get("properties") or {}).get(prop)) or parse_ms(obj.get("updatedAt"))
+
+
+def _position(ts: int, last_id: str | None) -> tuple[int, float]:
+    """Order of cursor positions: (ts, id) is after every id of ts once the group is done (None)."""
+    if last_id is None:
+        return ts, float("inf")
+    try:
+        return ts, float(last_id)
+    except ValueError:
+        return ts, float("-inf")
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -262,9 +276,15 @@ class ObjectStream(Stream):
         # move the cursor back).
         self._floor: tuple[int, str | None] = (ts, None if last_id is None else str(last_id))
         self._last: tuple[int, str | None] | None = None
+        self._started = started
         if self.settings.lookback_seconds and state.get("ts") is not None:
-            ts -= self.settings.lookback_seconds * 1000
-            last_id = None
+            # Records the index showed late were changed shortly before the previous run asked
+            # (up to ``lookback_seconds`` before): re-read from there, if that is below the
+            # cursor. A quiet portal whose cursor is far behind re-reads nothing.
+            queried = int(state.get("queried_at") or ts)
+            lowest = queried - self.settings.lookback_seconds * 1000
+            if lowest < ts or (lowest == ts and last_id is not None):
+                ts, last_id = lowest, None
         self._swept_at = state.get("swept_at")
         # The rest of a group of equal timestamps a previous run stopped inside of.
         if last_id is not None:
@@ -285,11 +305,10 @@ class ObjectStream(Stream):
         yield Checkpoint(self._state(*final))
 
     def _state(self, ts: int, last_id: str | None) -> dict[str, Any]:
-        floor_ts, floor_id = self._floor
-        if ts < floor_ts or (ts == floor_ts and floor_id is None and last_id is not None):
-            ts, last_id = floor_ts, floor_id
+        if _position(ts, last_id) < _position(*self._floor):
+            ts, last_id = self._floor  # a lookback re-read never moves the cursor back
         self._last = (ts, last_id)
-        state: dict[str, Any] = {"ts": ts, "id": last_id}
+        state: dict[str, Any] = {"ts": ts, "id": last_id, "queried_at": self._started}
         if self._swept_at:
             state["swept_at"] = self._swept_at
         return state
@@ -330,19 +349,23 @@ class ObjectStream(Stream):
             filters = [_Filter.op(self.modified, "LTE", upper)]
             if lo >= 0:
                 filters.insert(0, _Filter.op(self.modified, "GTE" if inclusive else "GT", lo))
-            offset, anchor = 0, None  # anchor: id of the last record of the previous page
+            # anchor: id and timestamp of the last record of the previous page
+            offset, anchor, anchor_ts = 0, None, None
             newest, newest_ids = (lo, set(seen)) if inclusive else (None, set())
             restart = False
             while True:
                 page = self._search(filters, self.modified, str(offset - 1) if offset else None)
                 results = page.get("results") or []
                 if offset:
-                    if not results or str(results[0].get("id")) != anchor:
+                    moved = not results or str(results[0].get("id")) != anchor
+                    # A group of equal timestamps across the boundary: HubSpot may order ties
+                    # differently on each request, so its rest is asked for by keyset.
+                    straddles = len(results) > 1 and _stamp(results[1], self.modified) == anchor_ts
+                    if moved or straddles:
                         restart = True
                         break
                     results = results[1:]
-                stamps = [parse_ms((r.get("properties") or {}).get(self.modified)) or parse_ms(r.get("updatedAt"))
-                          for r in results]
+                stamps = [_stamp(r, self.modified) for r in results]
                 done = None
                 for r, t in zip(results, stamps, strict=True):
                     if t is None:
@@ -363,7 +386,12 @@ class ObjectStream(Stream):
                 if newest is not None and len(newest_ids) >= size:
                     return newest, newest_ids
                 seen = set()  # ids of lo were skipped on the first page, where they come first
-                anchor = str(results[-1].get("id"))
+                anchor, anchor_ts = str(results[-1].get("id")), stamps[-1]
+                if len(stamps) > 1 and stamps[-1] == stamps[-2]:
+                    # The page ends in a group of equal timestamps that may go on: ask for the
+                    # rest by keyset right away rather than by offset.
+                    restart = True
+                    break
                 offset += size if offset == 0 else size - 1
                 if offset - 1 + size > SEARCH_CAP:
                     restart = True
