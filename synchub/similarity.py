@@ -1021,48 +1021,28 @@ def _address(
     """Add the address fields, with the positive sum capped and the negative sum floored."""
     pos = neg = 0.0
     found: list[tuple[str, str]] = []
-    w: dict[str, float] | None
-    if a.street and b.street and (w := t.get("street")) is not None:
+    if a.street and b.street and "street" in t:
         level = _street_level(a, b)
         found.append(("street", level))
-        x = w[level]
-        if x >= 0:
-            pos += x
-        else:
-            neg += x
     pc_level = ""
-    if a.postcode and b.postcode and (w := t.get("postcode")) is not None:
+    if a.postcode and b.postcode and "postcode" in t:
         level = pc_level = (
             "exact" if a.postcode == b.postcode else _postcode_level(a.postcode, b.postcode)
         )
         found.append(("postcode", level))
-        x = w[level]
-        if x >= 0:
-            pos += x
-        else:
-            neg += x
-    if a.city and b.city and (w := t.get("city")) is not None:
+    if a.city and b.city and "city" in t:
         level = "exact" if a.city == b.city else _text_level(a.city, b.city)
         if pc_level == "different" and level != "different":
             level = "other_postcode"
         found.append(("city", level))
-        x = w[level]
-        if x >= 0:
-            pos += x
-        else:
-            neg += x
-    if a.line2 and b.line2 and (w := t.get("line2")) is not None:
+    if a.line2 and b.line2 and "line2" in t:
         level = "exact" if a.line2 == b.line2 else _text_level(a.line2, b.line2)
         found.append(("line2", level))
-        x = w[level]
-        if x >= 0:
-            pos += x
-        else:
-            neg += x
-    if a.region and b.region and (w := t.get("region")) is not None:
+    if a.region and b.region and "region" in t:
         level = "exact" if a.region == b.region else "different"
         found.append(("region", level))
-        x = w[level]
+    for name, level in found:
+        x = t[name][level]
         if x >= 0:
             pos += x
         else:
