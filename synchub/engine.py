@@ -275,18 +275,10 @@ class Hub:
                 sa.select(st.outbound_t.c.golden_id, st.outbound_t.c.payload_hash, st.outbound_t.c.external_id,
                           st.outbound_t.c.payload, st.outbound_t.c.pushed_at)
                 .where(st.outbound_t.c.connection == connection, st.outbound_t.c.stream == stream_name))}
-            # A record this connection delivered itself already exists there under its source id.
-            own = {r.golden_id: r.source_id for r in conn.execute(
-                sa.select(st.source_t.c.golden_id, st.source_t.c.source_id)
-                .where(st.source_t.c.connection == connection, st.source_t.c.stream == stream_name,
-                       st.source_t.c.deleted == sa.false())
-                .order_by(st.source_t.c.id))}
         todo: list[tuple[OutRecord, str]] = []
         for rec, h in _out_records(self.store, kind, mapping):
             prev = pushed.get(rec.golden_id)
             if prev is None or prev.payload_hash != h:
-                rec.external_id = (prev.external_id if prev is not None else None) or own.get(rec.golden_id)
-                rec.previous = prev.payload if prev is not None else None
                 todo.append((rec, h))
         if not todo:
             return
@@ -330,27 +322,32 @@ class Hub:
 
     def _destination_view(self, connection: str, stream_name: str, mapping: Mapping,
                           todo: list[tuple[OutRecord, str]], pushed: dict[str, Any]) -> None:
-        """What the destination holds for each record, as ``OutRecord.previous``: the record this
-        connection last *read* for it (mapped out again) when that is newer than our last write,
-        else what we last wrote. So a value the destination already has, because it came from
-        there, is not written back to it."""
-        ids = [rec.golden_id for rec, _h in todo if rec.external_id]
-        if not ids:
-            return
-        latest: dict[str, Any] = {}
+        """Fill ``external_id`` and ``previous`` of the records to write, with one lookup of the
+        records this connection itself delivered (only for those records).
+
+        ``external_id``: the id a previous write returned, else the id of the connection's own
+        (newest) source record, under which the record already exists there. ``previous``: what
+        the destination holds: the record this connection last *read* (mapped out again) when
+        that is newer than our last write, else what we last wrote. So a value the destination
+        already has, because it came from there, is not written back to it."""
+        own: dict[str, list[Any]] = {}
         with self.store.engine.connect() as conn:
-            for chunk in st._chunks(ids):
+            for chunk in st._chunks([rec.golden_id for rec, _h in todo]):
                 for r in conn.execute(
                     sa.select(st.source_t.c.golden_id, st.source_t.c.source_id, st.source_t.c.data, st.source_t.c.changed_at)
                     .where(st.source_t.c.connection == connection, st.source_t.c.stream == stream_name,
                            st.source_t.c.deleted == sa.false(), st.source_t.c.golden_id.in_(chunk))
+                    .order_by(st.source_t.c.id)
                 ):
-                    latest[f"{r.golden_id}|{r.source_id}"] = r
+                    own.setdefault(r.golden_id, []).append(r)
         for rec, _h in todo:
-            row = latest.get(f"{rec.golden_id}|{rec.external_id}")
+            prev = pushed.get(rec.golden_id)
+            rows = own.get(rec.golden_id, [])
+            rec.external_id = (prev.external_id if prev is not None else None) or (rows[-1].source_id if rows else None)
+            rec.previous = prev.payload if prev is not None else None
+            row = next((r for r in rows if r.source_id == rec.external_id), None)
             if row is None:
                 continue
-            prev = pushed.get(rec.golden_id)
             if prev is None or prev.pushed_at is None or row.changed_at >= prev.pushed_at:
                 try:
                     rec.previous = mapping.apply({**row.data, "id": rec.golden_id})
