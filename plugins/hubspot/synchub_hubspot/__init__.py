@@ -224,12 +224,9 @@ def _is_empty(value: Any) -> bool:
     return value is None or not _text_value(value).strip()
 
 
-class _Filter:
-    """Builders for search filters."""
-
-    @staticmethod
-    def op(prop: str, operator: str, value: Any) -> dict[str, Any]:
-        return {"propertyName": prop, "operator": operator, "value": str(value)}
+def _filter(prop: str, operator: str, value: Any) -> dict[str, Any]:
+    """One search filter."""
+    return {"propertyName": prop, "operator": operator, "value": str(value)}
 
 
 # --------------------------------------------------------------------------- the stream
@@ -255,7 +252,6 @@ class ObjectStream(Stream):
         for prop in [*base, *settings.properties, self.modified, *SYSTEM_PROPERTIES]:
             seen.setdefault(prop, None)
         self.properties = list(seen)
-        self.log = connector.context.log
 
     # ----- reading ---------------------------------------------------------------------------
 
@@ -346,9 +342,9 @@ class ObjectStream(Stream):
         lo, inclusive, seen = ts, False, set()  # seen: ids already yielded with timestamp lo
         size = self.settings.page_size
         while True:  # one query
-            filters = [_Filter.op(self.modified, "LTE", upper)]
+            filters = [_filter(self.modified, "LTE", upper)]
             if lo >= 0:
-                filters.insert(0, _Filter.op(self.modified, "GTE" if inclusive else "GT", lo))
+                filters.insert(0, _filter(self.modified, "GTE" if inclusive else "GT", lo))
             # anchor: id and timestamp of the last record of the previous page
             offset, anchor, anchor_ts = 0, None, None
             newest, newest_ids = (lo, set(seen)) if inclusive else (None, set())
@@ -408,9 +404,9 @@ class ObjectStream(Stream):
         group meanwhile cannot shift others out of sight, and a group of any size is read."""
         last = after_id
         while True:
-            filters = [_Filter.op(self.modified, "EQ", ts)]
+            filters = [_filter(self.modified, "EQ", ts)]
             if last is not None:
-                filters.append(_Filter.op("hs_object_id", "GT", last))
+                filters.append(_filter("hs_object_id", "GT", last))
             page = self._search(filters, "hs_object_id", None)
             results = page.get("results") or []
             fresh = [r for r in results if not skip or str(r.get("id")) not in skip]
@@ -430,7 +426,7 @@ class ObjectStream(Stream):
             if not oid:
                 yield Rejected(ref=f"hubspot {self.object}", reason="object without an id", raw=redact(str(obj))[:2000])
                 continue
-            ms = parse_ms(props.get(self.modified)) or parse_ms(obj.get("updatedAt"))
+            ms = _stamp(obj, self.modified)
             if ms is None and not deleted:
                 yield Rejected(ref=ref, reason=f"no valid {self.modified}", field=self.modified,
                                raw=redact(str(obj))[:2000])
@@ -739,6 +735,7 @@ class HubSpotConnector(Connector):
         return [str(x) for x in scopes] if isinstance(scopes, list) else None
 
     def check(self) -> CheckResult:
+        s: HubSpotSettings = self.settings  # type: ignore[assignment]
         lines: list[str] = []
         ok = True
         try:
@@ -772,16 +769,12 @@ class HubSpotConnector(Connector):
             if scopes is not None and read_scope not in scopes:
                 lines.append(f"{name}: the token lacks scope {read_scope}")
                 ok = False
-        lines.append(f"account budget: {s_rate(self.settings)}")
+        lines.append(f"account budget: {s.requests_per_second:g} requests/s, "
+                     f"search {s.search_requests_per_second:g}/s")
         return CheckResult(ok=ok, lines=lines)
 
     def close(self) -> None:
         self.client.close()
-
-
-def s_rate(settings: Any) -> str:
-    return (f"{settings.requests_per_second:g} requests/s, "
-            f"search {settings.search_requests_per_second:g}/s")
 
 
 class _SearchSession:
@@ -795,10 +788,6 @@ class _SearchSession:
     def post(self, url: str, **kw: Any) -> httpx.Response:
         self.search.limiter.acquire()
         return self.main.post(url, **kw)
-
-    @property
-    def retry_count(self) -> int:
-        return self.main.retry_count
 
 
 @hookimpl
