@@ -86,6 +86,9 @@ class StreamConfig(_Strict):
     write_mapping: str | None = None
     enabled: bool = True
     settings: dict[str, Any] = Field(default_factory=dict)
+    #: Outbound: only golden records matching this filter go to the stream (see
+    #: :mod:`synchub.segment`); records that stop matching leave it (``OutRecord(op="leave")``).
+    filter: dict[str, Any] | None = None
 
 
 class ConnectionConfig(_Strict):

@@ -99,10 +99,28 @@ class OutRecord:
     #: The destination's id: returned by a previous write, or the id of the source record this
     #: connection itself delivered for the golden record.
     external_id: str | None = None
-    op: Literal["upsert", "delete"] = "upsert"
+    #: ``upsert``: make the destination hold ``data``. ``leave``: the record no longer belongs to
+    #: the stream's segment (its filter stopped matching, or the golden record was merged away or
+    #: deleted); ``data`` is what was last written. Only streams with ``handles_leave`` get these.
+    op: Literal["upsert", "delete", "leave"] = "upsert"
     #: What the last successful write sent for this record (None: never written), so a stream
     #: can send only the fields that changed.
     previous: dict[str, Any] | None = None
+    #: The record left the stream's segment earlier and is back in it now.
+    returning: bool = False
+
+
+@dataclass
+class Attention:
+    """Something a write could not do that a person must act on, logged as a conflict for review
+    (e.g. ``needs_reoptin``: the destination refuses to subscribe someone who opted out there)."""
+
+    kind: str
+    message: str
+    #: The canonical field concerned (``consent.email.status``).
+    path: str | None = None
+    #: What each side holds: ``[{"value": ..., "connection": ..., "note": ...}]``.
+    values: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +130,30 @@ class WriteResult:
     external_id: str | None = None
     error: str | None = None
     retryable: bool = False
+    #: ok, but deliberately nothing was sent (a rule held the record back); remembered like a
+    #: write, so the record is considered again only when it changes.
+    skipped: bool = False
+    #: A rejection that retrying cannot fix (the destination's final word): not retried until the
+    #: record changes. Other rejections are retried on the next run.
+    final: bool = False
+    attention: Attention | None = None
+    #: What the destination holds now, in the out mapping's shape, when it differs from what was
+    #: asked (a consent rule sent ``pending`` instead of ``subscribed``); remembered as
+    #: ``OutRecord.previous`` for the next write. Default: the record's ``data``.
+    holds: dict[str, Any] | None = None
+
+
+@dataclass
+class PlannedWrite:
+    """What a write would do to one record, for ``synchub sync --dry-run``."""
+
+    golden_id: str
+    #: create, update, unchanged, leave (untag/archive...), skip (a rule holds it back)
+    action: str
+    external_id: str | None = None
+    #: field -> (before, after)
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    reason: str | None = None
 
 
 @dataclass
@@ -145,6 +187,9 @@ class Stream:
     #: ``upsert``: write gets only changed records; ``snapshot``: write gets every current record
     #: whenever any changed, and replaces the destination whole (a file export).
     write_mode: ClassVar[Literal["upsert", "snapshot"]] = "upsert"
+    #: The stream acts on ``OutRecord(op="leave")`` (records that left its segment); streams
+    #: without it simply stop receiving updates for such records.
+    handles_leave: ClassVar[bool] = False
 
     def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
         raise NotImplementedError(f"stream {self.name!r} cannot be read")
@@ -153,6 +198,19 @@ class Stream:
         """Write records; ``fields`` are the destination fields the mapping fills, in order.
         Yield one result per record (a rejected record is a result, not an exception)."""
         raise NotImplementedError(f"stream {self.name!r} cannot be written")
+
+    def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
+        """What :meth:`write` would do, without doing it (``--dry-run``). The default compares
+        each record with ``previous``; streams with rules of their own (consent) override it."""
+        for rec in records:
+            if rec.op != "upsert":
+                yield PlannedWrite(rec.golden_id, rec.op, rec.external_id)
+                continue
+            before = rec.previous or {}
+            changes = {k: (before.get(k), rec.data.get(k)) for k in dict.fromkeys([*fields, *rec.data])
+                       if before.get(k) != rec.data.get(k)}
+            action = "create" if rec.previous is None and rec.external_id is None else ("update" if changes else "unchanged")
+            yield PlannedWrite(rec.golden_id, action, rec.external_id, changes)
 
     @property
     def can_read(self) -> bool:

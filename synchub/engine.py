@@ -35,6 +35,7 @@ from synchub.connector import (
     ConnectionContext,
     Connector,
     OutRecord,
+    PlannedWrite,
     Record,
     Rejected,
     Stream,
@@ -46,6 +47,7 @@ from synchub.merge import Merger
 from synchub.normalize import fold
 from synchub.plugins import get_connectors, get_mapping_paths, get_transforms
 from synchub.redact import redact
+from synchub.segment import compile_filter
 from synchub.store import Store, utcnow
 
 log = logging.getLogger("synchub.engine")
@@ -56,6 +58,8 @@ ProgressFn = Callable[[str, str, int], None]
 ANALYZE_EVERY = 50
 #: Outbound: confirmed writes are recorded in the store at least this often.
 PUSH_COMMIT_EVERY = 100
+#: ``outbound_state.payload_hash`` of a record that left the stream's segment.
+LEFT = "left"
 
 
 @dataclass
@@ -69,6 +73,9 @@ class StreamCounts:
     conflicts: int = 0
     written: int = 0
     write_rejected: int = 0
+    #: Outbound: held back by a rule (consent), and taken out of a segment (untagged/archived).
+    skipped: int = 0
+    left: int = 0
 
     def add(self, other: StreamCounts) -> None:
         for k, v in asdict(other).items():
@@ -252,16 +259,17 @@ class Hub:
         if mapping.direction != "out":
             raise ConfigError(f"connection {connection!r} stream {stream_name!r}: mapping {mapping.name!r} is not an out mapping")
         kind = mapping.entity
+        selected = self._segment(connection, stream_name, kind)
         if stream.write_mode == "snapshot":
             digest = hashlib.sha256()
             n = 0
-            for rec, h in _out_records(self.store, kind, mapping):
+            for rec, h in _out_records(self.store, kind, mapping, selected):
                 digest.update(rec.golden_id.encode() + b":" + h.encode() + b"\n")
                 n += 1
             state = self.store.get_state(connection, stream_name) or {}
             if state.get("snapshot_hash") == digest.hexdigest() and stream.target_exists():
                 return
-            results = stream.write((rec for rec, _h in _out_records(self.store, kind, mapping)), mapping.field_names)
+            results = stream.write((rec for rec, _h in _out_records(self.store, kind, mapping, selected)), mapping.field_names)
             for res in results:
                 if res.ok:
                     counts.written += 1
@@ -269,23 +277,20 @@ class Hub:
                     counts.write_rejected += 1
             self.store.save_state(connection, stream_name, {"snapshot_hash": digest.hexdigest(), "records": n}, run_id)
             return
-        # Upsert streams get only what changed since their last successful push.
-        with self.store.engine.connect() as conn:
-            pushed = {r.golden_id: r for r in conn.execute(
-                sa.select(st.outbound_t.c.golden_id, st.outbound_t.c.payload_hash, st.outbound_t.c.external_id,
-                          st.outbound_t.c.payload, st.outbound_t.c.pushed_at)
-                .where(st.outbound_t.c.connection == connection, st.outbound_t.c.stream == stream_name))}
-        todo: list[tuple[OutRecord, str]] = []
-        for rec, h in _out_records(self.store, kind, mapping):
-            prev = pushed.get(rec.golden_id)
-            if prev is None or prev.payload_hash != h:
-                todo.append((rec, h))
+        todo, pushed = self._outbound_todo(connection, stream_name, stream, mapping, selected)
         if not todo:
             return
-        self._destination_view(connection, stream_name, mapping, todo, pushed)
-        payloads = {rec.golden_id: (h, rec.data) for rec, h in todo}
+        payloads = {rec.golden_id: (h, rec) for rec, h in todo}
         done: list[dict[str, Any]] = []
         rejects: list[dict[str, Any]] = []
+        attention: list[tuple[str, Any]] = []
+
+        def remember(res: Any, h: str, payload: Any) -> None:
+            prev = pushed.get(res.golden_id)
+            done.append({"connection": connection, "stream": stream_name, "golden_id": res.golden_id,
+                         "payload_hash": h, "payload": payload,
+                         "external_id": res.external_id or (prev.external_id if prev is not None else None),
+                         "pushed_at": utcnow()})
 
         def commit() -> None:
             # Each confirmed write is remembered at once in small groups: a crash or a quota stop
@@ -300,25 +305,97 @@ class Hub:
                     conn.execute(st.outbound_t.insert(), done)
                 if rejects:
                     conn.execute(st.rejected_t.insert(), rejects)
+                if attention:
+                    counts.conflicts += log_attention(conn, connection, stream_name, attention, utcnow())
             done.clear()
             rejects.clear()
+            attention.clear()
 
         try:
             for res in stream.write((rec for rec, _h in todo), mapping.field_names):
-                if res.ok:
+                h, rec = payloads[res.golden_id]
+                last_payload = pushed[res.golden_id].payload if res.golden_id in pushed else None
+                if res.attention is not None:
+                    attention.append((res.golden_id, res.attention))
+                if rec.op == "leave" and res.ok:
+                    counts.left += 1
+                    remember(res, LEFT, last_payload)
+                elif res.ok and res.skipped:
+                    counts.skipped += 1
+                    remember(res, h, last_payload)
+                elif res.ok:
                     counts.written += 1
-                    h, data = payloads[res.golden_id]
-                    done.append({"connection": connection, "stream": stream_name, "golden_id": res.golden_id,
-                                 "payload_hash": h, "payload": data, "external_id": res.external_id,
-                                 "pushed_at": utcnow()})
+                    remember(res, h, res.holds if res.holds is not None else rec.data)
                 else:
                     counts.write_rejected += 1
                     rejects.append(_reject_row(run_id, connection, stream_name, res.golden_id, res.external_id, None,
                                                res.error or "rejected", None))
+                    if res.final:
+                        # The destination's final word: not retried until the record changes.
+                        remember(res, h, last_payload)
                 if len(done) + len(rejects) >= PUSH_COMMIT_EVERY:
                     commit()
         finally:
             commit()
+
+    def plan(self, connection: str) -> dict[str, list[PlannedWrite]]:
+        """What a push of ``connection`` would do, per stream, without writing anything."""
+        conn_cfg = self._connection(connection)
+        if not conn_cfg.outbound:
+            raise ConfigError(f"connection {connection!r} does not write (direction {conn_cfg.direction!r})")
+        connector = self.connector(connection)
+        plans: dict[str, list[PlannedWrite]] = {}
+        try:
+            for sname, stream in connector.streams().items():
+                scfg = conn_cfg.streams[sname]
+                mapping_name = scfg.write_mapping or scfg.mapping
+                mapping = self.mappings.get(mapping_name) if mapping_name else None
+                if mapping is None or mapping.direction != "out" or not stream.can_write:
+                    continue
+                selected = self._segment(connection, sname, mapping.entity)
+                if stream.write_mode == "snapshot":
+                    records = [rec for rec, _h in _out_records(self.store, mapping.entity, mapping, selected)]
+                    plans[sname] = [PlannedWrite(rec.golden_id, "write", None) for rec in records]
+                    continue
+                todo, _pushed = self._outbound_todo(connection, sname, stream, mapping, selected)
+                plans[sname] = list(stream.plan((rec for rec, _h in todo), mapping.field_names))
+        finally:
+            connector.close()
+        return plans
+
+    def _segment(self, connection: str, stream_name: str, kind: str) -> Callable[[dict[str, Any]], bool]:
+        return compile_filter(self.config.connections[connection].streams[stream_name].filter, kind)
+
+    def _outbound_todo(self, connection: str, stream_name: str, stream: Stream, mapping: Mapping,
+                       selected: Callable[[dict[str, Any]], bool]) -> tuple[list[tuple[OutRecord, str]], dict[str, Any]]:
+        """The records a push must send: those in the segment whose mapped payload changed since
+        the last push, and (for streams that handle it) those that left the segment."""
+        with self.store.engine.connect() as conn:
+            pushed = {r.golden_id: r for r in conn.execute(
+                sa.select(st.outbound_t.c.golden_id, st.outbound_t.c.payload_hash, st.outbound_t.c.external_id,
+                          st.outbound_t.c.payload, st.outbound_t.c.pushed_at)
+                .where(st.outbound_t.c.connection == connection, st.outbound_t.c.stream == stream_name))}
+        todo: list[tuple[OutRecord, str]] = []
+        current: set[str] = set()
+        for rec, h in _out_records(self.store, mapping.entity, mapping, selected):
+            current.add(rec.golden_id)
+            prev = pushed.get(rec.golden_id)
+            if prev is None or prev.payload_hash != h:
+                rec.returning = prev is not None and prev.payload_hash == LEFT
+                todo.append((rec, h))
+        self._destination_view(connection, stream_name, mapping, todo, pushed)
+        if stream.handles_leave:
+            # Still there for another golden record (a merge kept the same destination record).
+            kept = {rec.external_id for rec, _h in todo if rec.external_id}
+            kept |= {r.external_id for g, r in pushed.items() if g in current and r.external_id}
+            for g, prev in pushed.items():
+                if g in current or prev.payload_hash == LEFT or prev.external_id in kept:
+                    continue
+                if prev.payload is None and prev.external_id is None:
+                    continue  # held back before, never written: nothing to take out
+                todo.append((OutRecord(golden_id=g, data=prev.payload or {}, external_id=prev.external_id,
+                                       op="leave", previous=prev.payload), LEFT))
+        return todo, pushed
 
     def _destination_view(self, connection: str, stream_name: str, mapping: Mapping,
                           todo: list[tuple[OutRecord, str]], pushed: dict[str, Any]) -> None:
@@ -459,6 +536,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             counts.unchanged += 1  # deleted at the source before the hub ever saw it
         else:
             changed.append(p)
+    _keep_opt_outs(conn, changed, existing)
     if rekeyed:
         counts.duplicates += len(rekeyed)
         rederive(conn, kind, {g for g in rekeyed if g}, merger, now, actor, run_id, fuzzy=fuzzy)
@@ -537,6 +615,29 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             o = "unchanged"
         setattr(counts, o, getattr(counts, o) + 1)
     counts.conflicts += golden_changes.get("__conflicts__", 0)
+
+
+#: Consent statuses that say "do not contact".
+OPT_OUTS = frozenset({"unsubscribed", "cleaned"})
+
+
+def _keep_opt_outs(conn: sa.Connection, changed: list[_Prepared], existing: dict[str, Any]) -> None:
+    """Silence does not revoke an opt-out: when a source record that said "unsubscribed" (or
+    "cleaned") for a channel changes and now says nothing about that channel (an archived
+    Mailchimp member, an export without the consent column), the opt-out stays on the record.
+    Only an explicit newer statement replaces it. The content hash stays that of what the source
+    sent, so an unchanged re-read is still recognised as unchanged."""
+    ids = {existing[p.source_id].id: p for p in changed if p.source_id in existing and not p.deleted}
+    if not ids:
+        return
+    for chunk in st._chunks(list(ids)):
+        for row in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.data).where(st.source_t.c.id.in_(chunk))):
+            old = (row.data or {}).get("consent") or {}
+            p = ids[row.id]
+            new = p.data.get("consent") or {}
+            kept = {ch: c for ch, c in old.items() if isinstance(c, dict) and c.get("status") in OPT_OUTS and ch not in new}
+            if kept:
+                p.data["consent"] = {**new, **kept}
 
 
 def _content_hash(p: _Prepared) -> str:
@@ -643,6 +744,33 @@ def log_possible_duplicates(conn: sa.Connection, pairs: list[tuple[str, str, flo
     if new:
         conn.execute(st.conflict_t.insert(), new)
     return len(new)
+
+
+def log_attention(conn: sa.Connection, connection: str, stream: str, notes: list[tuple[str, Any]], now: datetime) -> int:
+    """Log what a write could not do and a person must act on (``needs_reoptin``...) as open
+    conflicts, once per golden record, destination and kind while it stays open."""
+    rows = {}
+    for golden_id, att in notes:
+        fp = hashlib.sha256(f"{att.kind}:{connection}:{stream}:{golden_id}:{att.path}".encode()).hexdigest()
+        rows[fp] = {"fingerprint": fp, "kind": att.kind, "golden_id": golden_id, "other_golden_id": None,
+                    "field": att.path, "connections": connection, "rule": f"{connection}/{stream}",
+                    "candidates": att.values or [{"value": None, "connection": connection, "note": att.message}],
+                    "applied": {"value": redact(att.message)}, "status": "open", "created_at": now}
+    known = {}
+    for chunk in st._chunks(list(rows)):
+        known |= {r.fingerprint: r.status for r in conn.execute(
+            sa.select(st.conflict_t.c.fingerprint, st.conflict_t.c.status).where(st.conflict_t.c.fingerprint.in_(chunk)))}
+    new = [r for fp, r in rows.items() if fp not in known]
+    reopen = [fp for fp in rows if known.get(fp) not in (None, "open")]
+    if new:
+        conn.execute(st.conflict_t.insert(), new)
+    for fp in reopen:
+        # Marked resolved, yet the destination still refuses: open again, with the new detail.
+        r = rows[fp]
+        conn.execute(st.conflict_t.update().where(st.conflict_t.c.fingerprint == fp).values(
+            status="open", candidates=r["candidates"], applied=r["applied"], created_at=now,
+            resolved_by=None, resolved_at=None))
+    return len(new) + len(reopen)
 
 
 def _update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
@@ -811,8 +939,11 @@ def _payload_hash(data: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode(), usedforsecurity=False).hexdigest()
 
 
-def _out_records(hub_store: Store, kind: str, mapping: Mapping) -> Iterator[tuple[OutRecord, str]]:
+def _out_records(hub_store: Store, kind: str, mapping: Mapping,
+                 selected: Callable[[dict[str, Any]], bool] | None = None) -> Iterator[tuple[OutRecord, str]]:
     for g in hub_store.iter_golden(kind):
+        if selected is not None and not selected(g["data"]):
+            continue
         data = dict(g["data"])
         data["id"] = g["id"]
         out = mapping.apply(data)

@@ -17,6 +17,7 @@ from synchub.plugins import (
     get_merge_rules,
     get_transforms,
 )
+from synchub.segment import FilterError, compile_filter
 from synchub.yamlfile import YamlDoc, pydantic_problems
 
 if TYPE_CHECKING:
@@ -79,6 +80,13 @@ def validate_config(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlDoc
                     at((*sloc, key), f"mapping {name!r} is an {mapping.direction!r} mapping, but it is used to {'read' if want == 'in' else 'write'} (connection direction {conn.direction!r})")
                 if conn.direction == "out" and mapping.entity != conn.entity:
                     at((*sloc, key), f"mapping {name!r} maps {mapping.entity} records, the connection sends {conn.entity}")
+                if want == "out" and scfg.filter is not None:
+                    try:
+                        compile_filter(scfg.filter, mapping.entity)
+                    except FilterError as exc:
+                        at((*sloc, "filter", *exc.path.split(".")[:1]), str(exc))
+            if scfg.filter is not None and not conn.outbound:
+                at((*sloc, "filter"), "a filter selects what a stream receives: only for direction out or both")
     for entity, mcfg in config.match.items():
         try:
             mcfg.score_config(entity)

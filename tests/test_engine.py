@@ -249,3 +249,33 @@ def test_changed_row_updates_golden_record_and_keeps_cursor_per_file(tmp_path: P
     state = hub.store.get_state("a", "people")
     assert state is not None and set(state["files"]) == {"a.csv"}
     assert hub.sync(["a"])[0].streams["people"].read == 0  # nothing new: the file is not read again
+
+
+def test_silence_does_not_revoke_an_opt_out(tmp_path: Path, store_url: str) -> None:
+    """A source that said "unsubscribed" and later says nothing about consent (an archived
+    Mailchimp member, an export without the column) keeps the opt-out; an explicit newer
+    statement replaces it."""
+    header = "id,first,last,email,phone,consent,method,at\n"
+    hub = _people_hub(tmp_path, store_url,
+                      a=header + "1,Ann,Lee,ann@example.com,,unsubscribed,form,2024-05-01\n",
+                      b=header + "7,Ann,Lee,ann@example.com,,subscribed,import,2024-01-01\n")
+    hub.sync()
+
+    def golden() -> dict:
+        [g] = [g for g in rows(hub.store, st.golden_t, st.golden_t.c.status == "active")
+               if "ann@example.com" in g["data"]["emails"]]
+        return g["data"]
+
+    assert golden()["consent"]["email"]["status"] == "unsubscribed"
+    (tmp_path / "data" / "a.csv").write_text(header + "1,Anna,Lee,ann@example.com,,,,\n", encoding="utf-8")
+    hub.sync(["a"])
+    assert golden()["first_name"] == "Anna"
+    assert golden()["consent"]["email"]["status"] == "unsubscribed"
+    (tmp_path / "data" / "a.csv").write_text(  # the same silent row again, and a new one
+        header + "1,Anna,Lee,ann@example.com,,,,\n2,Bob,Roe,bob@example.com,,,,\n", encoding="utf-8")
+    summary = hub.sync(["a"])[0]
+    assert (summary.streams["people"].unchanged, summary.streams["people"].created) == (1, 1)
+    (tmp_path / "data" / "a.csv").write_text(
+        header + "1,Anna,Lee,ann@example.com,,subscribed,double_opt_in,2025-02-01\n", encoding="utf-8")
+    hub.sync(["a"])
+    assert golden()["consent"]["email"]["status"] == "subscribed"
