@@ -529,6 +529,18 @@ MAILCHIMP_LIMITS = (
         _body_list_max("members", MAILCHIMP_BATCH_MAX_MEMBERS, "a batch subscribe takes"),
         frozenset({("POST", "/lists/{list_id}")}),
     ),
+    Limit(
+        "mailchimp-static-segment-max-500-members-to-add",
+        "spec prose: 'A maximum of 500 members can be sent' (members_to_add)",
+        _body_list_max("members_to_add", MAILCHIMP_BATCH_MAX_MEMBERS, "a static segment update takes"),
+        frozenset({("POST", "/lists/{list_id}/segments/{segment_id}")}),
+    ),
+    Limit(
+        "mailchimp-static-segment-max-500-members-to-remove",
+        "spec prose: 'A maximum of 500 members can be sent' (members_to_remove)",
+        _body_list_max("members_to_remove", MAILCHIMP_BATCH_MAX_MEMBERS, "a static segment update takes"),
+        frozenset({("POST", "/lists/{list_id}/segments/{segment_id}")}),
+    ),
     # The spec also declares `maximum: 1000` on each `count` parameter; repeated here so the
     # limit holds for every operation whatever the spec version says.
     Limit(

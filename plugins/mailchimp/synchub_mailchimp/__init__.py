@@ -1,0 +1,953 @@
+"""Mailchimp connector: audience members read incrementally, written in batches, consent first.
+
+One stream per audience (``list_id`` in the stream's settings).
+
+Reading lists the audience's members changed in a window ``(cursor - lookback, now - settle)``,
+sorted by ``last_changed`` and paged by ``count``/``offset``. The window's upper end is fixed for
+the run, so a member changed while the run reads leaves the window and is read by the next run; a
+member leaving shifts the offsets of those after it, which ``total_items`` shows, and the read
+steps back by that many (re-reading a few is harmless, skipping one is not). Archived members are
+read in a second pass (``status=archived``). Members are keyed by ``contact_id``, which survives
+an address change, so an ``upemail`` arrives as a change of the same member.
+
+Writing sends, per batch of up to 500 members, ``POST /lists/{list_id}`` (batch subscribe):
+members Mailchimp already holds with ``update_existing: true``, all others with
+``update_existing: false``, so a member the hub did not know about is never changed by a status
+the hub guessed: Mailchimp answers "already a list member", and that member gets a ``PUT`` by
+subscriber hash with ``status_if_new`` only (its status stays as it is). Tags are set per tag in
+batches (tags are static segments: ``members_to_add``/``members_to_remove``, 500 a call).
+
+Consent is enforced here, not only by the hub's merge rules. Before writing, the connector lists
+the audience's members that are not subscribed (unsubscribed, cleaned, archived, pending,
+transactional), so it knows what Mailchimp holds right now:
+
+* ``subscribed`` is never sent for a member Mailchimp holds as unsubscribed or cleaned. When the
+  hub's opt-in is newer and came from the person, ``reoptin: pending`` sends ``pending`` (Mailchimp
+  e-mails a confirmation); otherwise the member goes on the *needs re-opt-in* list (a conflict of
+  kind ``needs_reoptin`` for review) and nothing is sent.
+* A new member goes in as ``subscribed`` only with documented consent (``documented_methods``);
+  otherwise as ``pending`` or not at all (``undocumented_consent``).
+* An opt-out in the hub unsubscribes the member in Mailchimp; an opted-out person who is not in
+  the audience is not added.
+* Mailchimp's own refusals ("Member In Compliance State", "Forgotten Email Not Subscribed") are
+  final rejections: logged, put on the needs re-opt-in list, not retried until the record changes.
+
+A request that times out with unknown outcome is never sent again as the same batch: its members
+go out one by one as idempotent ``PUT`` requests keyed by subscriber hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import httpx
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from synchub.connector import (
+    Attention,
+    Checkpoint,
+    CheckResult,
+    Connector,
+    ConnectorSettings,
+    OutRecord,
+    PlannedWrite,
+    ReadItem,
+    Record,
+    Rejected,
+    Stream,
+    StreamSettings,
+    WriteResult,
+)
+from synchub.errors import AuthError, ConfigError, RetryableError
+from synchub.http import ApiSession, MailchimpPolicy, RequestRejected, account_key
+from synchub.plugins import hookimpl
+from synchub.redact import register_secret
+
+API_DOMAIN = "api.mailchimp.com"
+#: Statuses a member can have; ``archived`` members are listed only when asked for.
+STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
+#: Statuses Mailchimp holds as "this person must not be subscribed by an API call".
+OPTED_OUT = frozenset({"unsubscribed", "cleaned"})
+#: Members with these statuses are listed before writing, so the connector knows who they are.
+NOT_SUBSCRIBED = ("unsubscribed", "cleaned", "archived", "pending", "transactional")
+#: How Mailchimp names a member's signup source -> how the hub names the consent method.
+SOURCE_METHODS = (
+    ("form", "form"), ("signup", "form"), ("import", "import"), ("admin", "admin"), ("api", "api"),
+)
+MEMBER_FIELDS = (
+    "id", "email_address", "unique_email_id", "contact_id", "full_name", "web_id", "email_type",
+    "status", "unsubscribe_reason", "merge_fields", "stats", "ip_signup", "timestamp_signup",
+    "ip_opt", "timestamp_opt", "member_rating", "last_changed", "language", "vip", "location",
+    "source", "tags", "list_id",
+)
+#: Texts by which Mailchimp says a member may not be (re)subscribed.
+COMPLIANCE = re.compile(r"compliance state|member in compliance", re.I)
+FORGOTTEN = re.compile(r"permanently deleted|forgotten email", re.I)
+#: Written members whose tags are set together (tags go in calls of 500 members per tag).
+TAG_WINDOW = 2500
+ALREADY_MEMBER = re.compile(r"already a list member", re.I)
+_TITLE = re.compile(r'"title"\s*:\s*"([^"]*)"')
+_DETAIL = re.compile(r'"detail"\s*:\s*"([^"]*)"')
+
+
+def now() -> datetime:
+    """The connector's wall clock (tests replace it)."""
+    return datetime.fromtimestamp(time.time(), timezone.utc)
+
+
+def subscriber_hash(email: str) -> str:
+    """Mailchimp's member id: the MD5 of the lower-cased address."""
+    return hashlib.md5(email.strip().lower().encode(), usedforsecurity=False).hexdigest()
+
+
+def data_centre(api_key: str) -> str:
+    """The data centre an API key belongs to: its suffix after the last ``-`` (``us6``)."""
+    _, sep, dc = api_key.rpartition("-")
+    if not sep or not re.fullmatch(r"[a-z]{2,4}\d{1,3}", dc):
+        raise ValueError("a Mailchimp API key ends in its data centre, e.g. ...-us6")
+    return dc
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class MailchimpSettings(ConnectorSettings):
+    #: The API key, from ``${ENV}``; its suffix names the data centre (``...-us6``).
+    api_key: SecretStr
+    #: Override the API root (a proxy, a test server); needs ``allow_any_host`` off Mailchimp.
+    base_url: str | None = None
+    allow_any_host: bool = False
+    #: Connections with the same account share one budget of 10 simultaneous requests;
+    #: by default the budget is keyed by the API key.
+    account: str | None = None
+    #: Mailchimp ends requests after 120 s.
+    timeout_seconds: float = Field(default=120.0, gt=0, le=300)
+    #: Simultaneous requests per API key (Mailchimp allows 10).
+    max_concurrent: int = Field(default=10, ge=1, le=10)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, v: SecretStr) -> SecretStr:
+        data_centre(v.get_secret_value())
+        return v
+
+    def root(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"https://{data_centre(self.api_key.get_secret_value())}.{API_DOMAIN}/3.0"
+
+
+class MailchimpStreamSettings(StreamSettings):
+    #: The audience (list) id.
+    list_id: str
+    #: Members per page when reading (Mailchimp allows up to 1000).
+    page_size: int = Field(default=1000, ge=1, le=1000)
+    #: Members changed this recently before a run are left for the next run.
+    settle_seconds: int = Field(default=60, ge=0)
+    #: Re-read this much before the saved cursor on every run (re-reads cost no writes).
+    lookback_seconds: int = Field(default=300, ge=0)
+    #: First read: members changed from this time on (default: all).
+    start_date: datetime | None = None
+    #: Read archived members too (as members with status ``archived``).
+    read_archived: bool = True
+
+    # -- writing
+    #: Members per batch subscribe call (Mailchimp allows up to 500).
+    batch_size: int = Field(default=500, ge=1, le=500)
+    #: Consent methods that count as documented consent for adding someone as ``subscribed``.
+    documented_methods: list[Literal["double_opt_in", "form", "checkbox", "import", "admin", "api", "unknown"]] = Field(
+        default_factory=lambda: ["double_opt_in", "form", "checkbox"]
+    )
+    #: A new member without documented consent: ``pending`` (Mailchimp asks them by e-mail) or
+    #: ``skip`` (not added).
+    undocumented_consent: Literal["pending", "skip"] = "skip"
+    #: Someone who opted out in Mailchimp whose newer opt-in came from themselves (a form, a
+    #: double opt-in elsewhere): ``pending`` re-asks them by e-mail, ``never`` only lists them
+    #: for review.
+    reoptin: Literal["pending", "never"] = "never"
+    #: Members archived in Mailchimp by someone else are left archived unless this is on.
+    unarchive: bool = False
+    #: Tags every member this stream sends gets (and loses when it leaves the segment).
+    tags: list[str] = Field(default_factory=list)
+    #: Merge field values every member this stream sends gets (``{"SOURCE": "crm"}``).
+    merge_fields: dict[str, str] = Field(default_factory=dict)
+    #: Create merge fields the mapping writes but the audience lacks (as text fields).
+    create_merge_fields: bool = False
+    #: A member whose golden record left the stream's filter: ``untag`` (remove ``tags``),
+    #: ``archive``, ``keep``, or ``delete_permanent`` (needs ``allow_permanent_delete``).
+    on_leave: Literal["untag", "archive", "keep", "delete_permanent"] = "untag"
+    allow_permanent_delete: bool = False
+
+    @model_validator(mode="after")
+    def _leave(self) -> MailchimpStreamSettings:
+        if self.on_leave == "delete_permanent" and not self.allow_permanent_delete:
+            raise ValueError("on_leave: delete_permanent erases members for good; set allow_permanent_delete: true to mean it")
+        if self.on_leave == "untag" and not self.tags:
+            # Nothing to remove: leaving would do nothing visible.
+            pass
+        for tag in self.merge_fields:
+            _check_merge_tag(tag)
+        return self
+
+
+def _check_merge_tag(tag: str) -> str:
+    if not re.fullmatch(r"[A-Z0-9_]{1,10}", tag):
+        raise ValueError(f"merge field tag {tag!r}: up to 10 upper-case letters, digits or _")
+    return tag
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _consent_method(member: dict[str, Any]) -> str:
+    if member.get("status") == "subscribed" and member.get("ip_opt") and member.get("timestamp_opt"):
+        return "double_opt_in"
+    source = str(member.get("source") or "").lower()
+    for needle, method in SOURCE_METHODS:
+        if needle in source:
+            return method
+    return "unknown"
+
+
+def member_record(member: dict[str, Any], list_id: str) -> dict[str, Any]:
+    """A member as the stream yields it: the API's fields plus a few derived ones the mapping
+    uses (``member_key``, ``tag_names``, ``consent_at``, ``consent_method``, ``consent_source``)."""
+    data = dict(member)
+    status = member.get("status")
+    data["member_key"] = member.get("contact_id") or member.get("id") or subscriber_hash(str(member.get("email_address") or ""))
+    data["tag_names"] = [t.get("name") for t in member.get("tags") or [] if isinstance(t, dict) and t.get("name")]
+    if status in ("subscribed", "pending"):
+        data["consent_at"] = member.get("timestamp_opt") or member.get("timestamp_signup") or member.get("last_changed")
+    else:
+        data["consent_at"] = member.get("last_changed")
+    if status in ("unsubscribed", "cleaned"):
+        data["unsubscribe_at"] = member.get("last_changed")
+    data["consent_method"] = _consent_method(member)
+    data["consent_source"] = f"mailchimp audience {list_id}"
+    return data
+
+
+class AudienceStream(Stream):
+    """The members of one Mailchimp audience."""
+
+    primary_key = ("member_key",)
+    cursor_field = "last_changed"
+    handles_leave = True
+
+    def __init__(self, name: str, connector: MailchimpConnector, settings: MailchimpStreamSettings):
+        self.name = name
+        self.connector = connector
+        self.settings = settings
+        self.list_id = settings.list_id
+
+    @property
+    def session(self) -> ApiSession:
+        return self.connector.session
+
+    @property
+    def members_path(self) -> str:
+        return f"lists/{self.list_id}/members"
+
+    # -- read
+
+    def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
+        """The cursor is ``done_through``: every member changed at or before that second has
+        been read (``last_changed`` has whole seconds). Checkpoints fall only between two
+        seconds, never inside a group of members changed in the same second."""
+        s = self.settings
+        state = dict(state or {})
+        upper = now() - timedelta(seconds=s.settle_seconds)
+        passes = [("done_through", None)] + ([("archived_done_through", "archived")] if s.read_archived else [])
+        for key, status in passes:
+            done = parse_time(state.get(key))
+            if done is not None:
+                since = done - timedelta(seconds=s.lookback_seconds)
+            elif s.start_date is not None:
+                start = s.start_date if s.start_date.tzinfo else s.start_date.replace(tzinfo=timezone.utc)
+                since = start - timedelta(seconds=1)
+            else:
+                since = None
+            if since is not None and since >= upper - timedelta(seconds=1):
+                continue
+            for item in self._read_window(since, upper, status):
+                if isinstance(item, datetime):
+                    state[key] = iso(item)
+                    yield Checkpoint(dict(state))
+                else:
+                    yield item
+            # Members changed before ``upper`` (exclusive) are all read.
+            state[key] = iso(upper - timedelta(seconds=1))
+            yield Checkpoint(dict(state))
+
+    def _read_window(self, since: datetime | None, upper: datetime, status: str | None) -> Iterator[ReadItem | datetime]:
+        """Members with ``since < last_changed < upper``, oldest first; between them, the
+        moments through which everything has come (for checkpoints)."""
+        s = self.settings
+        params: dict[str, Any] = {
+            "count": s.page_size, "sort_field": "last_changed", "sort_dir": "ASC",
+            "before_last_changed": iso(upper),
+            "fields": ",".join([*(f"members.{f}" for f in MEMBER_FIELDS), "total_items"]),
+        }
+        if since is not None:
+            params["since_last_changed"] = iso(since)
+        if status is not None:
+            params["status"] = status
+        offset = 0
+        total: int | None = None
+        last_second: datetime | None = None  # of the last member yielded
+        while True:
+            body = self.connector.json(self.session.get(self.members_path, params={**params, "offset": offset}))
+            members = body.get("members") or []
+            now_total = int(body.get("total_items") or 0)
+            if total is not None and now_total < total:
+                # Members left the window while we paged (changed or archived meanwhile): the
+                # ones after them moved up. Step back so none is skipped; re-reads are harmless.
+                offset = max(0, offset - (total - now_total))
+                total = now_total
+                continue
+            total = now_total
+            page: list[tuple[datetime | None, ReadItem]] = []
+            for i, member in enumerate(members):
+                if not isinstance(member, dict) or not member.get("email_address"):
+                    page.append((None, Rejected(ref=f"{self.list_id}/members?offset={offset + i}",
+                                                reason="member without an email address", raw=str(member)[:500])))
+                    continue
+                ts = parse_time(member.get("last_changed"))
+                page.append((ts, Record(member_record(member, self.list_id), ref=f"{self.list_id}/{member.get('id')}",
+                                        observed_at=ts)))
+            # One checkpoint per page, where the page's last group of equal seconds begins.
+            stamps = [ts for ts, _ in page if ts is not None]
+            cut, through = None, None
+            if stamps:
+                last = stamps[-1]
+                for j in range(len(page) - 1, -1, -1):
+                    ts = page[j][0]
+                    if ts is not None and ts < last:
+                        cut, through = j + 1, ts
+                        break
+                if cut is None and last_second is not None and last > last_second:
+                    cut, through = 0, last_second
+            for j, (ts, item) in enumerate(page):
+                if j == cut:
+                    yield through  # type: ignore[misc]
+                yield item
+                if ts is not None:
+                    last_second = ts if last_second is None else max(last_second, ts)
+            offset += len(members)
+            if not members or offset >= total:
+                return
+
+    # -- what Mailchimp holds now
+
+    def not_subscribed(self) -> dict[str, dict[str, Any]]:
+        """Members that are not subscribed, by lower-cased address: ``{status, contact_id,
+        last_changed}``. Listed once per write, so consent decisions rest on Mailchimp's state
+        at that moment, not on the last read."""
+        found: dict[str, dict[str, Any]] = {}
+        for status in NOT_SUBSCRIBED:
+            offset = 0
+            while True:
+                body = self.connector.json(self.session.get(self.members_path, params={
+                    "status": status, "count": 1000, "offset": offset,
+                    "fields": "members.email_address,members.status,members.contact_id,members.last_changed,total_items",
+                }))
+                members = body.get("members") or []
+                for m in members:
+                    if isinstance(m, dict) and m.get("email_address"):
+                        found[str(m["email_address"]).lower()] = {
+                            "status": m.get("status") or status, "contact_id": m.get("contact_id"),
+                            "last_changed": parse_time(m.get("last_changed")),
+                        }
+                offset += len(members)
+                if not members or offset >= int(body.get("total_items") or 0):
+                    break
+        return found
+
+    # -- write
+
+    def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
+        records = list(records)
+        if not records:
+            return
+        held = self.not_subscribed()
+        for rec in records:
+            d = self._decide(rec, held)
+            changes: dict[str, tuple[Any, Any]] = {}
+            if d.action in ("create", "update"):
+                before = rec.previous or {}
+                for k in ("email_address", "language"):
+                    if before.get(k) != d.body.get(k) and d.body.get(k) is not None:
+                        changes[k] = (before.get(k), d.body.get(k))
+                bmf = before.get("merge_fields") or {}
+                for k, v in (d.body.get("merge_fields") or {}).items():
+                    if bmf.get(k) != v:
+                        changes[f"merge_fields.{k}"] = (bmf.get(k), v)
+                if d.status is not None and d.status != d.current_status:
+                    changes["status"] = (d.current_status, d.status)
+                if d.tags_add or d.tags_remove:
+                    changes["tags"] = (sorted(d.tags_remove), sorted(d.tags_add))
+                if d.action == "update" and not changes:
+                    d.action = "unchanged"
+            yield PlannedWrite(rec.golden_id, d.action, rec.external_id, changes, d.reason)
+
+    def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
+        records = list(records)
+        if not records:
+            return
+        self.connector.ensure_merge_fields(self.list_id, self.settings, records)
+        held = self.not_subscribed()
+        batch: list[_Decision] = []
+        sent: list[tuple[_Decision, WriteResult]] = []
+        leaving: list[_Decision] = []
+        opting_out: list[_Decision] = []
+        for rec in records:
+            d = self._decide(rec, held)
+            if d.action in ("create", "update"):
+                batch.append(d)
+                if len(batch) >= self.settings.batch_size:
+                    sent += self._send(batch)
+                    batch = []
+                    if len(sent) >= TAG_WINDOW:
+                        yield from self._tag_and_finish(sent)
+                        sent = []
+            elif d.action == "leave":
+                leaving.append(d)
+            elif d.action == "optout":
+                opting_out.append(d)
+            elif d.action == "skip":
+                yield WriteResult(rec.golden_id, ok=True, external_id=rec.external_id, skipped=True, attention=d.attention)
+            else:
+                yield WriteResult(rec.golden_id, ok=False, external_id=rec.external_id, error=f"Mailchimp: {d.reason}")
+        if batch:
+            sent += self._send(batch)
+        if sent:
+            yield from self._tag_and_finish(sent)
+        if opting_out:
+            yield from self._opt_out(opting_out)
+        if leaving:
+            yield from self._leave(leaving)
+
+    def _tag_and_finish(self, sent: list[tuple[_Decision, WriteResult]]) -> Iterator[WriteResult]:
+        """Tags for the members written so far, one call per tag and 500 members; a member whose
+        tags could not be set is reported failed (its write is repeated next run, harmlessly)."""
+        failed = self._apply_tags([d for d, r in sent if r.ok])
+        for d, r in sent:
+            if r.ok and d.rec.golden_id in failed:
+                r = WriteResult(d.rec.golden_id, ok=False, external_id=r.external_id, error=failed[d.rec.golden_id])
+            yield r
+
+    def _opt_out(self, items: list[_Decision]) -> Iterator[WriteResult]:
+        """Opt-outs for people the hub does not know to be in the audience: a PATCH, which never
+        creates a member; not there (404) means there is nothing to unsubscribe."""
+        results: dict[str, WriteResult] = {}
+
+        def one(d: _Decision) -> None:
+            path = f"{self.members_path}/{subscriber_hash(d.email)}"
+            gid = d.rec.golden_id
+            try:
+                m = self.connector.json(self.session.request("PATCH", path, json={"status": "unsubscribed"}, idempotent=True))
+                results[gid] = self._written(d, m.get("contact_id") or m.get("id"), m.get("status"))
+            except RequestRejected as exc:
+                if exc.status == 404:
+                    results[gid] = WriteResult(gid, ok=True, skipped=True, external_id=d.rec.external_id)
+                else:
+                    results[gid] = self._rejection(d, exc.body or str(exc))
+            except RetryableError as exc:
+                results[gid] = WriteResult(gid, ok=False, external_id=d.rec.external_id, error=f"Mailchimp: {exc}")
+
+        self._each(items, one)
+        for d in items:
+            yield results[d.rec.golden_id]
+
+    # -- deciding, one record at a time
+
+    def _decide(self, rec: OutRecord, held: dict[str, dict[str, Any]]) -> _Decision:
+        s = self.settings
+        if rec.op in ("leave", "delete"):
+            return self._decide_leave(rec, held)
+        data = rec.data
+        prev = rec.previous or {}
+        hub_emails = [str(e).lower() for e in (data.get("emails") or []) if e]
+        email = str(data.get("email_address") or "").strip()
+        # Mailchimp's address for this member, while the hub still knows it: changing it would
+        # be an address change the person did not make; adding the hub's other address would
+        # make a second member.
+        theirs = str(prev.get("email_address") or "").strip()
+        if theirs and (theirs.lower() in hub_emails or not email):
+            email = theirs
+        d = _Decision(rec=rec, email=email)
+        if not email or "@" not in email:
+            d.action, d.reason = "reject", "no email address to send"
+            return d
+        consent = data.get("consent") or {}
+        hub_status = consent.get("status")
+        method = consent.get("method")
+        at = parse_time(consent.get("at"))
+        info = held.get(email.lower())
+        current = info["status"] if info else None
+        known = bool(rec.external_id) or info is not None or bool(rec.previous and rec.previous.get("email_address"))
+        d.current_status = current if current else ("subscribed" if known else None)
+        d.body = self._body(data, email)
+        d.tags_add, d.tags_remove = self._tag_changes(data, prev)
+        documented = hub_status == "subscribed" and method in s.documented_methods
+        from_person = hub_status == "subscribed" and method in ("double_opt_in", "form")
+
+        if hub_status in OPTED_OUT:
+            if current in OPTED_OUT or current == "archived":
+                d.action, d.status = "update", current if current != "archived" else None
+                if current == "archived":
+                    d.action, d.reason = "skip", "opted out in the hub, archived in Mailchimp"
+                return d
+            if known:
+                d.action, d.status = "update", "unsubscribed"
+                return d
+            # Maybe in the audience as subscribed, unknown to the hub: unsubscribe it if it is
+            # there, never add it.
+            d.action, d.status = "optout", "unsubscribed"
+            d.reason = f"{hub_status} in the hub: unsubscribed if in the audience, never added"
+            return d
+        if current in OPTED_OUT:
+            opted_at = info.get("last_changed") if info else None
+            newer = from_person and at is not None and (opted_at is None or at > opted_at)
+            attention = Attention(
+                "needs_reoptin",
+                f"{current} in Mailchimp audience {self.list_id}; the hub says {hub_status or 'nothing'}"
+                + (" (newer opt-in from the person)" if newer else ""),
+                path="consent.email.status",
+                values=[{"value": current, "connection": self.connector.context.name, "note": f"Mailchimp, {opted_at or ''}"},
+                        {"value": hub_status, "connection": "hub", "note": f"{method or ''} {consent.get('at') or ''}".strip()}],
+            )
+            if newer and s.reoptin == "pending" and current == "unsubscribed":
+                d.action, d.status, d.attention = "update", "pending", attention
+                d.reason = "opted out in Mailchimp, newer opt-in from the person: asked again (pending)"
+                return d
+            if hub_status == "subscribed":
+                d.action, d.attention = "skip", attention
+                d.reason = f"{current} in Mailchimp: not re-subscribed; needs re-opt-in"
+                return d
+            # Nothing to change about consent: keep the member's data current, status as it is.
+            d.action, d.status = "update", current
+            return d
+        if current == "archived":
+            if not (s.unarchive or rec.returning):
+                d.action, d.reason = "skip", "archived in Mailchimp (unarchive: false)"
+                return d
+            known = False  # unarchived like a new member, by the same consent rules
+        if known and current != "archived":
+            d.action = "update"
+            if current in ("pending", "transactional") and documented:
+                d.status = "subscribed"
+            else:
+                d.status = current or "subscribed"
+            return d
+        # A new member (as far as Mailchimp's not-subscribed lists and the hub know).
+        d.action = "create"
+        if documented:
+            d.status = "subscribed"
+        elif hub_status in ("subscribed", "pending", None, "never") and s.undocumented_consent == "pending":
+            d.status = "pending"
+        else:
+            d.action = "skip"
+            d.reason = "no documented consent (undocumented_consent: skip)"
+        return d
+
+    def _decide_leave(self, rec: OutRecord, held: dict[str, dict[str, Any]]) -> _Decision:
+        s = self.settings
+        prev = rec.previous or {}
+        email = str(prev.get("email_address") or rec.data.get("email_address") or "")
+        d = _Decision(rec=rec, email=email)
+        d.action = "leave"
+        info = held.get(email.lower()) if email else None
+        if not email or (info and info["status"] == "archived"):
+            d.reason = "not in the audience"
+            d.leave = "keep"
+            return d
+        d.leave = s.on_leave
+        if s.on_leave == "untag":
+            d.tags_remove = {t for t in s.tags}
+            d.reason = f"left the segment: untag {', '.join(sorted(d.tags_remove)) or '(no tags configured)'}"
+        else:
+            d.reason = f"left the segment: {s.on_leave.replace('_', ' ')}"
+        return d
+
+    def _body(self, data: dict[str, Any], email: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"email_address": email}
+        merge = {**{k: v for k, v in (data.get("merge_fields") or {}).items() if v not in (None, "")}, **self.settings.merge_fields}
+        if merge:
+            body["merge_fields"] = {k: (str(v) if not isinstance(v, (dict, int, float)) else v) for k, v in merge.items()}
+        if data.get("language"):
+            body["language"] = str(data["language"])
+        if isinstance(data.get("vip"), bool):
+            body["vip"] = data["vip"]
+        return body
+
+    def _tag_changes(self, data: dict[str, Any], prev: dict[str, Any]) -> tuple[set[str], set[str]]:
+        wanted = {str(t) for t in data.get("tags") or []} | set(self.settings.tags)
+        had = {str(t) for t in prev.get("tags") or []}
+        return wanted - had, had - wanted
+
+    # -- sending
+
+    def _send(self, batch: list[_Decision]) -> list[tuple[_Decision, WriteResult]]:
+        """One batch: members Mailchimp holds with update_existing, the others without."""
+        results: dict[str, WriteResult] = {}
+        by_email: dict[str, _Decision] = {}
+        dupes: list[_Decision] = []
+        for d in batch:
+            if d.email.lower() in by_email:
+                dupes.append(d)  # two golden records, one address: the second waits a run
+            else:
+                by_email[d.email.lower()] = d
+        for update_existing in (True, False):
+            group = [d for d in by_email.values() if (d.action == "update") == update_existing]
+            if group:
+                self._batch_subscribe(group, update_existing, results)
+        out = [(d, results[d.rec.golden_id]) for d in by_email.values()]
+        for d in dupes:
+            out.append((d, WriteResult(d.rec.golden_id, ok=False, external_id=d.rec.external_id,
+                                       error=f"Mailchimp: {d.email} is also sent for another golden record in this batch")))
+        return out
+
+    def _batch_subscribe(self, group: list[_Decision], update_existing: bool, results: dict[str, WriteResult]) -> None:
+        members = []
+        for d in group:
+            m = dict(d.body)
+            m["status"] = d.status
+            members.append(m)
+        try:
+            response = self.session.post(f"lists/{self.list_id}", json={"members": members, "update_existing": update_existing},
+                                         idempotent=False)
+        except RetryableError as exc:
+            # Outcome unknown (timeout, 5xx after the request went out): never the same batch
+            # again; each member goes as an idempotent PUT keyed by its subscriber hash.
+            self.connector.context.log.warning("batch subscribe to %s: %s; sending its %d members one by one",
+                                               self.list_id, exc, len(group))
+            self._each(group, lambda d: self._one(d, results, "update" if update_existing else "create"))
+            return
+        except RequestRejected as exc:
+            if len(group) > 1 and exc.status == 400:
+                half = len(group) // 2
+                self._batch_subscribe(group[:half], update_existing, results)
+                self._batch_subscribe(group[half:], update_existing, results)
+                return
+            for d in group:
+                results[d.rec.golden_id] = self._rejection(d, exc.body or str(exc))
+            return
+        body = self.connector.json(response)
+        by_email = {d.email.lower(): d for d in group}
+        again: list[_Decision] = []
+        for err in body.get("errors") or []:
+            d = by_email.pop(str(err.get("email_address") or "").lower(), None)
+            if d is None:
+                continue
+            text = str(err.get("error") or "")
+            if err.get("error_code") == "ERROR_CONTACT_EXISTS" or ALREADY_MEMBER.search(text):
+                again.append(d)  # a member the hub did not know: update it, status untouched
+            else:
+                results[d.rec.golden_id] = self._rejection(d, text)
+        returned = {str(m.get("email_address") or "").lower(): m
+                    for m in [*(body.get("new_members") or []), *(body.get("updated_members") or [])] if isinstance(m, dict)}
+        for email, d in by_email.items():
+            m = returned.get(email, {})
+            results[d.rec.golden_id] = self._written(d, m.get("contact_id") or d.rec.external_id or m.get("id"), m.get("status") or d.status)
+        if again:
+            self._each(again, lambda d: self._one(d, results, "merge"))
+
+    def _one(self, d: _Decision, results: dict[str, WriteResult], mode: str) -> None:
+        """One member, safe to repeat: ``create`` is a PUT by subscriber hash with
+        ``status_if_new`` (a member that exists keeps its status); ``update`` a PATCH with the
+        decided status; ``merge`` a PATCH of the member's data with its status untouched.
+        A PATCH never creates a member."""
+        body = dict(d.body)
+        path = f"{self.members_path}/{subscriber_hash(d.email)}"
+        try:
+            if mode == "create":
+                body["status_if_new"] = d.status
+                response = self.session.request("PUT", path, json=body)
+            else:
+                if mode == "update" and d.status is not None:
+                    body["status"] = d.status
+                response = self.session.request("PATCH", path, json=body, idempotent=True)
+        except RequestRejected as exc:
+            results[d.rec.golden_id] = self._rejection(d, exc.body or str(exc))
+            return
+        except RetryableError as exc:
+            results[d.rec.golden_id] = WriteResult(d.rec.golden_id, ok=False, external_id=d.rec.external_id,
+                                                   error=f"Mailchimp: {exc}")
+            return
+        m = self.connector.json(response)
+        results[d.rec.golden_id] = self._written(d, m.get("contact_id") or d.rec.external_id or m.get("id"), m.get("status"))
+
+    def _written(self, d: _Decision, external_id: str | None, status: str | None) -> WriteResult:
+        holds = dict(d.rec.data)
+        holds["email_address"] = d.email
+        holds["consent"] = {**(holds.get("consent") or {}), "status": _hub_status(status)}
+        holds["tags"] = sorted(({str(t) for t in (d.rec.previous or {}).get("tags") or []} | d.tags_add) - d.tags_remove)
+        return WriteResult(d.rec.golden_id, ok=True, external_id=external_id, holds=holds, attention=d.attention)
+
+    def _rejection(self, d: _Decision, text: str) -> WriteResult:
+        title = _TITLE.search(text)
+        detail = _DETAIL.search(text)
+        message = " ".join(x for x in ((title.group(1) if title else None), (detail.group(1) if detail else None)) if x) or text
+        final = bool(COMPLIANCE.search(text) or FORGOTTEN.search(text))
+        attention = None
+        if final:
+            state = "permanently deleted" if FORGOTTEN.search(text) else "in compliance state (opted out or bounced)"
+            attention = Attention("needs_reoptin", f"Mailchimp refuses {d.email}: {state}", path="consent.email.status",
+                                  values=[{"value": state, "connection": self.connector.context.name, "note": message[:300]}])
+        return WriteResult(d.rec.golden_id, ok=False, external_id=d.rec.external_id, error=f"Mailchimp: {message}"[:1000],
+                           final=final, attention=attention)
+
+    def _each(self, items: list[_Decision], fn: Callable[[_Decision], None]) -> None:
+        """Run per-member requests side by side, within the API key's connection cap."""
+        workers = min(self.connector.settings.max_concurrent, len(items))  # type: ignore[attr-defined]
+        if workers <= 1:
+            for d in items:
+                fn(d)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailchimp") as pool:
+            list(pool.map(fn, items))
+
+    # -- tags: one call per tag and 500 members
+
+    def _apply_tags(self, done: list[_Decision]) -> dict[str, str]:
+        """Set the tag changes of ``done``; returns the golden ids whose changes failed."""
+        adds: dict[str, list[_Decision]] = {}
+        removes: dict[str, list[_Decision]] = {}
+        for d in done:
+            for t in d.tags_add:
+                adds.setdefault(t, []).append(d)
+            for t in d.tags_remove:
+                removes.setdefault(t, []).append(d)
+        failed: dict[str, str] = {}
+        if not adds and not removes:
+            return failed
+        ids = self.connector.tag_ids(self.list_id, set(adds) | set(removes), create=set(adds))
+        for tag in sorted(set(adds) | set(removes)):
+            seg = ids.get(tag)
+            if seg is None:
+                continue  # removing a tag the audience does not have: nothing to do
+            add, remove = adds.get(tag, []), removes.get(tag, [])
+            for i in range(0, max(len(add), len(remove)), 500):
+                chunk_add, chunk_remove = add[i:i + 500], remove[i:i + 500]
+                body: dict[str, Any] = {}
+                if chunk_add:
+                    body["members_to_add"] = [d.email for d in chunk_add]
+                if chunk_remove:
+                    body["members_to_remove"] = [d.email for d in chunk_remove]
+                try:
+                    # Adding and removing the same members again changes nothing: safe to repeat.
+                    self.session.post(f"lists/{self.list_id}/segments/{seg}", json=body, idempotent=True)
+                except (RequestRejected, RetryableError) as exc:
+                    for d in [*chunk_add, *chunk_remove]:
+                        failed[d.rec.golden_id] = f"Mailchimp: tag {tag!r} not set: {exc}"
+        return failed
+
+    # -- records that left the segment
+
+    def _leave(self, leaving: list[_Decision]) -> Iterator[WriteResult]:
+        results: dict[str, WriteResult] = {}
+        failed = self._apply_tags([d for d in leaving if d.leave == "untag" and d.tags_remove])
+        for d in leaving:
+            if d.leave in ("archive", "delete_permanent"):
+                continue
+            gid = d.rec.golden_id
+            results[gid] = WriteResult(gid, ok=gid not in failed, external_id=d.rec.external_id, error=failed.get(gid))
+
+        def remove(d: _Decision) -> None:
+            path = f"{self.members_path}/{subscriber_hash(d.email)}"
+            try:
+                if d.leave == "archive":
+                    self.session.request("DELETE", path)
+                else:
+                    self.session.post(f"{path}/actions/delete-permanent", idempotent=True)
+                results[d.rec.golden_id] = WriteResult(d.rec.golden_id, ok=True, external_id=d.rec.external_id)
+            except RequestRejected as exc:
+                ok = exc.status == 404  # already gone
+                results[d.rec.golden_id] = WriteResult(d.rec.golden_id, ok=ok, external_id=d.rec.external_id,
+                                                       error=None if ok else f"Mailchimp: {exc}")
+            except RetryableError as exc:
+                results[d.rec.golden_id] = WriteResult(d.rec.golden_id, ok=False, external_id=d.rec.external_id,
+                                                       error=f"Mailchimp: {exc}")
+
+        self._each([d for d in leaving if d.leave in ("archive", "delete_permanent")], remove)
+        for d in leaving:
+            yield results[d.rec.golden_id]
+
+
+def _hub_status(status: str | None) -> str | None:
+    return {"transactional": "never", "archived": None}.get(status, status) if status else None
+
+
+@dataclass
+class _Decision:
+    rec: OutRecord
+    email: str
+    action: str = "skip"  # create | update | skip | reject | leave
+    status: str | None = None
+    current_status: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    tags_add: set[str] = field(default_factory=set)
+    tags_remove: set[str] = field(default_factory=set)
+    reason: str | None = None
+    attention: Attention | None = None
+    leave: str | None = None
+
+
+# --------------------------------------------------------------------------- the connector
+
+
+class MailchimpConnector(Connector):
+    name = "mailchimp"
+    Settings = MailchimpSettings
+    StreamSettings = MailchimpStreamSettings
+
+    def __init__(self, context: Any):
+        super().__init__(context)
+        s: MailchimpSettings = self.settings  # type: ignore[assignment]
+        key = s.api_key.get_secret_value()
+        register_secret(key)
+        root = s.root()
+        self.client: httpx.Client = context.http.build(
+            root + "/", allowed_hosts=("." + API_DOMAIN,), allow_any_host=s.allow_any_host,
+            timeout=s.timeout_seconds, headers={"Accept": "application/json"}, auth=("synchub", key),
+        )
+        self.session: ApiSession = context.http.session(
+            self.client, policy=MailchimpPolicy(max_concurrent=s.max_concurrent),
+            account=s.account or account_key(key), max_attempts=s.max_attempts,
+        )
+        self._streams: dict[str, AudienceStream] | None = None
+        self._merge_fields: dict[str, set[str]] = {}
+        self._tags: dict[str, dict[str, int]] = {}
+
+    @staticmethod
+    def json(response: httpx.Response) -> dict[str, Any]:
+        if response.status_code == 204 or not response.content:
+            return {}
+        try:
+            body = response.json()
+        except ValueError:
+            raise RetryableError(f"Mailchimp answered HTTP {response.status_code} without JSON") from None
+        if not isinstance(body, dict):
+            raise RetryableError(f"Mailchimp answered HTTP {response.status_code} with unexpected JSON")
+        return body
+
+    def streams(self) -> dict[str, Stream]:
+        if self._streams is None:
+            self._streams = {
+                name: AudienceStream(name, self, settings)  # type: ignore[arg-type]
+                for name, settings in self.context.stream_settings.items()
+            }
+        return dict(self._streams)
+
+    # -- merge fields and tags of an audience
+
+    def merge_field_tags(self, list_id: str) -> set[str]:
+        if list_id not in self._merge_fields:
+            tags: set[str] = set()
+            offset = 0
+            while True:
+                body = self.json(self.session.get(f"lists/{list_id}/merge-fields", params={"count": 1000, "offset": offset}))
+                fields = body.get("merge_fields") or []
+                tags |= {str(f.get("tag")) for f in fields if isinstance(f, dict) and f.get("tag")}
+                offset += len(fields)
+                if not fields or offset >= int(body.get("total_items") or 0):
+                    break
+            self._merge_fields[list_id] = tags
+        return self._merge_fields[list_id]
+
+    def ensure_merge_fields(self, list_id: str, settings: MailchimpStreamSettings, records: list[OutRecord]) -> None:
+        """Every merge field the records carry must exist in the audience (Mailchimp drops
+        unknown ones silently). Missing ones are created when the stream allows it."""
+        wanted = set(settings.merge_fields)
+        for rec in records:
+            wanted |= {k for k, v in (rec.data.get("merge_fields") or {}).items() if v not in (None, "")}
+        missing = sorted(wanted - self.merge_field_tags(list_id))
+        if not missing:
+            return
+        if not settings.create_merge_fields:
+            raise ConfigError(f"Mailchimp audience {list_id} has no merge field(s) {', '.join(missing)}: create them "
+                              "in Mailchimp, remove them from the mapping, or set create_merge_fields: true")
+        for tag in missing:
+            _check_merge_tag(tag)
+            try:
+                self.session.post(f"lists/{list_id}/merge-fields", json={"name": tag.title(), "tag": tag, "type": "text"},
+                                  idempotent=False)
+            except RetryableError:
+                pass  # unknown outcome: the list below tells
+            self._merge_fields.pop(list_id, None)
+        still = sorted(set(missing) - self.merge_field_tags(list_id))
+        if still:
+            raise ConfigError(f"Mailchimp audience {list_id}: could not create merge field(s) {', '.join(still)}")
+
+    def tag_ids(self, list_id: str, names: set[str], *, create: set[str]) -> dict[str, int]:
+        """Tag name -> static segment id, creating the tags in ``create`` that do not exist."""
+        if list_id not in self._tags or not names <= set(self._tags[list_id]):
+            known: dict[str, int] = {}
+            offset = 0
+            while True:
+                body = self.json(self.session.get(f"lists/{list_id}/segments", params={
+                    "type": "static", "count": 1000, "offset": offset, "fields": "segments.id,segments.name,total_items"}))
+                segs = body.get("segments") or []
+                known |= {str(x.get("name")): int(x["id"]) for x in segs if isinstance(x, dict) and x.get("id") is not None}
+                offset += len(segs)
+                if not segs or offset >= int(body.get("total_items") or 0):
+                    break
+            self._tags[list_id] = known
+        known = self._tags[list_id]
+        for name in sorted(create - set(known)):
+            body = self.json(self.session.post(f"lists/{list_id}/segments", json={"name": name, "static_segment": []},
+                                               idempotent=False))
+            if body.get("id") is not None:
+                known[name] = int(body["id"])
+        return {n: known[n] for n in names if n in known}
+
+    def check(self) -> CheckResult:
+        lines: list[str] = []
+        ok = True
+        try:
+            self.json(self.session.get("ping"))
+        except AuthError as exc:
+            return CheckResult(ok=False, lines=[f"API key rejected: {exc}"])
+        lines.append(f"API reachable at {self.client.base_url.host}")
+        for name, stream in self.streams().items():
+            assert isinstance(stream, AudienceStream)
+            try:
+                body = self.json(self.session.get(f"lists/{stream.list_id}", params={"fields": "id,name,stats.member_count"}))
+                count = (body.get("stats") or {}).get("member_count")
+                lines.append(f"{name}: audience {body.get('name')!r} ({stream.list_id}), {count} subscribed members; "
+                             f"merge fields: {', '.join(sorted(self.merge_field_tags(stream.list_id)))}")
+            except RequestRejected as exc:
+                ok = False
+                lines.append(f"{name}: cannot read audience {stream.list_id}: {exc}")
+        return CheckResult(ok=ok, lines=lines)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@hookimpl
+def register_connectors() -> list[type[Connector]]:
+    return [MailchimpConnector]
