@@ -98,11 +98,18 @@ def validate() -> None:
 
 
 @app.command()
-def sync(connections: list[str] = typer.Argument(None, help="Connections to run (default: all).")) -> None:
+def sync(
+    connections: list[str] = typer.Argument(None, help="Connections to run (default: all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what a push would create, update, untag or archive, "
+                                 "and what consent rules would hold back; write nothing, read nothing into the store."),
+) -> None:
     """Pull from inbound connections, match and merge, then push to outbound connections."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     hub = _hub()
+    if dry_run:
+        _dry_run(hub, connections)
+        return
     progress_cm = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"),
                            TimeElapsedColumn(), console=err, transient=True, disable=state.json or not err.is_terminal)
     tasks: dict[tuple[str, str], Any] = {}
@@ -124,16 +131,46 @@ def sync(connections: list[str] = typer.Argument(None, help="Connections to run 
         raise typer.Exit(1)
 
 
+def _dry_run(hub: Any, connections: list[str] | None) -> None:
+    names = connections or [n for n, c in hub.config.connections.items() if c.outbound]
+    report: dict[str, Any] = {}
+    for name in names:
+        plans = hub.plan(name)
+        report[name] = {s: [{"golden_id": p.golden_id, "action": p.action, "external_id": p.external_id,
+                             "changes": {k: list(v) for k, v in p.changes.items()}, "reason": p.reason}
+                            for p in items] for s, items in plans.items()}
+    if state.json:
+        _emit_json({"dry_run": True, "plans": report})
+        return
+    for name, streams in report.items():
+        for sname, items in streams.items():
+            counts: dict[str, int] = {}
+            for it in items:
+                counts[it["action"]] = counts.get(it["action"], 0) + 1
+            summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing to do"
+            table = Table(title=f"dry run {name}/{sname}: {summary}")
+            for col in ("customer", "action", "changes (field: before -> after)", "why"):
+                table.add_column(col)
+            for it in items:
+                if it["action"] == "unchanged":
+                    continue
+                changes = "; ".join(f"{k}: {_fmt(b)} -> {_fmt(a)}" for k, (b, a) in it["changes"].items())
+                table.add_row(it["golden_id"][:12], it["action"], changes, it["reason"] or "")
+            out.print(table)
+    err.print("dry run: nothing was written; inbound connections were not read (the plan uses the store as it is)")
+
+
 def _print_summary(summaries: list[Any], store_url: str, counts: dict[str, int]) -> None:
     table = Table(title="sync summary")
-    for col in ("run", "source", "status", "read", "created", "updated", "unchanged", "duplicates merged", "rejected", "conflicts", "written"):
+    for col in ("run", "source", "status", "read", "created", "updated", "unchanged", "duplicates merged", "rejected", "conflicts", "written", "held back", "left"):
         table.add_column(col, justify="right" if col not in ("source", "status") else "left")
     for s in summaries:
         for stream, c in s.streams.items():
             table.add_row(str(s.run_id), f"{s.connection}/{stream}", s.status, str(c.read), str(c.created), str(c.updated),
-                          str(c.unchanged), str(c.duplicates), str(c.rejected + c.write_rejected), str(c.conflicts), str(c.written))
+                          str(c.unchanged), str(c.duplicates), str(c.rejected + c.write_rejected), str(c.conflicts), str(c.written),
+                          str(c.skipped), str(c.left))
         if not s.streams:
-            table.add_row(str(s.run_id), s.connection, s.status, *[""] * 8)
+            table.add_row(str(s.run_id), s.connection, s.status, *[""] * 10)
     out.print(table)
     for s in summaries:
         if s.status == "paused":
@@ -310,13 +347,15 @@ def conflicts_list(
     connection: Optional[str] = typer.Option(None),  # noqa: UP045
     field: Optional[str] = typer.Option(None),  # noqa: UP045
     older_than_days: Optional[int] = typer.Option(None, help="Only conflicts older than this many days."),  # noqa: UP045
+    kind: Optional[str] = typer.Option(None, help="field, possible_duplicate or needs_reoptin (people a destination "  # noqa: UP045
+                                       "refuses to subscribe: the list for a re-opt-in campaign)"),
 ) -> None:
     """List conflicts for review."""
     if ctx.invoked_subcommand:
         return
     store = _store()
     older = datetime.now(timezone.utc) - timedelta(days=older_than_days) if older_than_days is not None else None
-    rows = store.list_conflicts(None if status == "all" else status, connection=connection, field=field, older_than=older)
+    rows = store.list_conflicts(None if status == "all" else status, connection=connection, field=field, older_than=older, kind=kind)
     if state.json:
         _emit_json(rows)
         return
@@ -362,7 +401,11 @@ def conflicts_show(conflict_id: int) -> None:
         for col in ("value", "source", "observed"):
             table.add_column(col)
         for i, cand in enumerate(c["candidates"], 1):
-            table.add_row(str(i), _fmt(cand["value"]), f"{cand['connection']}/{cand['stream']} #{cand['source_id']}", cand["observed_at"][:19])
+            if c["kind"] == "field":
+                source, seen = f"{cand['connection']}/{cand['stream']} #{cand['source_id']}", cand["observed_at"][:19]
+            else:  # needs_reoptin and other notes a write left: who holds what, and a note
+                source, seen = str(cand.get("connection", "")), str(cand.get("note", ""))
+            table.add_row(str(i), _fmt(cand.get("value")), source, seen)
     out.print(table)
     out.print(f"applied meanwhile: {_fmt((c['applied'] or {}).get('value'))}")
     if c["status"] != "open":

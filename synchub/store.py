@@ -482,6 +482,8 @@ class Store:
             q = q.where(conflict_t.c.status == status)
         if filters.get("field"):
             q = q.where(conflict_t.c.field == filters["field"])
+        if filters.get("kind"):
+            q = q.where(conflict_t.c.kind == filters["kind"])
         if filters.get("connection"):
             q = q.where(conflict_t.c.connections.like(f"%{_escape_like(filters['connection'])}%", escape="\\"))
         if filters.get("id") is not None:
