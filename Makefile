@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install bench bench-match bench-hubspot clean
+.PHONY: demo test install bench bench-match bench-hubspot bench-mailchimp clean
 
 $(BIN)/synchub: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-match: install
 # HubSpot API calls per N contacts read and written, against the minimum (fake HubSpot, SQLite).
 bench-hubspot: install
 	$(BIN)/python bench/hubspot_bench.py --records 1000 10000 --cap 25000
+
+bench-mailchimp: install
+	$(BIN)/python bench/mailchimp_bench.py --records 1000 10000
 
 clean:
 	rm -rf var bench/out .pytest_cache

@@ -62,3 +62,27 @@ def test_company_fields_only_for_companies():
 
 def test_custom_attributes_are_allowed():
     assert compile_filter({"custom.kundennummer": {"exists": True}})({"custom": {"kundennummer": "K1"}})
+
+
+def test_a_bad_filter_in_the_config_names_file_line_and_field(tmp_path):
+    from synchub.config import load_config
+    from synchub.errors import ConfigError
+    from tests.helpers import write_config
+
+    cfg = write_config(tmp_path, """
+        connections:
+          export:
+            connector: files
+            direction: out
+            settings: {path: out}
+            streams:
+              customers:
+                mapping: export_customers
+                filter:
+                  lifecycle: customer
+                settings: {pattern: "kunden.csv"}
+        """, "sqlite:///x.db")
+    with pytest.raises(ConfigError) as exc:
+        load_config(cfg, environ={})
+    text = str(exc.value)
+    assert "synchub.yaml:" in text and "unknown field 'lifecycle'" in text and "filter" in text

@@ -146,3 +146,64 @@ def test_a_customer_who_leaves_the_segment_is_untagged_and_dry_run_shows_it(vend
     assert mailchimp.tags_of(LIST, "ann@example.com") == set()
     assert mailchimp.member(LIST, "ann@example.com")["status"] == "subscribed"  # untagged, not removed
     assert ann  # the HubSpot contact is untouched by any of this
+
+
+OUT_ONLY = """
+connections:
+  import:
+    connector: files
+    direction: in
+    settings: {path: data}
+    streams:
+      audience: {mapping: newsletter, settings: {pattern: "newsletter*.csv", primary_key: Email Address}}
+  mc:
+    connector: mailchimp
+    direction: out
+    settings: {api_key: "${MC_KEY}"}
+    streams:
+      newsletter:
+        mapping: mailchimp_members_out
+        settings: {list_id: aud1}
+"""
+
+
+def test_refusals_land_on_the_reopt_in_list_once_and_are_not_retried(vendors, tmp_path: Path, store_url: str):
+    """RELIABILITY 15/16 through the engine: with a write-only Mailchimp connection the hub says
+    subscribed (the import) while Mailchimp holds an opt-out or a permanent deletion."""
+    from typer.testing import CliRunner
+
+    from synchub.cli import app
+
+    _hubspot, mailchimp = vendors
+    mailchimp.add_member(LIST, "bob@example.com")
+    mailchimp.set_status(LIST, "bob@example.com", "unsubscribed")
+    mailchimp.add_member(LIST, "cara@example.com")
+    mailchimp.delete_permanent(LIST, "cara@example.com")
+    cfg = write_config(tmp_path, OUT_ONLY, store_url, newsletter__csv=NEWSLETTER)
+    env = {"MC_KEY": MC_KEY}
+    runner = CliRunner()
+    hub = hub_for(cfg, env)
+    hub.run_connection("import", "in")  # read only; the push comes later
+    # The dry run names what consent rules hold back, and writes nothing.
+    before = len(mailchimp.requests)
+    result = runner.invoke(app, ["--config", str(cfg), "--json", "sync", "mc", "--dry-run"], env=env)
+    assert result.exit_code == 0, result.output
+    plan = {p["reason"] or p["action"]: p for p in json.loads(result.stdout)["plans"]["mc"]["newsletter"]}
+    assert any("re-opt-in" in k for k in plan), plan
+    assert _writes(mailchimp, before) == []
+
+    [push] = [s for s in hub.sync(["mc"]) if s.connection == "mc"]
+    counts = push.streams["newsletter"]
+    assert (counts.written, counts.skipped, counts.write_rejected) == (1, 1, 1)  # ann; bob held back; cara refused
+    assert mailchimp.member(LIST, "bob@example.com")["status"] == "unsubscribed"
+    assert mailchimp.member(LIST, "cara@example.com") is None
+    reopt = hub.store.list_conflicts("open", kind="needs_reoptin")
+    assert len(reopt) == 2
+    result = runner.invoke(app, ["--config", str(cfg), "--json", "conflicts", "--kind", "needs_reoptin"], env=env)
+    assert {r["golden_id"] for r in json.loads(result.stdout)} == {r["golden_id"] for r in reopt}
+
+    # The next run neither retries the refusal nor logs the entries again.
+    before = len(mailchimp.requests)
+    [push] = [s for s in hub.sync(["mc"]) if s.connection == "mc"]
+    assert _writes(mailchimp, before) == []
+    assert len(hub.store.list_conflicts("open", kind="needs_reoptin")) == 2

@@ -423,3 +423,20 @@ def test_plan_shows_what_write_would_do_and_sends_nothing(fake: FakeMailchimp):
     assert plan["n"].action == "create" and plan["n"].changes["status"] == (None, "subscribed")
     assert plan["o"].action == "skip" and "re-opt-in" in plan["o"].reason
     assert all(r.method == "GET" for r in fake.requests)
+
+
+def test_the_example_configs_validate_together(tmp_path):
+    """config/hubspot.example.yaml + config/mailchimp.example.yaml, as the README suggests."""
+    import shutil
+    from pathlib import Path
+
+    from synchub.config import load_config
+
+    root = Path(__file__).resolve().parents[3]
+    (tmp_path / "config").mkdir()
+    for name in ("hubspot.example.yaml", "mailchimp.example.yaml"):
+        shutil.copy(root / "config" / name, tmp_path / "config" / name)
+    (tmp_path / "mappings").symlink_to(root / "mappings")
+    cfg = load_config(tmp_path / "config", environ={"HUBSPOT_TOKEN": "pat-x", "MAILCHIMP_API_KEY": "abc-us6"})
+    stream = cfg.connections["newsletter"].streams["customers_de"]
+    assert stream.filter and stream.write_mapping == "mailchimp_members_out"
