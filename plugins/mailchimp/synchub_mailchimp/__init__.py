@@ -514,19 +514,20 @@ class AudienceStream(Stream):
         documented = hub_status == "subscribed" and method in s.documented_methods
         from_person = hub_status == "subscribed" and method in ("double_opt_in", "form")
 
+        if current == "cleaned" and hub_status != "subscribed":
+            # Bounced: Mailchimp sends nothing there any more and takes no status change.
+            d.action, d.reason = "skip", "cleaned (bounced) in Mailchimp"
+            return d
         if hub_status in OPTED_OUT:
-            if current in OPTED_OUT or current == "archived":
-                d.action, d.status = "update", current if current != "archived" else None
-                if current == "archived":
-                    d.action, d.reason = "skip", "opted out in the hub, archived in Mailchimp"
-                return d
-            if known:
+            if current == "archived":
+                d.action, d.reason = "skip", "opted out in the hub, archived in Mailchimp"
+            elif known:
                 d.action, d.status = "update", "unsubscribed"
-                return d
-            # Maybe in the audience as subscribed, unknown to the hub: unsubscribe it if it is
-            # there, never add it.
-            d.action, d.status = "optout", "unsubscribed"
-            d.reason = f"{hub_status} in the hub: unsubscribed if in the audience, never added"
+            else:
+                # Maybe in the audience as subscribed, unknown to the hub: unsubscribe it if it
+                # is there, never add it.
+                d.action, d.status = "optout", "unsubscribed"
+                d.reason = f"{hub_status} in the hub: unsubscribed if in the audience, never added"
             return d
         if current in OPTED_OUT:
             opted_at = info.get("last_changed") if info else None
@@ -548,13 +549,11 @@ class AudienceStream(Stream):
                 d.reason = f"{current} in Mailchimp: not re-subscribed; needs re-opt-in"
                 return d
             # Nothing to change about consent: keep the member's data current, status as it is.
-            d.action, d.status = "update", current
+            d.action, d.status = "update", "unsubscribed"
             return d
-        if current == "archived":
-            if not (s.unarchive or rec.returning):
-                d.action, d.reason = "skip", "archived in Mailchimp (unarchive: false)"
-                return d
-            known = False  # unarchived like a new member, by the same consent rules
+        if current == "archived" and not (s.unarchive or rec.returning):
+            d.action, d.reason = "skip", "archived in Mailchimp (unarchive: false)"
+            return d
         if known and current != "archived":
             d.action = "update"
             if current in ("pending", "transactional") and documented:
@@ -562,8 +561,9 @@ class AudienceStream(Stream):
             else:
                 d.status = current or "subscribed"
             return d
-        # A new member (as far as Mailchimp's not-subscribed lists and the hub know).
-        d.action = "create"
+        # A new member (as far as Mailchimp's not-subscribed lists and the hub know), or an
+        # archived one brought back: the same consent rules as for someone new.
+        d.action = "update" if current == "archived" else "create"
         if documented:
             d.status = "subscribed"
         elif hub_status in ("subscribed", "pending", None, "never") and s.undocumented_consent == "pending":

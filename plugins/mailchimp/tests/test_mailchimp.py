@@ -440,3 +440,16 @@ def test_the_example_configs_validate_together(tmp_path):
     cfg = load_config(tmp_path / "config", environ={"HUBSPOT_TOKEN": "pat-x", "MAILCHIMP_API_KEY": "abc-us6"})
     stream = cfg.connections["newsletter"].streams["customers_de"]
     assert stream.filter and stream.write_mapping == "mailchimp_members_out"
+
+
+def test_archived_stay_archived_unless_unarchive_and_cleaned_take_no_status(fake: FakeMailchimp):
+    fake.add_member(LIST, "arch@example.com")
+    fake.archive(LIST, "arch@example.com")
+    fake.add_member(LIST, "bounce@example.com")
+    fake.set_status(LIST, "bounce@example.com", "cleaned")
+    results = write(fake, [out("a", "arch@example.com"), out("b", "bounce@example.com", status="unsubscribed")])
+    assert results["a"].skipped and "archived" in (fake.member(LIST, "arch@example.com")["status"])
+    assert results["b"].skipped and fake.member(LIST, "bounce@example.com")["status"] == "cleaned"
+    assert posts(fake, f"/lists/{LIST}") == []
+    results = write(fake, [out("a", "arch@example.com")], unarchive=True)
+    assert results["a"].ok and fake.member(LIST, "arch@example.com")["status"] == "subscribed"
