@@ -61,12 +61,28 @@ cara@example.com,Cara,Diaz,en,,subscribed,2025-03-03 10:00:00,2025-03-03 10:00:0
 """
 
 
+class WallClock(FakeClock):
+    """The vendors' clocks are the wall clock, as the connectors' are (ms since the epoch);
+    ``advance`` only moves them back in time for setup, never ahead of the connectors."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.offset = -60_000  # setup happens "a minute ago"
+
+    def __call__(self) -> int:
+        return int(time.time() * 1000) + self.offset
+
+    def advance(self, ms: float) -> int:
+        self.offset = min(0, self.offset + int(ms))
+        return self()
+
+
 @pytest.fixture
 def vendors(store_url: str, tmp_path: Path, spec):
-    """Both fakes on their real hosts; their clocks a minute behind the wall clock."""
-    start = int(time.time() * 1000) - 60_000
-    hubspot = FakeHubSpot(token=HS_TOKEN, validator=hubspot_validator(HUBSPOT_SEARCH_SORT_OBJECTS), clock=FakeClock(start))
-    mailchimp = FakeMailchimp(api_key=MC_KEY, validator=spec, clock=FakeClock(start))
+    """Both fakes on their real hosts, on the wall clock."""
+    clock = WallClock()
+    hubspot = FakeHubSpot(token=HS_TOKEN, validator=hubspot_validator(HUBSPOT_SEARCH_SORT_OBJECTS), clock=clock)
+    mailchimp = FakeMailchimp(api_key=MC_KEY, validator=spec, clock=clock)
     mailchimp.add_list(LIST, "Customers")
     with respx.mock(assert_all_called=False) as mock:
         mock.route(host="api.hubapi.com").mock(side_effect=hubspot.transport.handle_request)
@@ -207,3 +223,20 @@ def test_refusals_land_on_the_reopt_in_list_once_and_are_not_retried(vendors, tm
     [push] = [s for s in hub.sync(["mc"]) if s.connection == "mc"]
     assert _writes(mailchimp, before) == []
     assert len(hub.store.list_conflicts("open", kind="needs_reoptin")) == 2
+
+
+def test_an_address_change_in_mailchimp_reaches_the_crm_without_a_second_member(vendors, tmp_path: Path, store_url: str):
+    hubspot, mailchimp = vendors
+    ann = hubspot.add("contacts", {"email": "ann@example.com", "firstname": "Ann", "lastname": "Lee", "lifecyclestage": "customer"})
+    cfg = write_config(tmp_path, CONFIG, store_url, newsletter__csv=NEWSLETTER.splitlines()[0] + "\n")
+    hub = hub_for(cfg, {"HS_TOKEN": HS_TOKEN, "MC_KEY": MC_KEY})
+    mailchimp.add_member(LIST, "ann@example.com", merge_fields={"FNAME": "Ann"})
+    hub.sync()
+    mailchimp.clock.advance(60_000)  # now on the wall clock
+    mailchimp.change_email(LIST, "ann@example.com", "ann.lee@example.org")  # upemail
+    time.sleep(1.1)  # last_changed has whole seconds; reads take what changed before this second
+    hub.sync()  # Mailchimp's change comes in; the CRM push follows in the same sync
+    assert hubspot.get("contacts", ann)["properties"]["email"] == "ann.lee@example.org"
+    assert [m["email_address"] for m in mailchimp.members(LIST)] == ["ann.lee@example.org"]
+    [g] = [g for g in rows(hub.store, st.golden_t, st.golden_t.c.status == "active")]
+    assert g["data"]["emails"][0] == "ann.lee@example.org"
