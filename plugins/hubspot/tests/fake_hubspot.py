@@ -164,6 +164,8 @@ class Fault:
     def matches(self, request: httpx.Request) -> bool:
         if self.method is not None and request.method.upper() != self.method.upper():
             return False
+        if self.path is not None and self.path.endswith("$"):  # "/lists/l1$": that path exactly
+            return request.url.path.endswith(self.path[:-1])
         return self.path is None or self.path in request.url.path
 
 

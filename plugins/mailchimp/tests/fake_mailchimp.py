@@ -117,7 +117,7 @@ from typing import Any
 
 import httpx
 
-from plugins.hubspot.tests.fake_hubspot import FakeClock
+from plugins.hubspot.tests.fake_hubspot import FakeClock, Fault
 
 __all__ = ["FakeClock", "FakeMailchimp", "Fault", "iso", "subscriber_hash"]
 
@@ -213,25 +213,6 @@ def parse_iso(text: str) -> float:
 
 def valid_email(value: Any) -> bool:
     return isinstance(value, str) and EMAIL_RE.fullmatch(value.strip()) is not None
-
-
-@dataclass
-class Fault:
-    remaining: int
-    status: int
-    path: str | None
-    method: str | None
-    body: Any
-    headers: dict[str, str] | None
-    after_apply: bool
-    exception: Any
-
-    def matches(self, request: httpx.Request) -> bool:
-        if self.method is not None and request.method.upper() != self.method.upper():
-            return False
-        if self.path is not None and self.path.endswith("$"):  # "/lists/l1$": that path exactly
-            return request.url.path.endswith(self.path[:-1])
-        return self.path is None or self.path in request.url.path
 
 
 class ApiError(Exception):
