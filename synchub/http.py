@@ -360,6 +360,20 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
+def json_object(response: httpx.Response, vendor: str, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The JSON object a successful response carries. A body that is not one (a proxy's error
+    page, a cut-off answer) is a transient fault: :class:`RetryableError`. With ``empty_ok``, an
+    empty body (204 No Content) is ``{}``."""
+    if empty_ok and (response.status_code == 204 or not response.content):
+        return {}
+    body = _json(response)
+    if body is None:
+        raise RetryableError(f"{vendor} answered HTTP {response.status_code} without JSON")
+    if not isinstance(body, dict):
+        raise RetryableError(f"{vendor} answered HTTP {response.status_code} with unexpected JSON")
+    return body
+
+
 def _header_number(response: httpx.Response, name: str) -> float | None:
     value = response.headers.get(name)
     if value is None:
@@ -889,6 +903,7 @@ __all__ = [
     "check_base_url",
     "default_registry",
     "host_allowed",
+    "json_object",
     "mask_url",
     "next_midnight",
     "parse_retry_after",

@@ -59,6 +59,7 @@ from synchub.http import (
     RequestRejected,
     TokenGrant,
     account_key,
+    json_object,
 )
 from synchub.plugins import hookimpl
 from synchub.redact import redact, register_secret
@@ -694,13 +695,7 @@ class HubSpotConnector(Connector):
 
     @staticmethod
     def json(response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            raise RetryableError(f"HubSpot answered HTTP {response.status_code} without JSON") from None
-        if not isinstance(body, dict):
-            raise RetryableError(f"HubSpot answered HTTP {response.status_code} with unexpected JSON")
-        return body
+        return json_object(response, "HubSpot")
 
     def streams(self) -> dict[str, Stream]:
         if self._streams is None:

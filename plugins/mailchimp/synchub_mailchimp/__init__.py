@@ -66,7 +66,7 @@ from synchub.connector import (
     WriteResult,
 )
 from synchub.errors import AuthError, ConfigError, RetryableError
-from synchub.http import ApiSession, MailchimpPolicy, RequestRejected, account_key
+from synchub.http import ApiSession, MailchimpPolicy, RequestRejected, account_key, json_object
 from synchub.plugins import hookimpl
 from synchub.redact import register_secret
 
@@ -367,22 +367,15 @@ class AudienceStream(Stream):
         at that moment, not on the last read."""
         found: dict[str, dict[str, Any]] = {}
         for status in NOT_SUBSCRIBED:
-            offset = 0
-            while True:
-                body = self.connector.json(self.session.get(self.members_path, params={
-                    "status": status, "count": 1000, "offset": offset,
-                    "fields": "members.email_address,members.status,members.contact_id,members.last_changed,total_items",
-                }))
-                members = body.get("members") or []
-                for m in members:
-                    if isinstance(m, dict) and m.get("email_address"):
-                        found[str(m["email_address"]).lower()] = {
-                            "status": m.get("status") or status, "contact_id": m.get("contact_id"),
-                            "last_changed": parse_time(m.get("last_changed")),
-                        }
-                offset += len(members)
-                if not members or offset >= int(body.get("total_items") or 0):
-                    break
+            for m in self.connector.listing(self.members_path, "members", {
+                "status": status,
+                "fields": "members.email_address,members.status,members.contact_id,members.last_changed,total_items",
+            }):
+                if m.get("email_address"):
+                    found[str(m["email_address"]).lower()] = {
+                        "status": m.get("status") or status, "contact_id": m.get("contact_id"),
+                        "last_changed": parse_time(m.get("last_changed")),
+                    }
         return found
 
     # -- write
@@ -844,15 +837,7 @@ class MailchimpConnector(Connector):
 
     @staticmethod
     def json(response: httpx.Response) -> dict[str, Any]:
-        if response.status_code == 204 or not response.content:
-            return {}
-        try:
-            body = response.json()
-        except ValueError:
-            raise RetryableError(f"Mailchimp answered HTTP {response.status_code} without JSON") from None
-        if not isinstance(body, dict):
-            raise RetryableError(f"Mailchimp answered HTTP {response.status_code} with unexpected JSON")
-        return body
+        return json_object(response, "Mailchimp", empty_ok=True)
 
     def streams(self) -> dict[str, Stream]:
         if self._streams is None:
@@ -864,18 +849,22 @@ class MailchimpConnector(Connector):
 
     # -- merge fields and tags of an audience
 
+    def listing(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item of a collection (``key`` in each page), 1000 a page until ``total_items``.
+        For collections that do not move while listed; the member read has its own paging."""
+        offset = 0
+        while True:
+            body = self.json(self.session.get(path, params={**params, "count": 1000, "offset": offset}))
+            items = body.get(key) or []
+            yield from (x for x in items if isinstance(x, dict))
+            offset += len(items)
+            if not items or offset >= int(body.get("total_items") or 0):
+                return
+
     def merge_field_tags(self, list_id: str) -> set[str]:
         if list_id not in self._merge_fields:
-            tags: set[str] = set()
-            offset = 0
-            while True:
-                body = self.json(self.session.get(f"lists/{list_id}/merge-fields", params={"count": 1000, "offset": offset}))
-                fields = body.get("merge_fields") or []
-                tags |= {str(f.get("tag")) for f in fields if isinstance(f, dict) and f.get("tag")}
-                offset += len(fields)
-                if not fields or offset >= int(body.get("total_items") or 0):
-                    break
-            self._merge_fields[list_id] = tags
+            self._merge_fields[list_id] = {
+                str(f["tag"]) for f in self.listing(f"lists/{list_id}/merge-fields", "merge_fields", {}) if f.get("tag")}
         return self._merge_fields[list_id]
 
     def ensure_merge_fields(self, list_id: str, settings: MailchimpStreamSettings, records: list[OutRecord]) -> None:
@@ -905,17 +894,11 @@ class MailchimpConnector(Connector):
     def tag_ids(self, list_id: str, names: set[str], *, create: set[str]) -> dict[str, int]:
         """Tag name -> static segment id, creating the tags in ``create`` that do not exist."""
         if list_id not in self._tags or not names <= set(self._tags[list_id]):
-            known: dict[str, int] = {}
-            offset = 0
-            while True:
-                body = self.json(self.session.get(f"lists/{list_id}/segments", params={
-                    "type": "static", "count": 1000, "offset": offset, "fields": "segments.id,segments.name,total_items"}))
-                segs = body.get("segments") or []
-                known |= {str(x.get("name")): int(x["id"]) for x in segs if isinstance(x, dict) and x.get("id") is not None}
-                offset += len(segs)
-                if not segs or offset >= int(body.get("total_items") or 0):
-                    break
-            self._tags[list_id] = known
+            self._tags[list_id] = {
+                str(x.get("name")): int(x["id"])
+                for x in self.listing(f"lists/{list_id}/segments", "segments",
+                                      {"type": "static", "fields": "segments.id,segments.name,total_items"})
+                if x.get("id") is not None}
         known = self._tags[list_id]
         for name in sorted(create - set(known)):
             body = self.json(self.session.post(f"lists/{list_id}/segments", json={"name": name, "static_segment": []},
