@@ -39,6 +39,20 @@ from pydantic import BaseModel, ValidationError
 
 from synchub.connector import Checkpoint, Connector, ReadItem, Record, Rejected, Stream
 from synchub.errors import AuthError
+from synchub.http import HttpClientFactory, LimiterRegistry
+
+
+def fake_server_http(transport: Any, clock: Any) -> HttpClientFactory:
+    """An :class:`HttpClientFactory` for a connector under test against an in-memory fake API:
+    requests go to ``transport``; ``clock()`` is the fake's time in epoch ms and
+    ``clock.advance(ms)`` moves it, so retries and rate limits wait on the fake's clock instead
+    of sleeping, and budgets are not shared with other tests."""
+    return HttpClientFactory(
+        transport=transport,
+        sleep=lambda s: clock.advance(s * 1000),
+        clock=lambda: clock() / 1000,  # the limiters see their own sleeps
+        registry=LimiterRegistry(),
+    )
 
 
 class ConnectorHarness:

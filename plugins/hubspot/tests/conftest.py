@@ -17,7 +17,8 @@ import pytest
 import synchub_hubspot
 from plugins.hubspot.tests.fake_hubspot import FakeHubSpot
 from synchub.connector import ConnectionContext
-from synchub.http import HttpClientFactory, LimiterRegistry
+from synchub.http import HttpClientFactory
+from synchub.testing import fake_server_http
 from synchub.testing.specs import HUBSPOT_SEARCH_SORT_OBJECTS, hubspot_validator
 from synchub_hubspot import HubSpotConnector, HubSpotSettings, HubSpotStreamSettings
 from tests.conftest import store_url  # noqa: F401 - the SQLite + PostgreSQL store fixture
@@ -42,12 +43,7 @@ def fake(spec, monkeypatch: pytest.MonkeyPatch) -> FakeHubSpot:
 
 def http_factory(fake: FakeHubSpot) -> HttpClientFactory:
     """Sleeping advances the fake's clock instead of waiting; budgets are per test."""
-    return HttpClientFactory(
-        transport=fake.transport,
-        sleep=lambda s: fake.clock.advance(s * 1000),
-        clock=lambda: fake.clock() / 1000,  # the limiters see their own sleeps
-        registry=LimiterRegistry(),
-    )
+    return fake_server_http(fake.transport, fake.clock)
 
 
 def make_connector(fake: FakeHubSpot, settings: dict[str, Any] | None = None,

@@ -17,7 +17,8 @@ import pytest
 import synchub_mailchimp
 from plugins.mailchimp.tests.fake_mailchimp import FakeMailchimp
 from synchub.connector import ConnectionContext
-from synchub.http import HttpClientFactory, LimiterRegistry
+from synchub.http import HttpClientFactory
+from synchub.testing import fake_server_http
 from synchub.testing.specs import MAILCHIMP_MERGE_FIELD_VALUES, mailchimp_validator
 from synchub_mailchimp import MailchimpConnector, MailchimpSettings, MailchimpStreamSettings
 from tests.conftest import store_url  # noqa: F401 - the SQLite + PostgreSQL store fixture
@@ -43,12 +44,7 @@ def fake(spec, monkeypatch: pytest.MonkeyPatch) -> FakeMailchimp:
 
 def http_factory(fake: FakeMailchimp) -> HttpClientFactory:
     """Sleeping advances the fake's clock instead of waiting; budgets are per test."""
-    return HttpClientFactory(
-        transport=fake.transport,
-        sleep=lambda s: fake.clock.advance(s * 1000),
-        clock=lambda: fake.clock() / 1000,
-        registry=LimiterRegistry(),
-    )
+    return fake_server_http(fake.transport, fake.clock)
 
 
 def make_connector(fake: FakeMailchimp, settings: dict[str, Any] | None = None,
