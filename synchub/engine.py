@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from synchub import match
 from synchub import store as st
-from synchub.config import Config, ConnectionConfig, register_settings_secrets
+from synchub.config import Config, ConnectionConfig, StreamConfig, register_settings_secrets
 from synchub.connector import (
     Checkpoint,
     ConnectionContext,
@@ -213,8 +213,7 @@ class Hub:
                 for sname, stream in streams.items():
                     scfg = self.config.connections[name].streams[sname]
                     counts = summary.streams.setdefault(sname, StreamCounts())
-                    mapping_name = (scfg.write_mapping or scfg.mapping) if direction == "out" else scfg.mapping
-                    mapping = self.mappings.get(mapping_name) if mapping_name else None
+                    mapping = self._stream_mapping(scfg, direction)
                     if mapping is None:
                         raise ConfigError(f"connection {name!r} stream {sname!r} has no mapping")
                     if direction == "in" and mapping.direction == "out":
@@ -347,9 +346,7 @@ class Hub:
         plans: dict[str, list[PlannedWrite]] = {}
         try:
             for sname, stream in connector.streams().items():
-                scfg = conn_cfg.streams[sname]
-                mapping_name = scfg.write_mapping or scfg.mapping
-                mapping = self.mappings.get(mapping_name) if mapping_name else None
+                mapping = self._stream_mapping(conn_cfg.streams[sname], "out")
                 if mapping is None or mapping.direction != "out" or not stream.can_write:
                     continue
                 selected = self._segment(connection, sname, mapping.entity)
@@ -362,6 +359,11 @@ class Hub:
         finally:
             connector.close()
         return plans
+
+    def _stream_mapping(self, scfg: StreamConfig, direction: str) -> Mapping | None:
+        """The mapping a stream uses in ``direction``: ``write_mapping`` (if set) when writing."""
+        name = (scfg.write_mapping or scfg.mapping) if direction == "out" else scfg.mapping
+        return self.mappings.get(name) if name else None
 
     def _segment(self, connection: str, stream_name: str, kind: str) -> Callable[[dict[str, Any]], bool]:
         return compile_filter(self.config.connections[connection].streams[stream_name].filter, kind)
