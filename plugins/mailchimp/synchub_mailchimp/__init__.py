@@ -71,8 +71,6 @@ from synchub.plugins import hookimpl
 from synchub.redact import register_secret
 
 API_DOMAIN = "api.mailchimp.com"
-#: Statuses a member can have; ``archived`` members are listed only when asked for.
-STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
 #: Statuses Mailchimp holds as "this person must not be subscribed by an API call".
 OPTED_OUT = frozenset({"unsubscribed", "cleaned"})
 #: Members with these statuses are listed before writing, so the connector knows who they are.
@@ -204,9 +202,6 @@ class MailchimpStreamSettings(StreamSettings):
     def _leave(self) -> MailchimpStreamSettings:
         if self.on_leave == "delete_permanent" and not self.allow_permanent_delete:
             raise ValueError("on_leave: delete_permanent erases members for good; set allow_permanent_delete: true to mean it")
-        if self.on_leave == "untag" and not self.tags:
-            # Nothing to remove: leaving would do nothing visible.
-            pass
         for tag in self.merge_fields:
             _check_merge_tag(tag)
         return self
