@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from synchub import match
+from synchub import match, purchases
 from synchub import store as st
 from synchub.config import Config, ConnectionConfig, StreamConfig, register_settings_secrets
 from synchub.connector import (
@@ -122,6 +122,8 @@ class _Prepared:
     interactions: list[dict[str, Any]] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     links: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Timeline-only streams (orders): the source id of the record the entries belong to.
+    owner: str | None = None
 
 
 _running: dict[str, threading.Lock] = {}
@@ -442,7 +444,8 @@ class Hub:
         pending: list[_Prepared] = []
         rejects: list[dict[str, Any]] = []
         run_started = utcnow()
-        keyer = match.IdentityKeys(self.config.match_config(mapping.entity).keys, connection, stream_name)
+        keyer = None if mapping.timeline_only else match.IdentityKeys(self.config.match_config(mapping.entity).keys, connection, stream_name)
+        flush = self._flush_timeline if mapping.timeline_only else self._flush
         items = iter(stream.read(state))
         while True:
             try:
@@ -452,7 +455,7 @@ class Hub:
             except Exception:
                 # The read broke off (quota spent, API down): keep what arrived. The cursor stays
                 # at the last checkpoint, so the next run reads these again and finds them unchanged.
-                self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
+                flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                 raise
             if isinstance(item, Record):
                 counts.read += 1
@@ -460,7 +463,7 @@ class Hub:
                 if prepared is not None:
                     pending.append(prepared)
                 if len(pending) + len(rejects) >= batch_size:
-                    self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
+                    flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                     pending, rejects = [], []
                 if progress and counts.read % 500 == 0:
                     progress(connection, stream_name, counts.read)
@@ -469,23 +472,29 @@ class Hub:
                 log.warning("rejected %s/%s %s: %s", connection, stream_name, item.ref, "unreadable record")
                 rejects.append(_reject_row(run_id, connection, stream_name, item.ref, None, item.field, item.reason, item.raw))
             elif isinstance(item, Checkpoint):
-                self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
+                flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                 pending, rejects = [], []
                 # The data above is committed; only now may the cursor move past it.
                 self.store.save_state(connection, stream_name, item.state, run_id)
-        self._flush(connection, stream_name, mapping.entity, pending, rejects, run_id, counts)
+        flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
         if progress:
             progress(connection, stream_name, counts.read)
 
-    def _prepare(self, item: Record, stream: Stream, mapping: Mapping, keyer: match.IdentityKeys,
+    def _prepare(self, item: Record, stream: Stream, mapping: Mapping, keyer: match.IdentityKeys | None,
                  run_started: datetime, connection: str, stream_name: str, run_id: int,
                  rejects: list[dict[str, Any]]) -> _Prepared | None:
         source_id = None
         try:
             source_id = _primary_key(item.data, stream.primary_key)
+            observed = mapping.observed(item.data) or item.observed_at or run_started
+            if keyer is None:  # a timeline-only stream: entries, no party
+                entries = [] if item.deleted else mapping.interactions_of(item.data, observed)
+                prepared = _Prepared(source_id, item.ref, {}, "", observed, [], item.deleted, entries,
+                                     owner=mapping.owner_of(item.data))
+                prepared.hash = _content_hash(prepared)
+                return prepared
             data = mapping.to_canonical(item.data)
             data = match.normalize_record(data, self.config.defaults.phone_region)
-            observed = mapping.observed(item.data) or item.observed_at or run_started
             interactions = mapping.interactions_of(item.data, observed) if mapping.interactions else []
         except RecordError as exc:
             reason = str(exc)
@@ -497,10 +506,11 @@ class Hub:
         prepared.hash = _content_hash(prepared)
         return prepared
 
-    def _flush(self, connection: str, stream: str, kind: str, pending: list[_Prepared],
+    def _flush(self, connection: str, stream: str, mapping: Mapping, pending: list[_Prepared],
                rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts) -> None:
         if not pending and not rejects:
             return
+        kind = mapping.entity
         actor = f"run:{run_id}"
         self._batches += 1
         b = self._batches
@@ -515,6 +525,32 @@ class Hub:
                 mcfg = self.config.match_config(kind)
                 _apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor,
                              identity_kinds=list(mcfg.keys), score_cfg=mcfg.score_config(kind), fuzzy=mcfg.fuzzy)
+
+    def _flush_timeline(self, connection: str, stream: str, mapping: Mapping, pending: list[_Prepared],
+                        rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts) -> None:
+        """Commit a batch of a timeline-only stream (orders): each record's entries replace what
+        the hub held for it, on the timeline of its owner; the owners' purchase summaries are
+        derived again."""
+        if not pending and not rejects:
+            return
+        actor = f"run:{run_id}"
+        with self.store.begin() as conn:
+            if rejects:
+                conn.execute(st.rejected_t.insert(), rejects)
+                counts.rejected += len(rejects)
+            if pending:
+                assert mapping.owner_stream is not None
+                touched = _apply_timeline(conn, connection, stream, mapping.owner_stream, pending, counts)
+                self._rederive_any(conn, touched, actor, run_id)
+
+    def _rederive_any(self, conn: sa.Connection, golden_ids: set[str], actor: str, run_id: int) -> None:
+        """Derive golden records of any kind again (after their timeline changed)."""
+        by_kind: dict[str, set[str]] = {}
+        for chunk in st._chunks(sorted(golden_ids)):
+            for r in conn.execute(sa.select(st.golden_t.c.id, st.golden_t.c.kind).where(st.golden_t.c.id.in_(chunk))):
+                by_kind.setdefault(r.kind, set()).add(r.id)
+        for kind, ids in by_kind.items():
+            rederive(conn, kind, ids, self.merger(kind), utcnow(), actor, run_id, fuzzy=self.config.match_config(kind).fuzzy)
 
 
 def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pending: list[_Prepared],
@@ -606,7 +642,8 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     if key_rows:
         conn.execute(st.key_t.insert(), key_rows)
     _write_interactions(conn, connection, stream, changed, assignment, existing)
-    touched = {assignment[p.source_id] for p in changed} | set(merges.values())
+    adopted = _adopt_entries(conn, connection, stream, {p.source_id: assignment[p.source_id] for p in changed if p.source_id not in existing})
+    touched = {assignment[p.source_id] for p in changed} | set(merges.values()) | adopted
     touched = {resolver.find(g) for g in touched}
     golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id, fuzzy=fuzzy)
     possible = [(resolver.find(d.golden_id), resolver.find(d.other_id), d) for d in matcher.possible]
@@ -694,6 +731,7 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
         surv = survivors.get(target)
         if surv is None:
             conn.execute(st.source_t.update().where(st.source_t.c.id == row.id).values(source_id=target, changed_at=now))
+            _move_owner(conn, connection, stream, alias, target)
             # Writes go to the surviving id from now on.
             conn.execute(st.outbound_t.update().where(st.outbound_t.c.connection == connection,
                                                       st.outbound_t.c.external_id == alias).values(external_id=target))
@@ -703,6 +741,7 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
             continue
         conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id == row.id))
         conn.execute(st.source_t.delete().where(st.source_t.c.id == row.id))
+        _move_owner(conn, connection, stream, alias, target)
         if row.golden_id != surv.golden_id:
             merge_golden(conn, row.golden_id, surv.golden_id, now, actor,
                          f"{connection}/{stream} merged record {alias} into {target}")
@@ -796,10 +835,86 @@ def _write_interactions(conn: sa.Connection, connection: str, stream: str, chang
             rows.append({
                 "golden_id": assignment[p.source_id], "connection": connection, "stream": stream,
                 "source_id": f"{p.source_id}#{i}", "record_id": p.source_id, "kind": item["kind"],
+                "owner_stream": stream, "owner_id": p.source_id,
                 "occurred_at": _as_datetime(occurred) if occurred else p.observed_at, "data": item,
             })
     if rows:
         conn.execute(st.interaction_t.insert(), rows)
+
+
+def _move_owner(conn: sa.Connection, connection: str, stream: str, old: str, new: str) -> None:
+    """Entries that belonged to a retired source id belong to its survivor now."""
+    conn.execute(st.interaction_t.update().where(
+        st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
+        st.interaction_t.c.owner_id == old).values(owner_id=new))
+
+
+def _adopt_entries(conn: sa.Connection, connection: str, stream: str, owners: dict[str, str]) -> set[str]:
+    """Entries that arrived before the record they belong to (an order read before its
+    customer) go on that record's timeline now. Returns the golden ids that got entries."""
+    adopted: set[str] = set()
+    for chunk in st._chunks(list(owners)):
+        q = sa.select(st.interaction_t.c.owner_id).where(
+            st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
+            st.interaction_t.c.owner_id.in_(chunk), st.interaction_t.c.golden_id.is_(None)).distinct()
+        for (owner_id,) in conn.execute(q).all():
+            golden = owners[owner_id]
+            conn.execute(st.interaction_t.update().where(
+                st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
+                st.interaction_t.c.owner_id == owner_id).values(golden_id=golden))
+            adopted.add(golden)
+    return adopted
+
+
+def _apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stream: str,
+                    pending: list[_Prepared], counts: StreamCounts) -> set[str]:
+    """Store a batch of timeline-only records; returns the golden ids whose timeline changed."""
+    latest: dict[str, _Prepared] = {}
+    for p in pending:
+        if p.source_id in latest:
+            counts.unchanged += 1
+        latest[p.source_id] = p
+    old: dict[str, list[Any]] = {}
+    ids = list(latest)
+    for chunk in st._chunks(ids):
+        q = sa.select(st.interaction_t.c.record_id, st.interaction_t.c.golden_id, st.interaction_t.c.owner_id,
+                      st.interaction_t.c.data).where(
+            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
+            st.interaction_t.c.record_id.in_(chunk)).order_by(st.interaction_t.c.source_id)
+        for r in conn.execute(q):
+            old.setdefault(r.record_id, []).append(r)
+    owners = st.lookup_source_records(conn, connection, owner_stream, {p.owner for p in latest.values() if p.owner})
+    touched: set[str] = set()
+    stale: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for p in latest.values():
+        owner = owners.get(p.owner) if p.owner else None
+        golden = owner.golden_id if owner is not None else None
+        new = [{
+            "golden_id": golden, "connection": connection, "stream": stream, "source_id": f"{p.source_id}#{i}",
+            "record_id": p.source_id, "kind": item["kind"], "owner_stream": owner_stream, "owner_id": p.owner,
+            "occurred_at": _as_datetime(item["occurred_at"]) if item.get("occurred_at") else p.observed_at, "data": item,
+        } for i, item in enumerate(p.interactions)]
+        had = old.get(p.source_id, [])
+        if [(r.golden_id, r.owner_id, r.data) for r in had] == [(n["golden_id"], n["owner_id"], n["data"]) for n in new]:
+            counts.unchanged += 1
+            continue
+        if had:
+            stale.append(p.source_id)
+            counts.updated += 1
+        elif new:
+            counts.created += 1
+        else:
+            counts.unchanged += 1  # deleted at the source before the hub ever saw it
+        rows += new
+        touched |= {r.golden_id for r in had if r.golden_id} | ({golden} if golden and new else set())
+    for chunk in st._chunks(stale):
+        conn.execute(st.interaction_t.delete().where(
+            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
+            st.interaction_t.c.record_id.in_(chunk)))
+    if rows:
+        conn.execute(st.interaction_t.insert(), rows)
+    return touched
 
 
 def _as_datetime(value: str) -> datetime:
@@ -820,6 +935,7 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
     sources: dict[str, list[dict[str, Any]]] = {g: [] for g in ids}
     current: dict[str, Any] = {}
     overrides: dict[str, dict[str, Any]] = {}
+    orders: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
     for chunk in st._chunks(ids):
         q = sa.select(st.source_t.c.golden_id, st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id,
                       st.source_t.c.data, st.source_t.c.observed_at, st.source_t.c.deleted).where(st.source_t.c.golden_id.in_(chunk))
@@ -831,12 +947,18 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
         q3 = sa.select(st.override_t).where(st.override_t.c.golden_id.in_(chunk))
         for r in conn.execute(q3):
             overrides.setdefault(r.golden_id, {})[r.field] = {"value": r.value, "by": r.decided_by, "at": r.decided_at}
+        q4 = sa.select(st.interaction_t.c.golden_id, st.interaction_t.c.data, st.interaction_t.c.occurred_at).where(
+            st.interaction_t.c.golden_id.in_(chunk), st.interaction_t.c.kind == "order")
+        for r in conn.execute(q4):
+            orders.setdefault(r.golden_id, []).append((r.data, _aware(r.occurred_at)))
     inserts, updates, audits, conflicts = [], [], [], []
     changed: dict[str, Any] = {}
     match_keys: dict[str, list[tuple[str, str]]] = {}
     for g in ids:
         srcs = sources[g]
         derived = merger.derive(kind, srcs, overrides.get(g))
+        if g in orders and "purchases" not in overrides.get(g, {}):
+            _derive_purchases(derived, orders[g])
         alive = any(not s["deleted"] for s in srcs)
         status = "active" if alive else "deleted"
         display, search = _search_fields(kind, derived.data)
@@ -868,6 +990,27 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
         st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK)
     changed["__conflicts__"] = _log_conflicts(conn, conflicts, now)
     return changed
+
+
+def _aware(moment: datetime) -> datetime:
+    from datetime import timezone
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _derive_purchases(derived: Any, orders: list[tuple[dict[str, Any], datetime]]) -> None:
+    """The golden record's purchase summary comes from its orders (see :mod:`synchub.purchases`);
+    a summary a source gave is kept in the provenance as the losing value."""
+    summary = purchases.summarize(orders)
+    if summary is None:
+        return
+    given = derived.data.get("purchases")
+    derived.data["purchases"] = summary
+    derived.provenance["purchases"] = {
+        "connection": "hub", "stream": "timeline", "source_id": f"{summary['orders_count']} orders",
+        "observed_at": summary["last_order_at"], "rule": purchases.RULE,
+        "losing": [{"value": given}] if given and given != summary else [],
+    }
 
 
 def _log_conflicts(conn: sa.Connection, notes: list[tuple[str, Any]], now: datetime) -> int:

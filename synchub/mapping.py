@@ -16,6 +16,16 @@ A mapping is a YAML file in a mappings folder, named by its file stem::
       # several sources for one list field
       emails: [E-Mail, {path: E-Mail 2, transform: email}]
 
+A mapping of ``entity: interaction`` makes timeline entries only (a shop's orders): no party of
+its own, each record's entries go on the timeline of the record it belongs to, named by
+``owner``, a stream of the same connection and the field holding that record's id::
+
+    entity: interaction
+    owner: {stream: customers, path: customer_id}
+    interactions:
+      - kind: order
+        fields: {occurred_at: processedAt, amount: total, currency: currency}
+
 The key is always the *destination* and the value the *source*: canonical paths on the left for
 ``in`` mappings, the connector's field names on the left for ``out`` mappings. Paths are dotted
 (``address.city``, ``emails.0``); a source key that itself contains dots is found as is first.
@@ -40,7 +50,9 @@ from synchub.schema import ENTITY_MODELS, Interaction, InteractionKind, canonica
 from synchub.yamlfile import YamlDoc, load_yaml
 
 _LIST_FIELDS = {"emails", "phones", "tags"}
-_TOP_KEYS = ("entity", "direction", "fields", "observed_at", "interactions", "description")
+_TOP_KEYS = ("entity", "direction", "fields", "observed_at", "interactions", "owner", "description")
+#: The entity of mappings that make timeline entries only.
+TIMELINE = "interaction"
 
 
 @dataclass
@@ -66,7 +78,7 @@ class Mapping:
     """A compiled mapping. :meth:`apply` turns one record into the destination's shape."""
 
     name: str
-    entity: Literal["person", "company"]
+    entity: Literal["person", "company", "interaction"]
     direction: Literal["in", "out"]
     fields: list[FieldMap]
     path: Path | None = None
@@ -74,6 +86,22 @@ class Mapping:
     #: Optional source field that says when the source last changed the record.
     observed_at: FieldMap | None = None
     interactions: list[InteractionMap] = field(default_factory=list)
+    #: ``entity: interaction`` only: the stream of the record an entry belongs to, and where
+    #: the record holds that record's id.
+    owner_stream: str | None = None
+    owner_path: str | None = None
+
+    @property
+    def timeline_only(self) -> bool:
+        return self.entity == TIMELINE
+
+    def owner_of(self, record: dict[str, Any]) -> str | None:
+        """The source id of the record this one's entries belong to (None: nobody's, e.g. a
+        guest order)."""
+        if self.owner_path is None:
+            return None
+        value = _getter(self.owner_path)(record)
+        return None if value in (None, "") else str(value).strip()
 
     @property
     def field_names(self) -> list[str]:
@@ -224,19 +252,41 @@ def compile_mapping(
             problems.append(doc.problem((key,), f"unknown key (allowed: {', '.join(_TOP_KEYS)})"))
     entity = data.get("entity", "person")
     direction = data.get("direction", "in")
-    if entity not in ENTITY_MODELS:
-        problems.append(doc.problem(("entity",), f"entity must be one of {sorted(ENTITY_MODELS)}"))
+    if entity not in ENTITY_MODELS and entity != TIMELINE:
+        problems.append(doc.problem(("entity",), f"entity must be one of {', '.join([*sorted(ENTITY_MODELS), TIMELINE])}"))
         entity = "person"
     if direction not in ("in", "out"):
         problems.append(doc.problem(("direction",), "direction must be 'in' or 'out'"))
         direction = "in"
-    fields = data.get("fields")
-    if not isinstance(fields, dict) or not fields:
-        problems.append(doc.problem(("fields",), "fields must be a non-empty mapping of destination: source"))
-        return None, problems
     defaults = defaults or {}
-    valid_paths = canonical_paths(ENTITY_MODELS[entity])
-    compiled, paths = _compile_fields(doc, ("fields",), fields, entity, valid_paths, direction, transforms, defaults, problems)
+    owner_stream = owner_path = None
+    if entity == TIMELINE:
+        if direction != "in":
+            problems.append(doc.problem(("direction",), "an interaction mapping reads timeline entries: direction must be 'in'"))
+        if data.get("fields"):
+            problems.append(doc.problem(("fields",), "an interaction mapping has no party fields; map the entries under 'interactions'"))
+        if not data.get("interactions"):
+            problems.append(doc.problem(("interactions",), "an interaction mapping needs at least one entry under 'interactions'"))
+        owner = data.get("owner")
+        if not isinstance(owner, dict) or not isinstance(owner.get("stream"), str) or not isinstance(owner.get("path"), str):
+            problems.append(doc.problem(("owner",), "owner must be {stream: <stream of the owning records>, path: <field with the owner's id>}"))
+        else:
+            for key in owner:
+                if key not in ("stream", "path"):
+                    problems.append(doc.problem(("owner", key), "unknown key (allowed: stream, path)"))
+            owner_stream, owner_path = owner["stream"], owner["path"]
+        compiled: list[FieldMap] = []
+        paths: dict[str, tuple[str, ...]] = {}
+        valid_paths = canonical_paths(Interaction)
+    else:
+        if "owner" in data:
+            problems.append(doc.problem(("owner",), "only 'entity: interaction' mappings have an owner"))
+        fields = data.get("fields")
+        if not isinstance(fields, dict) or not fields:
+            problems.append(doc.problem(("fields",), "fields must be a non-empty mapping of destination: source"))
+            return None, problems
+        valid_paths = canonical_paths(ENTITY_MODELS[entity])
+        compiled, paths = _compile_fields(doc, ("fields",), fields, entity, valid_paths, direction, transforms, defaults, problems)
     interactions: list[InteractionMap] = []
     raw_interactions = data.get("interactions") or []
     if raw_interactions and direction != "in":
@@ -264,7 +314,7 @@ def compile_mapping(
     if "observed_at" in data:
         observed = _compile_one(doc, ("observed_at",), "observed_at", data["observed_at"], transforms, defaults, problems, valid_paths, "in")
     mapping = Mapping(name=name, entity=entity, direction=direction, fields=compiled, path=doc.path, _paths=paths,
-                      observed_at=observed, interactions=interactions)
+                      observed_at=observed, interactions=interactions, owner_stream=owner_stream, owner_path=owner_path)
     return mapping, problems
 
 

@@ -101,9 +101,10 @@ def _move_sources(conn: sa.Connection, source_ids: list[int], target: str) -> No
         recs = conn.execute(sa.select(st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id)
                             .where(st.source_t.c.id.in_(chunk))).all()
         for r in recs:
+            # The record's timeline goes with it (its own entries and, e.g., a customer's orders).
             conn.execute(st.interaction_t.update().where(
-                st.interaction_t.c.connection == r.connection, st.interaction_t.c.stream == r.stream,
-                st.interaction_t.c.record_id == r.source_id).values(golden_id=target))
+                st.interaction_t.c.connection == r.connection, st.interaction_t.c.owner_stream == r.stream,
+                st.interaction_t.c.owner_id == r.source_id).values(golden_id=target))
 
 
 def resolve_conflict(hub: Hub, conflict_id: int, *, pick: int | None = None, value: str | None = None,

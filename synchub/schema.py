@@ -70,12 +70,28 @@ class Consent(_Model):
     source: str | None = None  # where it was given: form name, list, connection
 
 
+class CurrencySpend(_Model):
+    """Orders paid in one currency (what the customer was charged)."""
+
+    orders_count: Annotated[int, Field(ge=0)] = 0
+    total_spent: Decimal = Decimal(0)
+    average_order_value: Decimal | None = None
+
+
 class PurchaseSummary(_Model):
+    """Purchase behaviour. Given by a source (an export's "Umsatz" column), or derived by the hub
+    from the order interactions on the record's timeline (see :mod:`synchub.purchases`)."""
+
     orders_count: Annotated[int, Field(ge=0)] | None = None
+    #: In ``currency``: the seller's accounting currency (Shopify's shop currency).
     total_spent: Decimal | None = None
     currency: Annotated[str | None, Field(pattern=r"^[A-Z]{3}$")] = None
+    average_order_value: Decimal | None = None
     first_order_at: date | datetime | None = None
     last_order_at: date | datetime | None = None
+    #: Per currency the customer paid in (an order in CHF at a EUR shop counts under CHF here and,
+    #: converted by the shop, in EUR in ``total_spent``).
+    by_currency: dict[str, CurrencySpend] = Field(default_factory=dict)
 
 
 class _Party(_Model):
@@ -151,8 +167,14 @@ class Interaction(_Model):
     kind: InteractionKind
     occurred_at: date | datetime
     summary: str | None = None
+    #: What the customer was charged, in the currency they paid in.
     amount: Decimal | None = None
     currency: Annotated[str | None, Field(pattern=r"^[A-Z]{3}$")] = None
+    #: The same amount in the seller's accounting currency (Shopify's ``shopMoney``), when the
+    #: source converts it; purchase totals add these up.
+    base_amount: Decimal | None = None
+    base_currency: Annotated[str | None, Field(pattern=r"^[A-Z]{3}$")] = None
+    #: ``cancelled`` and ``test`` orders stay on the timeline but count in no purchase total.
     status: str | None = None
     items: list[LineItem] = Field(default_factory=list)
     data: dict[str, Any] = Field(default_factory=dict)

@@ -194,6 +194,7 @@ class InteractionRow(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("connection", "stream", "source_id", name="uq_interaction"),
         sa.Index("ix_interaction_record", "connection", "stream", "record_id"),
+        sa.Index("ix_interaction_owner", "connection", "owner_stream", "owner_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     golden_id: str | None = Field(default=None, max_length=32, index=True)
@@ -201,6 +202,12 @@ class InteractionRow(SQLModel, table=True):
     stream: str = Field(max_length=100)
     source_id: str = Field(max_length=500)
     record_id: str = Field(max_length=500)  # the source record the entry came from
+    #: The source record (of this connection) whose timeline the entry is on: the record it came
+    #: from, or for an order stream the customer it belongs to. The entry follows that record's
+    #: golden id through merges and splits; ``golden_id`` is empty while the hub does not know
+    #: the owner yet (or there is none, e.g. a guest order).
+    owner_stream: str | None = Field(default=None, max_length=100)
+    owner_id: str | None = Field(default=None, max_length=500)
     kind: str = Field(max_length=32)
     occurred_at: datetime = _ts(index=True)
     data: dict[str, Any] = _json_col()

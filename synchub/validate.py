@@ -78,6 +78,8 @@ def validate_config(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlDoc
                     continue  # a write-only stream of a both connection
                 if mapping.direction != want:
                     at((*sloc, key), f"mapping {name!r} is an {mapping.direction!r} mapping, but it is used to {'read' if want == 'in' else 'write'} (connection direction {conn.direction!r})")
+                if mapping.timeline_only and mapping.owner_stream not in conn.streams:
+                    at((*sloc, key), f"mapping {name!r}: owner stream {mapping.owner_stream!r} is not a stream of connection {name!r} (it has: {', '.join(conn.streams)})")
                 if conn.direction == "out" and mapping.entity != conn.entity:
                     at((*sloc, key), f"mapping {name!r} maps {mapping.entity} records, the connection sends {conn.entity}")
                 if want == "out" and scfg.filter is not None:
