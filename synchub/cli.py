@@ -162,15 +162,15 @@ def _dry_run(hub: Any, connections: list[str] | None) -> None:
 
 def _print_summary(summaries: list[Any], store_url: str, counts: dict[str, int]) -> None:
     table = Table(title="sync summary")
-    for col in ("run", "source", "status", "read", "created", "updated", "unchanged", "duplicates merged", "rejected", "conflicts", "written", "held back", "left"):
+    for col in ("run", "source", "status", "read", "created", "updated", "unchanged", "duplicates merged", "rejected", "conflicts", "written", "held back", "left", "gone"):
         table.add_column(col, justify="right" if col not in ("source", "status") else "left")
     for s in summaries:
         for stream, c in s.streams.items():
             table.add_row(str(s.run_id), f"{s.connection}/{stream}", s.status, str(c.read), str(c.created), str(c.updated),
                           str(c.unchanged), str(c.duplicates), str(c.rejected + c.write_rejected), str(c.conflicts), str(c.written),
-                          str(c.skipped), str(c.left))
+                          str(c.skipped), str(c.left), str(c.deleted))
         if not s.streams:
-            table.add_row(str(s.run_id), s.connection, s.status, *[""] * 10)
+            table.add_row(str(s.run_id), s.connection, s.status, *[""] * 11)
     out.print(table)
     for s in summaries:
         if s.status == "paused":

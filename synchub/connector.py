@@ -87,7 +87,20 @@ class Checkpoint:
     state: dict[str, Any]
 
 
-ReadItem = Record | Rejected | Checkpoint
+@dataclass
+class Reconcile:
+    """A full listing of the source's ids for the stream, for what deletions the API does not
+    announce (Shopify has no "deleted since" query): the source holds exactly ``ids`` now. The
+    hub treats its other records of the stream as deleted at the source, except those it saw
+    change after ``as_of`` (when the listing began): their values leave the hub (the source
+    record keeps no data, which also honours a privacy redaction), and their golden records are
+    derived again from what remains."""
+
+    ids: set[str]
+    as_of: datetime
+
+
+ReadItem = Record | Rejected | Checkpoint | Reconcile
 
 
 @dataclass

@@ -36,6 +36,7 @@ from synchub.connector import (
     Connector,
     OutRecord,
     PlannedWrite,
+    Reconcile,
     Record,
     Rejected,
     Stream,
@@ -76,6 +77,8 @@ class StreamCounts:
     #: Outbound: held back by a rule (consent), and taken out of a segment (untagged/archived).
     skipped: int = 0
     left: int = 0
+    #: Inbound: records a full listing showed gone from the source (see ``Reconcile``).
+    deleted: int = 0
 
     def add(self, other: StreamCounts) -> None:
         for k, v in asdict(other).items():
@@ -471,6 +474,10 @@ class Hub:
                 counts.read += 1
                 log.warning("rejected %s/%s %s: %s", connection, stream_name, item.ref, "unreadable record")
                 rejects.append(_reject_row(run_id, connection, stream_name, item.ref, None, item.field, item.reason, item.raw))
+            elif isinstance(item, Reconcile):
+                flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                pending, rejects = [], []
+                self._reconcile(connection, stream_name, mapping, item, run_id, counts)
             elif isinstance(item, Checkpoint):
                 flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                 pending, rejects = [], []
@@ -541,6 +548,48 @@ class Hub:
             if pending:
                 assert mapping.owner_stream is not None
                 touched = _apply_timeline(conn, connection, stream, mapping.owner_stream, pending, counts)
+                self._rederive_any(conn, touched, actor, run_id)
+
+    def _reconcile(self, connection: str, stream: str, mapping: Mapping, item: Reconcile, run_id: int,
+                   counts: StreamCounts) -> None:
+        """What a full listing shows gone from the source: its data leaves the hub."""
+        now = utcnow()
+        actor = f"run:{run_id}"
+        with self.store.begin() as conn:
+            if mapping.timeline_only:
+                q = sa.select(st.interaction_t.c.record_id, st.interaction_t.c.golden_id).where(
+                    st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream)
+                gone_rows = [r for r in conn.execute(q) if r.record_id not in item.ids]
+                gone = sorted({r.record_id for r in gone_rows})
+                for chunk in st._chunks(gone):
+                    conn.execute(st.interaction_t.delete().where(
+                        st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
+                        st.interaction_t.c.record_id.in_(chunk)))
+                touched = {r.golden_id for r in gone_rows if r.golden_id}
+            else:
+                q = sa.select(st.source_t.c.id, st.source_t.c.source_id, st.source_t.c.golden_id).where(
+                    st.source_t.c.connection == connection, st.source_t.c.stream == stream,
+                    st.source_t.c.deleted.is_(False), st.source_t.c.changed_at < item.as_of)
+                gone_src = [r for r in conn.execute(q) if r.source_id not in item.ids]
+                gone = [r.source_id for r in gone_src]
+                for chunk in st._chunks([r.id for r in gone_src]):
+                    # An opt-out outlives the record: it is the evidence that this person must
+                    # not be contacted, and erasing it could let an older opt-in elsewhere win.
+                    kept = {r.id: _opt_outs_only(r.data) for r in conn.execute(
+                        sa.select(st.source_t.c.id, st.source_t.c.data).where(st.source_t.c.id.in_(chunk)))}
+                    _update_by_id(conn, st.source_t, [
+                        {"_id": rid, "data": data, "deleted": True, "content_hash": "deleted:", "changed_at": now}
+                        for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at"))
+                    conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
+                touched = {r.golden_id for r in gone_src}
+                if gone:
+                    conn.execute(st.audit_t.insert(), [
+                        {"at": now, "actor": actor, "action": "source_deleted", "golden_id": r.golden_id,
+                         "details": {"connection": connection, "stream": stream, "source_id": r.source_id}}
+                        for r in gone_src])
+            if gone:
+                log.info("%s/%s: %d records are gone from the source", connection, stream, len(gone))
+                counts.deleted += len(gone)
                 self._rederive_any(conn, touched, actor, run_id)
 
     def _rederive_any(self, conn: sa.Connection, golden_ids: set[str], actor: str, run_id: int) -> None:
@@ -677,6 +726,12 @@ def _keep_opt_outs(conn: sa.Connection, changed: list[_Prepared], existing: dict
             kept = {ch: c for ch, c in old.items() if isinstance(c, dict) and c.get("status") in OPT_OUTS and ch not in new}
             if kept:
                 p.data["consent"] = {**new, **kept}
+
+
+def _opt_outs_only(data: dict[str, Any] | None) -> dict[str, Any]:
+    consent = (data or {}).get("consent") or {}
+    kept = {ch: c for ch, c in consent.items() if isinstance(c, dict) and c.get("status") in OPT_OUTS}
+    return {"consent": kept} if kept else {}
 
 
 def _content_hash(p: _Prepared) -> str:

@@ -279,15 +279,16 @@ class Merger:
 
     def derive(self, kind: str, sources: list[dict[str, Any]], overrides: dict[str, dict[str, Any]] | None = None) -> Derived:
         """Derive a golden record from source rows (dicts with data, connection, stream,
-        source_id, observed_at). Deleted sources do not contribute. ``overrides`` are values an
+        source_id, observed_at). Deleted sources contribute only their opt-outs. ``overrides`` are values an
         admin chose for a field (conflict resolution): they win, with rule ``admin``."""
         per_unit: dict[str, list[Candidate]] = {}
         for src in sources:
-            if src.get("deleted"):
-                continue
+            deleted = bool(src.get("deleted"))
             for unit, value in field_units(src["data"]).items():
                 if value is None or value == [] or value == {}:
                     continue
+                if deleted and not (unit.startswith("consent.") and isinstance(value, dict) and value.get("status") in OPT_OUT):
+                    continue  # a deleted source keeps only its opt-outs: they outlive the record
                 per_unit.setdefault(unit, []).append(
                     Candidate(value, src["connection"], src["stream"], src["source_id"], src["observed_at"])
                 )

@@ -13,6 +13,8 @@ import pytest
 from synchub import purchases
 from synchub import store as st
 from synchub.config import load_config
+from synchub.connector import Reconcile
+from synchub.engine import StreamCounts
 from synchub.errors import ConfigError
 from synchub.review import split_sources
 from tests.helpers import hub_for, rows, write_config
@@ -178,7 +180,7 @@ def test_a_deleted_order_leaves_the_summary(tmp_path: Path, store_url: str) -> N
                + "A2,1,2024-02-05T10:00:00Z,12.00,EUR,12.00,paid\n")
     hub.sync(["shop"])
     with hub.store.begin() as conn:  # what a stream's deleted record does (files have none)
-        from synchub.engine import StreamCounts, _apply_timeline, _Prepared
+        from synchub.engine import _apply_timeline, _Prepared
 
         gone = _Prepared("A2", None, {}, "x", datetime(2024, 3, 1, tzinfo=timezone.utc), [], True, [], owner="1")
         touched = _apply_timeline(conn, "shop", "orders", "customers", [gone], StreamCounts())
@@ -221,3 +223,33 @@ def test_unknown_owner_stream_is_a_config_error(tmp_path: Path, store_url: str) 
     with pytest.raises(ConfigError) as excinfo:
         load_config(cfg, environ={})
     assert "owner stream 'customers'" in str(excinfo.value)
+
+
+def test_a_full_listing_erases_what_the_source_no_longer_holds_but_keeps_opt_outs(tmp_path: Path, store_url: str) -> None:
+    hub = _hub(tmp_path, store_url,
+               kunden__csv="id,first,last,email,count,spent\n1,Ann,Lee,ann@example.com,,\n2,Bo,Kim,bo@example.com,,\n",
+               orders__csv=ORDERS_HEADER + "A1,1,2024-01-05T10:00:00Z,30.00,EUR,30.00,paid\n"
+               + "A2,1,2024-02-05T10:00:00Z,12.00,EUR,12.00,paid\n")
+    hub.sync(["shop"])
+    bo = _golden(hub, "bo@example.com")
+    with hub.store.begin() as conn:  # Bo opted out at the shop
+        conn.execute(st.source_t.update().where(st.source_t.c.source_id == "2").values(
+            data={**bo["data"], "consent": {"email": {"status": "unsubscribed", "at": "2024-01-01"}}}))
+    mapping = hub.mappings.get("kunden")
+    later = datetime.now(timezone.utc)
+    counts = StreamCounts()
+    hub._reconcile("shop", "customers", mapping, Reconcile({"1"}, later), 0, counts)
+    hub._reconcile("shop", "orders", hub.mappings.get("bestellungen"), Reconcile({"A1"}, later), 0, counts)
+    assert counts.deleted == 2
+    gone = hub.store.get_golden(bo["id"])
+    assert gone is not None and gone["status"] == "deleted"
+    # Bo's name and address left the hub; the opt-out did not.
+    assert gone["data"].get("first_name") is None and gone["data"].get("emails") in (None, [])
+    assert gone["data"]["consent"]["email"]["status"] == "unsubscribed"
+    ann = _golden(hub, "ann@example.com")
+    assert ann["data"]["purchases"]["orders_count"] == 1
+    audit = [a["action"] for a in hub.store.audit_of(bo["id"])]
+    assert "source_deleted" in audit
+    # A record that changed after the listing began is not touched.
+    hub._reconcile("shop", "customers", mapping, Reconcile(set(), datetime(2000, 1, 1, tzinfo=timezone.utc)), 0, counts)
+    assert _golden(hub, "ann@example.com")["status"] == "active"
