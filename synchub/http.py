@@ -354,10 +354,19 @@ default_registry = LimiterRegistry()
 
 
 def _json(response: httpx.Response) -> Any:
+    """The response body as JSON (None if it is not), parsed once however often it is asked."""
+    cached = response.__dict__.get("_synchub_json", _UNPARSED)
+    if cached is not _UNPARSED:
+        return cached
     try:
-        return response.json()
+        parsed = response.json()
     except (ValueError, UnicodeDecodeError):
-        return None
+        parsed = None
+    response.__dict__["_synchub_json"] = parsed
+    return parsed
+
+
+_UNPARSED = object()
 
 
 def json_object(response: httpx.Response, vendor: str, *, empty_ok: bool = False) -> dict[str, Any]:
@@ -535,9 +544,21 @@ class ShopifyPolicy(RateLimitPolicy):
         try:
             left = float(size) - float(used)
         except ValueError:
-            return
-        if left < self.reserve and self.leak_rate > 0:
+            left = None
+        if left is not None and left < self.reserve and self.leak_rate > 0:
             limiter.pause_for((self.reserve - left) / self.leak_rate)
+        # GraphQL: when the points left would not pay for another query like this one, wait
+        # until they are restored, instead of sending it to be throttled.
+        body = _json(response) if "json" in response.headers.get("content-type", "") else None
+        try:
+            cost = body["extensions"]["cost"]
+            status = cost["throttleStatus"]
+            needed = float(cost.get("requestedQueryCost") or 0)
+            missing = needed - float(status["currentlyAvailable"])
+            if missing > 0:
+                limiter.pause_for((missing + 1) / float(status["restoreRate"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return
 
     def is_throttled(self, response: httpx.Response) -> bool:
         body = _json(response)
@@ -560,7 +581,8 @@ class ShopifyPolicy(RateLimitPolicy):
             cost = body["extensions"]["cost"]
             status = cost["throttleStatus"]
             missing = float(cost["requestedQueryCost"]) - float(status["currentlyAvailable"])
-            return max(0.0, missing / float(status["restoreRate"]))
+            # One point more than missing: Shopify reports whole points, the bucket has fractions.
+            return max(0.0, (missing + 1) / float(status["restoreRate"]))
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             return None
 
