@@ -1063,7 +1063,7 @@ def _derive_purchases(derived: Any, orders: list[tuple[dict[str, Any], datetime]
     derived.data["purchases"] = summary
     derived.provenance["purchases"] = {
         "connection": "hub", "stream": "timeline", "source_id": f"{summary['orders_count']} orders",
-        "observed_at": summary["last_order_at"], "rule": purchases.RULE,
+        "observed_at": max(at for _o, at in orders).isoformat(), "rule": purchases.RULE,
         "losing": [{"value": given}] if given and given != summary else [],
     }
 

@@ -47,12 +47,16 @@ def _money(value: Decimal) -> str:
 
 def summarize(orders: Iterable[tuple[dict[str, Any], datetime]]) -> dict[str, Any] | None:
     """The purchase summary (JSON form of :class:`~synchub.schema.PurchaseSummary`) of
-    ``orders``: ``(interaction data, occurred_at)`` pairs. None when none of them counts."""
+    ``orders``: ``(interaction data, occurred_at)`` pairs; ``orders_count: 0`` when none of
+    them counts (all cancelled), None when there are none."""
+    orders = list(orders)
+    if not orders:
+        return None
     counted: list[tuple[dict[str, Any], datetime]] = [
         (o, at) for o, at in orders if str(o.get("status") or "").lower() not in NOT_PURCHASES
     ]
     if not counted:
-        return None
+        return {"orders_count": 0}
     per_currency: dict[str, list[Decimal]] = {}
     base: dict[str, list[Decimal]] = {}
     for o, _at in counted:

@@ -213,7 +213,8 @@ def test_summary_with_two_seller_currencies_uses_the_one_most_orders_are_in() ->
     assert s is not None
     assert (s["orders_count"], s["currency"], s["total_spent"], s["average_order_value"]) == (3, "EUR", "30.00", "15.00")
     assert s["by_currency"]["USD"]["total_spent"] == "30.00"
-    assert purchases.summarize([({"amount": "5", "currency": "EUR", "status": "cancelled"}, at)]) is None
+    assert purchases.summarize([({"amount": "5", "currency": "EUR", "status": "cancelled"}, at)]) == {"orders_count": 0}
+    assert purchases.summarize([]) is None
 
 
 def test_unknown_owner_stream_is_a_config_error(tmp_path: Path, store_url: str) -> None:

@@ -22,7 +22,8 @@ Endpoint and auth
     ``POST https://{shop}/admin/api/{api_version}/graphql.json`` is the only API endpoint; any
     other host or path (or another method) is a 404 ``{"errors": "Not Found"}``. A missing or
     wrong ``X-Shopify-Access-Token`` is a 401 with Shopify's ``[API] Invalid API key or access
-    token ...`` text. A body that is not a JSON object with a ``query`` string is a 400
+    token ...`` text (with a validator, a missing header is first a violation, see below). A
+    body that is not a JSON object with a ``query`` string is a 400
     ``{"errors": {"query": "Required parameter missing or invalid"}}`` (guessed). With
     ``validator=`` (a :class:`~synchub.testing.specs.GraphQLValidator`) every request to the shop's
     ``/admin/`` paths is checked first; its problems are appended to ``violations`` (strings) and
@@ -55,8 +56,8 @@ Connections (``customers``, ``orders`` and the nested ones)
     sort value and id, so a cursor keeps its place when records change between pages (a record
     whose new sort value lies past the cursor comes again, one that moved before it is not seen
     again: as on Shopify). A cursor used with another ``sortKey`` is refused (undocumented,
-    stricter). Pagination limit (shopify.dev "API limits"): a page whose first item would be
-    at position ``pagination_cap`` (25,000) or later of the query's list is an error;
+    stricter). Pagination limit (shopify.dev "API limits"): a page that would start after the
+    first ``pagination_cap`` (25,000) objects of the query's list is an error;
     ``pagination_cap=None`` lifts it. (Shopify's June 2025 changelog says the Admin API allows
     more than 25,000; keeping the limit is the stricter choice.) ``customersCount`` reports at
     most ``pagination_cap + 1`` with precision ``AT_LEAST`` (shopify.dev); ``ordersCount``
@@ -105,9 +106,9 @@ Mutations
     ``CustomerEmailMarketingConsentUpdateUserErrorCode``: no e-mail -> ``MISSING_ARGUMENT``;
     a state other than ``SUBSCRIBED``/``UNSUBSCRIBED``/``PENDING`` -> ``INVALID``; a
     ``consentUpdatedAt`` in the future -> ``INVALID``; unknown customer -> ``INVALID`` (codes
-    chosen from the enum, messages guessed). Every accepted change is appended to
-    ``fake.consent_log``. All these bump ``updatedAt``. Other mutations are errors naming the
-    fake.
+    chosen from the enum, messages guessed). Every accepted change (and a consent given to
+    ``customerCreate``) is appended to ``fake.consent_log`` as ``(gid, state)``. All these bump
+    ``updatedAt``. Other mutations are errors naming the fake.
 
 Bulk operations (shopify.dev "Perform bulk operations")
     ``bulkOperationRunQuery(query)`` validates the inner query against the schema and Shopify's
@@ -133,11 +134,14 @@ Bulk operations (shopify.dev "Perform bulk operations")
     signed URL). ``bulkOperationCancel`` makes a running operation ``CANCELING`` in its answer
     and ``CANCELED`` afterwards. :meth:`FakeShopify.fail_bulk` and
     :meth:`FakeShopify.expire_next_bulk` make the next operation end ``FAILED`` (with
-    ``errorCode`` and optionally a ``partialDataUrl``) or ``EXPIRED``.
+    ``errorCode`` and optionally a ``partialDataUrl``) or ``EXPIRED``. Should the query fail
+    on the fake's side at completion (a field it does not model), the operation ends ``FAILED``
+    and the reason is put in ``violations`` so the test notices.
 
 Faults
     :meth:`FakeShopify.fail_next` queues HTTP-level failures (the shared :class:`Fault`),
-    :meth:`FakeShopify.throttle_next` forces the next GraphQL answers to be ``THROTTLED``.
+    :meth:`FakeShopify.throttle_next` forces the next GraphQL answers to be ``THROTTLED`` (each
+    empties the bucket, so ``throttleStatus`` stays consistent with the refusal).
 """
 
 from __future__ import annotations
