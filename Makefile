@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install bench bench-match bench-hubspot bench-mailchimp clean
+.PHONY: demo test install bench bench-match bench-hubspot bench-mailchimp bench-shopify clean
 
 $(BIN)/synchub: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench-hubspot: install
 
 bench-mailchimp: install
 	$(BIN)/python bench/mailchimp_bench.py --records 1000 10000
+
+# Shopify: records/s mapping a bulk-operation JSONL of 100k customers and 300k orders into the hub.
+bench-shopify: install
+	$(BIN)/python bench/shopify_bench.py --customers 100000 --orders 300000
 
 clean:
 	rm -rf var bench/out .pytest_cache
