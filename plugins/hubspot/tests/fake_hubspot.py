@@ -161,6 +161,25 @@ class Fault:
     after_apply: bool
     exception: Any
 
+    @staticmethod
+    def take(faults: list[Fault], request: httpx.Request) -> Fault | None:
+        """The first queued fault that matches ``request``, with one of its uses spent; used-up
+        faults leave ``faults`` (changed in place)."""
+        fault = next((f for f in faults if f.remaining > 0 and f.matches(request)), None)
+        if fault is not None:
+            fault.remaining -= 1
+            faults[:] = [f for f in faults if f.remaining > 0]
+        return fault
+
+    def raise_exception(self, request: httpx.Request) -> None:
+        """When the fault is an exception (a dropped connection, a timeout), raise it."""
+        if self.exception is None:
+            return
+        exc = self.exception
+        if isinstance(exc, type):
+            exc = exc("simulated fault", request=request) if issubclass(exc, httpx.RequestError) else exc("simulated fault")
+        raise exc
+
     def matches(self, request: httpx.Request) -> bool:
         if self.method is not None and request.method.upper() != self.method.upper():
             return False
@@ -411,10 +430,8 @@ class FakeHubSpot:
                 raise
         self.requests.append(request)
 
-        fault = next((f for f in self._faults if f.remaining > 0 and f.matches(request)), None)
+        fault = Fault.take(self._faults, request)
         if fault is not None:
-            fault.remaining -= 1
-            self._faults = [f for f in self._faults if f.remaining > 0]
             if not fault.after_apply:
                 return self._fault(fault, request)
         response = self._dispatch(request)
@@ -423,15 +440,7 @@ class FakeHubSpot:
         return response
 
     def _fault(self, fault: Fault, request: httpx.Request) -> httpx.Response:
-        if fault.exception is not None:
-            exc = fault.exception
-            if isinstance(exc, type):
-                exc = (
-                    exc("simulated fault", request=request)
-                    if issubclass(exc, httpx.RequestError)
-                    else exc("simulated fault")
-                )
-            raise exc
+        fault.raise_exception(request)
         body = fault.body
         if body is None:
             body = self._error("internal error", category=None)

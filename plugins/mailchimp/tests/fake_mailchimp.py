@@ -593,22 +593,10 @@ class FakeMailchimp:
 
     def _take_fault(self, request: httpx.Request) -> Fault | None:
         with self._lock:
-            fault = next((f for f in self._faults if f.remaining > 0 and f.matches(request)), None)
-            if fault is not None:
-                fault.remaining -= 1
-                self._faults = [f for f in self._faults if f.remaining > 0]
-            return fault
+            return Fault.take(self._faults, request)
 
     def _fault(self, fault: Fault, request: httpx.Request) -> httpx.Response:
-        if fault.exception is not None:
-            exc = fault.exception
-            if isinstance(exc, type):
-                exc = (
-                    exc("simulated fault", request=request)
-                    if issubclass(exc, httpx.RequestError)
-                    else exc("simulated fault")
-                )
-            raise exc
+        fault.raise_exception(request)
         body = fault.body
         headers = dict(fault.headers or {})
         if body is None:

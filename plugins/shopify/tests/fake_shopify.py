@@ -1804,10 +1804,8 @@ class FakeShopify:
                 f"{request.method} {url.host}{url.path}: the X-Shopify-Access-Token header was sent "
                 "to the bulk file host (a third party); download result files without it"
             )
-        fault = next((f for f in self._faults if f.remaining > 0 and f.matches(request)), None)
+        fault = Fault.take(self._faults, request)
         if fault is not None:
-            fault.remaining -= 1
-            self._faults = [f for f in self._faults if f.remaining > 0]
             if not fault.after_apply:
                 return self._fault(fault, request)
         response = self._dispatch(request)
@@ -1816,15 +1814,7 @@ class FakeShopify:
         return response
 
     def _fault(self, fault: Fault, request: httpx.Request) -> httpx.Response:
-        if fault.exception is not None:
-            exc = fault.exception
-            if isinstance(exc, type):
-                exc = (
-                    exc("simulated fault", request=request)
-                    if issubclass(exc, httpx.RequestError)
-                    else exc("simulated fault")
-                )
-            raise exc
+        fault.raise_exception(request)
         headers = dict(fault.headers or {})
         body = fault.body
         if body is None:
