@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -35,6 +35,18 @@ from synchub.http import HttpClientFactory
 
 if TYPE_CHECKING:
     import logging
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An API's ISO-8601 timestamp (``Z`` or an offset; none means UTC) as an aware datetime;
+    None for an empty or unreadable value."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _default_http() -> HttpClientFactory:

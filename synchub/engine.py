@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -448,7 +448,6 @@ class Hub:
         rejects: list[dict[str, Any]] = []
         run_started = utcnow()
         keyer = None if mapping.timeline_only else match.IdentityKeys(self.config.match_config(mapping.entity).keys, connection, stream_name)
-        flush = self._flush_timeline if mapping.timeline_only else self._flush
         items = iter(stream.read(state))
         while True:
             try:
@@ -458,7 +457,7 @@ class Hub:
             except Exception:
                 # The read broke off (quota spent, API down): keep what arrived. The cursor stays
                 # at the last checkpoint, so the next run reads these again and finds them unchanged.
-                flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                 raise
             if isinstance(item, Record):
                 counts.read += 1
@@ -466,7 +465,7 @@ class Hub:
                 if prepared is not None:
                     pending.append(prepared)
                 if len(pending) + len(rejects) >= batch_size:
-                    flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                    self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                     pending, rejects = [], []
                 if progress and counts.read % 500 == 0:
                     progress(connection, stream_name, counts.read)
@@ -475,15 +474,15 @@ class Hub:
                 log.warning("rejected %s/%s %s: %s", connection, stream_name, item.ref, "unreadable record")
                 rejects.append(_reject_row(run_id, connection, stream_name, item.ref, None, item.field, item.reason, item.raw))
             elif isinstance(item, Reconcile):
-                flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                 pending, rejects = [], []
                 self._reconcile(connection, stream_name, mapping, item, run_id, counts)
             elif isinstance(item, Checkpoint):
-                flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                 pending, rejects = [], []
                 # The data above is committed; only now may the cursor move past it.
                 self.store.save_state(connection, stream_name, item.state, run_id)
-        flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+        self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
         if progress:
             progress(connection, stream_name, counts.read)
 
@@ -515,6 +514,9 @@ class Hub:
 
     def _flush(self, connection: str, stream: str, mapping: Mapping, pending: list[_Prepared],
                rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts) -> None:
+        """Commit one batch: its rejects, then its records. Records of a timeline-only stream
+        (orders) replace the entries the hub held for them, on their owner's timeline, and the
+        owners' purchase summaries are derived again."""
         if not pending and not rejects:
             return
         kind = mapping.entity
@@ -527,28 +529,15 @@ class Hub:
             if rejects:
                 conn.execute(st.rejected_t.insert(), rejects)
                 counts.rejected += len(rejects)
-            if pending:
+            if pending and mapping.timeline_only:
+                assert mapping.owner_stream is not None
+                touched = _apply_timeline(conn, connection, stream, mapping.owner_stream, pending, counts)
+                self._rederive_any(conn, touched, actor, run_id)
+            elif pending:
                 _resolve_links(conn, connection, pending)
                 mcfg = self.config.match_config(kind)
                 _apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor,
                              identity_kinds=list(mcfg.keys), score_cfg=mcfg.score_config(kind), fuzzy=mcfg.fuzzy)
-
-    def _flush_timeline(self, connection: str, stream: str, mapping: Mapping, pending: list[_Prepared],
-                        rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts) -> None:
-        """Commit a batch of a timeline-only stream (orders): each record's entries replace what
-        the hub held for it, on the timeline of its owner; the owners' purchase summaries are
-        derived again."""
-        if not pending and not rejects:
-            return
-        actor = f"run:{run_id}"
-        with self.store.begin() as conn:
-            if rejects:
-                conn.execute(st.rejected_t.insert(), rejects)
-                counts.rejected += len(rejects)
-            if pending:
-                assert mapping.owner_stream is not None
-                touched = _apply_timeline(conn, connection, stream, mapping.owner_stream, pending, counts)
-                self._rederive_any(conn, touched, actor, run_id)
 
     def _reconcile(self, connection: str, stream: str, mapping: Mapping, item: Reconcile, run_id: int,
                    counts: StreamCounts) -> None:
@@ -973,12 +962,9 @@ def _apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_str
 
 
 def _as_datetime(value: str) -> datetime:
-    from datetime import timezone
-
     if len(value) == 10:
         return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
 def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
@@ -1048,8 +1034,6 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
 
 
 def _aware(moment: datetime) -> datetime:
-    from datetime import timezone
-
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

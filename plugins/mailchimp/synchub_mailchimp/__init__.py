@@ -64,6 +64,7 @@ from synchub.connector import (
     Stream,
     StreamSettings,
     WriteResult,
+    parse_time,
 )
 from synchub.errors import AuthError, ConfigError, RetryableError
 from synchub.http import ApiSession, MailchimpPolicy, RequestRejected, account_key, json_object
@@ -115,16 +116,6 @@ def data_centre(api_key: str) -> str:
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 # --------------------------------------------------------------------------- settings

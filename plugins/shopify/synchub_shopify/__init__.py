@@ -72,6 +72,7 @@ from synchub.connector import (
     Stream,
     StreamSettings,
     WriteResult,
+    parse_time,
 )
 from synchub.errors import FatalRunError, RetryableError
 from synchub.http import (
@@ -102,16 +103,6 @@ def now() -> datetime:
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _second(moment: datetime) -> datetime:
@@ -597,7 +588,7 @@ class ShopifyStream(Stream):
         if d.consent is None and isinstance(data.get("consent"), dict):
             # What Shopify holds stays; remember it so the next write compares with it.
             d.holds["consent"] = prev.get("consent")
-        d.changes = {**{f: (prev.get(f), v) for f, v in d.fields.items()}}
+        d.changes = {f: (prev.get(f), v) for f, v in d.fields.items()}
         if d.tags_add or d.tags_remove:
             d.changes["tags"] = (d.tags_remove, d.tags_add)
         if d.consent is not None:
@@ -856,7 +847,7 @@ class ShopifyConnector(Connector):
         except RequestRejected as exc:
             return CheckResult(ok=False, lines=[str(exc)])
         lines = [f"shop {shop.get('name')} ({shop.get('myshopifyDomain')}), currency {shop.get('currencyCode')}"]
-        lines += [f"{n}: {st.resource} read{' write' if st.can_write else ''}" for n, st in (self._streams or {}).items()]
+        lines += [f"{n}: {st.resource} read{' write' if st.can_write else ''}" for n, st in self.streams().items()]  # type: ignore[attr-defined]
         return CheckResult(ok=True, lines=lines)
 
     def close(self) -> None:
