@@ -147,11 +147,25 @@ class Defaults(_Strict):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
 
 
+class ServeConfig(_Strict):
+    """``synchub serve``: health and metrics endpoint, parallel jobs, how long run history is kept."""
+
+    #: ``/healthz`` and ``/metrics`` listen here; keep it on loopback or a private interface
+    #: (nothing on it needs a login, and nothing on it is secret). ``port: 0`` turns it off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    #: Jobs of different connections that may run at once in one worker.
+    threads: int = Field(default=4, ge=1, le=64)
+    #: Finished runs (and their rejected records) older than this are deleted.
+    keep_runs_days: int = Field(default=90, ge=1)
+
+
 class Config(_Strict):
     version: Literal[1] = 1
     store: str = "sqlite:///synchub.db"
     mappings_dir: list[str] = Field(default_factory=lambda: ["mappings"])
     defaults: Defaults = Field(default_factory=Defaults)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     match: dict[Literal["person", "company"], EntityMatchConfig] = Field(
         default_factory=lambda: {

@@ -14,6 +14,7 @@ whose canonical content hash is unchanged costs one indexed lookup and no write)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -43,6 +44,7 @@ from synchub.connector import (
 )
 from synchub.errors import ConfigError, QuotaExhausted, RecordError, SynchubError
 from synchub.http import HttpClientFactory
+from synchub.locks import connection_lock
 from synchub.mapping import Mapping, MappingLibrary
 from synchub.merge import Merger
 from synchub.normalize import fold
@@ -97,6 +99,8 @@ class RunSummary:
     seconds: float = 0.0
     #: For a ``paused`` run: when the API account's quota resets.
     resume_at: datetime | None = None
+    #: API requests sent, retried and throttled during the run (empty for file connections).
+    api: dict[str, int] = field(default_factory=dict)
 
     def totals(self) -> StreamCounts:
         total = StreamCounts()
@@ -110,6 +114,7 @@ class RunSummary:
             "status": self.status, "error": self.error, "seconds": round(self.seconds, 3),
             "resume_at": self.resume_at.isoformat() if self.resume_at else None,
             "streams": {k: asdict(v) for k, v in self.streams.items()}, "targets": self.targets,
+            "api": self.api,
         }
 
 
@@ -129,12 +134,12 @@ class _Prepared:
     owner: str | None = None
 
 
-_running: dict[str, threading.Lock] = {}
-_running_guard = threading.Lock()
-
-
 class AlreadyRunning(SynchubError):
-    """The connection is being synced by another job of this process."""
+    """The connection is being synced by another job or another worker sharing the store."""
+
+
+class Interrupted(SynchubError):
+    """A stop was requested (SIGTERM): the run ended early after committing its batch."""
 
 
 class Hub:
@@ -150,10 +155,15 @@ class Hub:
         self.mappings = MappingLibrary(folders, get_transforms(), {"phone_region": config.defaults.phone_region})
         self._mergers: dict[str, Merger] = {}
         self._batches = 0
+        #: Set to stop every run at its next batch or cursor boundary (``synchub serve`` on SIGTERM).
+        self.stopping = threading.Event()
+        #: Called with each finished run's summary (``synchub serve`` feeds its metrics so).
+        self.on_run_finished: list[Callable[[RunSummary], None]] = []
+        self.on_run_started: list[Callable[[str, str], None]] = []
 
     # ----- building blocks --------------------------------------------------------------------
 
-    def connector(self, name: str) -> Connector:
+    def connector(self, name: str, http: HttpClientFactory | None = None) -> Connector:
         conn_cfg = self._connection(name)
         cls = self.connectors.get(conn_cfg.connector)
         if cls is None:
@@ -167,7 +177,7 @@ class Hub:
                 register_settings_secrets(stream_settings[sname])
         ctx = ConnectionContext(
             name=name, settings=settings, stream_settings=stream_settings, base_dir=self.config.base_dir,
-            log=logging.getLogger(f"synchub.connector.{name}"), http=self.http,
+            log=logging.getLogger(f"synchub.connector.{name}"), http=http or self.http,
         )
         return cls(ctx)
 
@@ -185,77 +195,114 @@ class Hub:
 
     # ----- whole syncs ------------------------------------------------------------------------
 
-    def sync(self, names: Iterable[str] | None = None, *, trigger: str = "cli", progress: ProgressFn | None = None) -> list[RunSummary]:
-        """Pull every named (default: every) inbound connection, then push to outbound ones."""
+    def sync(self, names: Iterable[str] | None = None, *, trigger: str = "cli", progress: ProgressFn | None = None,
+             not_before: datetime | None = None) -> list[RunSummary]:
+        """Pull every named (default: every) inbound connection, then push to outbound ones.
+
+        ``not_before`` (scheduled runs): skip a connection that already started a run at or
+        after that time (another worker served this schedule slot)."""
         names = list(names) if names else list(self.config.connections)
         for n in names:
             self._connection(n)
         summaries = []
         pulled_any = False
         for n in names:
-            if self.config.connections[n].inbound:
-                summaries.append(self.run_connection(n, "in", trigger=trigger, progress=progress))
-                pulled_any = True
+            if self.config.connections[n].inbound and not self.stopping.is_set():
+                summary = self.run_connection(n, "in", trigger=trigger, progress=progress, not_before=not_before)
+                summaries.append(summary)
+                pulled_any = pulled_any or summary.status != "skipped"
         outbound = [n for n, c in self.config.connections.items() if c.outbound and (n in names or pulled_any)]
         for n in outbound:
-            summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress))
+            if self.stopping.is_set():
+                break
+            summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress,
+                                                 not_before=not_before if n in names else None))
         return summaries
 
-    def run_connection(self, name: str, direction: str, *, trigger: str = "cli", progress: ProgressFn | None = None) -> RunSummary:
-        """One run of one connection in one direction, recorded in the ``run`` table."""
-        with _running_guard:
-            lock = _running.setdefault(name, threading.Lock())
-        if not lock.acquire(blocking=False):
-            raise AlreadyRunning(f"connection {name!r} is already running")
+    def run_connection(self, name: str, direction: str, *, trigger: str = "cli", progress: ProgressFn | None = None,
+                       not_before: datetime | None = None) -> RunSummary:
+        """One run of one connection in one direction, recorded in the ``run`` table.
+
+        Holds the connection's run lock, which every process sharing the store respects
+        (:mod:`synchub.locks`); :class:`AlreadyRunning` when another job or worker has it."""
+        with connection_lock(self.store, name) as got:
+            if not got:
+                raise AlreadyRunning(f"connection {name!r} is already running (in this or another worker)")
+            # Holding the lock, any run still marked running belongs to a worker that died.
+            self.store.abandon_runs(name)
+            if not_before is not None and self.store.ran_since(name, direction, not_before):
+                log.info("%s %s: a run since %s exists (another worker); skipping", name, direction, not_before)
+                summary = RunSummary(run_id=0, connection=name, direction=direction, status="skipped")
+                self._finished(summary)
+                return summary
+            return self._run_locked(name, direction, trigger, progress)
+
+    def _run_locked(self, name: str, direction: str, trigger: str, progress: ProgressFn | None) -> RunSummary:
+        run_id = self.store.start_run(name, trigger, direction)
+        summary = RunSummary(run_id=run_id, connection=name, direction=direction)
+        for hook in self.on_run_started:
+            hook(name, direction)
+        started = time.monotonic()
+        connector: Connector | None = None
+        http = dataclasses.replace(self.http, sessions=[])
         try:
-            run_id = self.store.start_run(name, trigger)
-            summary = RunSummary(run_id=run_id, connection=name, direction=direction)
-            started = time.monotonic()
-            connector: Connector | None = None
-            try:
-                connector = self.connector(name)
-                streams = connector.streams()
-                for sname, stream in streams.items():
-                    scfg = self.config.connections[name].streams[sname]
-                    counts = summary.streams.setdefault(sname, StreamCounts())
-                    mapping = self._stream_mapping(scfg, direction)
-                    if mapping is None:
-                        raise ConfigError(f"connection {name!r} stream {sname!r} has no mapping")
-                    if direction == "in" and mapping.direction == "out":
-                        continue  # a write-only stream of a both connection
-                    if direction == "in" and stream.can_read:
-                        self._pull(name, sname, stream, mapping, run_id, counts, progress)
-                    elif direction == "out" and stream.can_write:
-                        self._push(name, sname, stream, mapping, run_id, counts)
-                        target = stream.describe_target()
-                        if target:
-                            summary.targets[sname] = target
-                totals = summary.totals()
-                summary.status = "partial" if (totals.rejected or totals.write_rejected) else "succeeded"
-            except QuotaExhausted as exc:
-                # Not a failure: what was read is committed, the cursor stays at the last
-                # checkpoint, and the next run after the reset goes on from there.
-                summary.status = "paused"
-                summary.error = redact(f"{type(exc).__name__}: {exc}")
-                summary.resume_at = exc.resume_at
-                log.warning("run %s of %s paused until %s: %s", run_id, name, exc.resume_at, summary.error)
-            except (SynchubError, OSError, sa.exc.SQLAlchemyError) as exc:
-                summary.status = "failed"
-                summary.error = redact(f"{type(exc).__name__}: {exc}")
-                log.error("run %s of %s failed: %s", run_id, name, summary.error)
-            except BaseException as exc:
-                summary.status = "failed"
-                summary.error = redact(f"{type(exc).__name__}: {exc}")
-                self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error)
-                raise
-            finally:
-                if connector is not None:
-                    connector.close()
-            summary.seconds = time.monotonic() - started
-            self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error)
-            return summary
+            connector = self.connector(name, http)
+            streams = connector.streams()
+            for sname, stream in streams.items():
+                scfg = self.config.connections[name].streams[sname]
+                counts = summary.streams.setdefault(sname, StreamCounts())
+                mapping = self._stream_mapping(scfg, direction)
+                if mapping is None:
+                    raise ConfigError(f"connection {name!r} stream {sname!r} has no mapping")
+                if direction == "in" and mapping.direction == "out":
+                    continue  # a write-only stream of a both connection
+                if direction == "in" and stream.can_read:
+                    self._pull(name, sname, stream, mapping, run_id, counts, progress)
+                elif direction == "out" and stream.can_write:
+                    self._push(name, sname, stream, mapping, run_id, counts)
+                    target = stream.describe_target()
+                    if target:
+                        summary.targets[sname] = target
+            totals = summary.totals()
+            summary.status = "partial" if (totals.rejected or totals.write_rejected) else "succeeded"
+        except Interrupted as exc:
+            # What was read is committed and the cursor is at the last checkpoint: the next
+            # run goes on from there.
+            summary.status = "interrupted"
+            summary.error = str(exc)
+            log.warning("run %s of %s interrupted: %s", run_id, name, exc)
+        except QuotaExhausted as exc:
+            # Not a failure: what was read is committed, the cursor stays at the last
+            # checkpoint, and the next run after the reset goes on from there.
+            summary.status = "paused"
+            summary.error = redact(f"{type(exc).__name__}: {exc}")
+            summary.resume_at = exc.resume_at
+            log.warning("run %s of %s paused until %s: %s", run_id, name, exc.resume_at, summary.error)
+        except (SynchubError, OSError, sa.exc.SQLAlchemyError) as exc:
+            summary.status = "failed"
+            summary.error = redact(f"{type(exc).__name__}: {exc}")
+            log.error("run %s of %s failed: %s", run_id, name, summary.error)
+        except BaseException as exc:
+            summary.status = "failed"
+            summary.error = redact(f"{type(exc).__name__}: {exc}")
+            summary.api = http.api_stats()
+            self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error, summary.api)
+            raise
         finally:
-            lock.release()
+            if connector is not None:
+                connector.close()
+        summary.seconds = time.monotonic() - started
+        summary.api = http.api_stats()
+        self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error, summary.api)
+        self._finished(summary)
+        return summary
+
+    def _finished(self, summary: RunSummary) -> None:
+        for done in self.on_run_finished:
+            try:
+                done(summary)
+            except Exception:  # a metrics hook must never fail a run
+                log.exception("run hook failed")
 
     # ----- outbound ---------------------------------------------------------------------------
 
@@ -450,6 +497,11 @@ class Hub:
         keyer = None if mapping.timeline_only else match.IdentityKeys(self.config.match_config(mapping.entity).keys, connection, stream_name)
         items = iter(stream.read(state))
         while True:
+            if self.stopping.is_set() and not pending and not rejects:
+                # At a boundary: everything read is committed (and the cursor saved, if the
+                # stream gave a checkpoint). Stopping here loses nothing.
+                raise Interrupted(f"stopped on request after {counts.read} record(s) of {stream_name}; "
+                                  "what was read is committed, the next run goes on from the saved cursor")
             try:
                 item = next(items)
             except StopIteration:

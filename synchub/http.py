@@ -227,6 +227,16 @@ class HttpClientFactory:
     sleep: Sleep = time.sleep
     clock: Clock = time.monotonic
     registry: LimiterRegistry | None = None
+    #: Every session this factory built (a connection's own copy: its runs' API figures).
+    sessions: list[ApiSession] = field(default_factory=list)
+
+    def api_stats(self) -> dict[str, int]:
+        """Requests, retries and throttled responses of the sessions built so far."""
+        return {
+            "calls": sum(s.request_count for s in self.sessions),
+            "retries": sum(s.retry_count for s in self.sessions),
+            "throttled": sum(s.throttle_count for s in self.sessions),
+        }
 
     def build(self, base_url: str, **overrides: Any) -> httpx.Client:
         kw: dict[str, Any] = {
@@ -247,7 +257,9 @@ class HttpClientFactory:
         kw.setdefault("clock", self.clock)
         kw.setdefault("registry", self.registry)
         kw.setdefault("allow_any_host", self.allow_any_host)
-        return ApiSession(client, **kw)
+        session = ApiSession(client, **kw)
+        self.sessions.append(session)
+        return session
 
 
 # --------------------------------------------------------------------------- account budgets
@@ -716,6 +728,9 @@ class ApiSession:
         self._sleep = sleep
         self._now = now
         self._rng = rng or random.Random()
+        #: Requests sent (each attempt counts), retries and throttled responses: run history
+        #: and ``/metrics`` report them per connection.
+        self.request_count = 0
         self.retry_count = 0
         self.throttle_count = 0
         self.total_wait = 0.0
@@ -809,6 +824,7 @@ class ApiSession:
             if access is not None:
                 headers["Authorization"] = f"Bearer {access}"
             send_kw = {**kw, "headers": headers}
+            self.request_count += 1
             try:
                 with self.limiter.slot():
                     response = self.client.request(method, url, **send_kw)

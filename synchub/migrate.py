@@ -18,9 +18,16 @@ def alembic_config(connection: sa.Connection | None = None) -> AlembicConfig:
     return cfg
 
 
+#: Several workers starting at once on one PostgreSQL store upgrade one after the other.
+_UPGRADE_LOCK = 0x73796E6368756201  # "synchub" + 1
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     """Bring the store's schema to ``revision``; never drops data."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Released when this transaction ends; a second worker then finds nothing to do.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _UPGRADE_LOCK})
         command.upgrade(alembic_config(conn), revision)
 
 

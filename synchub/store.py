@@ -124,15 +124,21 @@ class SyncState(SQLModel, table=True):
 
 class Run(SQLModel, table=True):
     __tablename__ = "run"
+    __table_args__ = (sa.Index("ix_run_connection_started", "connection", "started_at"),)
     id: int | None = Field(default=None, primary_key=True)
     connection: str = Field(max_length=100, index=True)
     trigger: str = Field(default="cli", max_length=32)
-    status: str = Field(default="running", max_length=16, index=True)  # running|succeeded|partial|failed
+    # running | succeeded | partial | failed | paused | interrupted | abandoned | skipped
+    status: str = Field(default="running", max_length=16, index=True)
     started_at: datetime = _ts(index=True)
     finished_at: datetime | None = _ts(nullable=True)
     counts: dict[str, Any] = _json_col()
     error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     worker: str = Field(default="", max_length=200)
+    direction: str = Field(default="", sa_column=sa.Column(sa.String(8), nullable=False, server_default=""))
+    api_calls: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    retries: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    throttled: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
 
 
 class RejectedRecord(SQLModel, table=True):
@@ -340,6 +346,11 @@ class Store:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.execute(sa.text("ANALYZE identity_key, match_key, match_key_stop, source_record, golden_record"))
 
+    def ping(self) -> None:
+        """Raise if the store cannot be reached (health checks)."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -364,24 +375,64 @@ class Store:
 
     # ----- runs -------------------------------------------------------------------------------
 
-    def start_run(self, connection: str, trigger: str = "cli") -> int:
+    def start_run(self, connection: str, trigger: str = "cli", direction: str = "") -> int:
         with self.begin() as conn:
             res = conn.execute(
                 run_t.insert().values(
                     connection=connection, trigger=trigger, status="running", started_at=utcnow(),
-                    counts={}, worker=f"{socket.gethostname()}:{os.getpid()}",
+                    counts={}, worker=f"{socket.gethostname()}:{os.getpid()}", direction=direction,
                 )
             )
             return int(res.inserted_primary_key[0])
 
-    def finish_run(self, run_id: int, status: str, counts: dict[str, Any], error: str | None = None) -> None:
+    def finish_run(self, run_id: int, status: str, counts: dict[str, Any], error: str | None = None,
+                   api: dict[str, int] | None = None) -> None:
+        api = api or {}
         with self.begin() as conn:
             conn.execute(
                 run_t.update().where(run_t.c.id == run_id).values(
                     status=status, finished_at=utcnow(), counts=counts,
                     error=redact(error) if error else None,
+                    api_calls=api.get("calls", 0), retries=api.get("retries", 0), throttled=api.get("throttled", 0),
                 )
             )
+
+    def abandon_runs(self, connection: str) -> int:
+        """Mark runs of ``connection`` still ``running`` as ``abandoned``: call only while holding
+        the connection's run lock, when no live worker can be running it."""
+        with self.begin() as conn:
+            res = conn.execute(
+                run_t.update().where(run_t.c.connection == connection, run_t.c.status == "running").values(
+                    status="abandoned", finished_at=utcnow(),
+                    error="the worker stopped during the run (killed, crashed or lost its store connection)",
+                )
+            )
+            return int(res.rowcount or 0)
+
+    def ran_since(self, connection: str, direction: str, moment: datetime) -> bool:
+        """Whether a run of ``connection`` in ``direction`` started at or after ``moment`` and was
+        not cut short (a run abandoned by a dead worker or interrupted by a stop does not count)."""
+        with self.engine.connect() as conn:
+            q = sa.select(run_t.c.id).where(
+                run_t.c.connection == connection, run_t.c.direction == direction, run_t.c.started_at >= moment,
+                run_t.c.status.not_in(("abandoned", "interrupted")),
+            ).limit(1)
+            return conn.execute(q).first() is not None
+
+    def last_run_start(self, connection: str, direction: str) -> datetime | None:
+        with self.engine.connect() as conn:
+            q = sa.select(run_t.c.started_at).where(
+                run_t.c.connection == connection, run_t.c.direction == direction,
+            ).order_by(run_t.c.started_at.desc()).limit(1)
+            return conn.execute(q).scalar()
+
+    def prune_runs(self, older_than: datetime) -> int:
+        """Delete finished runs that started before ``older_than``, with their rejected records."""
+        with self.begin() as conn:
+            old = sa.select(run_t.c.id).where(run_t.c.started_at < older_than, run_t.c.status != "running")
+            conn.execute(rejected_t.delete().where(rejected_t.c.run_id.in_(old)))
+            res = conn.execute(run_t.delete().where(run_t.c.id.in_(old)))
+            return int(res.rowcount or 0)
 
     def recent_runs(self, limit: int = 20, connection: str | None = None) -> list[dict[str, Any]]:
         q = sa.select(run_t).order_by(run_t.c.id.desc()).limit(limit)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from synchub.config import Schedule
 from synchub.engine import AlreadyRunning
-from synchub.scheduler import build_scheduler, serve
+from synchub.locks import connection_lock
+from synchub.scheduler import build_scheduler, catch_up, last_slot, prune_history, run_job, serve, trigger_for
+from synchub.store import Store, rejected_t, run_t
 from tests.helpers import demo_hub
 
 
@@ -26,22 +33,131 @@ def test_jobs_follow_the_yaml_schedules(demo_dir: Path, tmp_path: Path) -> None:
         assert job.max_instances == 1 and job.coalesce is True and job.misfire_grace_time == 300
 
 
-def test_a_connection_never_runs_twice_at_once(demo_dir: Path, tmp_path: Path) -> None:
-    hub = demo_hub(demo_dir, f"sqlite:///{tmp_path / 's.db'}")
-    import synchub.engine as engine
-
-    lock = engine._running.setdefault("shop", threading.Lock())
-    lock.acquire()
-    try:
-        try:
+def test_a_connection_never_runs_twice_at_once(demo_dir: Path, store_url: str) -> None:
+    hub = demo_hub(demo_dir, store_url)
+    with connection_lock(hub.store, "shop") as got:
+        assert got
+        with pytest.raises(AlreadyRunning):
             hub.run_connection("shop", "in")
-        except AlreadyRunning:
-            pass
-        else:
-            raise AssertionError("a second run of a running connection must be refused")
-    finally:
-        lock.release()
+        # another connection is not blocked
+        assert hub.run_connection("newsletter", "in").status in ("succeeded", "partial")
     assert hub.run_connection("shop", "in").status in ("succeeded", "partial")
+
+
+_HOLDER = """
+import sys, time
+from synchub.locks import connection_lock
+from synchub.store import Store
+with connection_lock(Store(sys.argv[1]), "shop") as got:
+    print("got" if got else "busy", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_lock_holds_across_processes_and_dies_with_its_worker(store_url: str, tmp_path: Path) -> None:
+    """Another process holds the run lock: this one is refused; kill -9 it and the lock is free."""
+    store = Store(store_url)
+    store.upgrade()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, store_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "got"
+        with connection_lock(store, "shop") as got:
+            assert not got
+        with connection_lock(store, "other") as got:
+            assert got
+        holder.kill()
+        holder.wait(10)
+        deadline = time.monotonic() + 10
+        while True:
+            with connection_lock(store, "shop") as got:
+                if got:
+                    break
+            assert time.monotonic() < deadline, "the lock of a killed worker was never released"
+            time.sleep(0.1)
+    finally:
+        holder.kill()
+        store.dispose()
+
+
+def test_a_run_left_running_by_a_dead_worker_is_marked_abandoned(demo_dir: Path, store_url: str) -> None:
+    hub = demo_hub(demo_dir, store_url)
+    dead = hub.store.start_run("shop", "schedule", "in")  # its worker died: no lock is held
+    summary = hub.run_connection("shop", "in")
+    assert summary.status in ("succeeded", "partial")
+    run = hub.store.get_run(dead)
+    assert run is not None and run["status"] == "abandoned" and run["finished_at"] is not None
+    assert "worker stopped" in run["error"]
+    assert hub.store.get_run(summary.run_id)["direction"] == "in"
+
+
+def test_a_slot_served_by_another_worker_is_skipped(demo_dir: Path, store_url: str) -> None:
+    hub = demo_hub(demo_dir, store_url)
+    slot = datetime.now(timezone.utc) - timedelta(seconds=5)
+    first = hub.sync(["shop"], trigger="schedule", not_before=slot)
+    assert [s.status for s in first][0] in ("succeeded", "partial")
+    again = hub.sync(["shop"], trigger="schedule", not_before=slot)
+    assert [s.status for s in again] == ["skipped"]
+    assert len([r for r in hub.store.recent_runs(50) if r["connection"] == "shop"]) == 1
+    later = hub.sync(["shop"], trigger="schedule", not_before=datetime.now(timezone.utc))
+    assert later[0].status in ("succeeded", "partial")
+
+
+def test_slots_are_the_same_on_every_worker() -> None:
+    every_15m = trigger_for(Schedule(interval="15m"))
+    now = datetime(2026, 12, 4, 10, 7, 30, tzinfo=timezone.utc)
+    assert last_slot(every_15m, now, timedelta(hours=1)) == datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
+    assert last_slot(every_15m, now, timedelta(minutes=5)) is None  # missed longer ago than that
+    daily = trigger_for(Schedule(cron="0 6 * * *"))
+    assert last_slot(daily, now, timedelta(hours=5)) == datetime(2026, 12, 4, 6, 0, tzinfo=timezone.utc)
+    assert last_slot(daily, now, timedelta(hours=4)) is None
+
+
+def test_a_missed_run_runs_once_when_a_worker_is_back(demo_dir: Path, store_url: str) -> None:
+    cfg = demo_dir / "config" / "demo.yaml"
+    text = cfg.read_text(encoding="utf-8").replace("{interval: 15m}", "{interval: 1h, misfire_grace_seconds: 7200}")
+    cfg.write_text(text.replace('{cron: "0 6 * * *"}', '{cron: "0 6 * * *", misfire_grace_seconds: 60}'), encoding="utf-8")
+    hub = demo_hub(demo_dir, store_url)
+    now = datetime.now(timezone.utc)
+    scheduler = build_scheduler(hub)
+    due = catch_up(hub, scheduler, now)
+    # shop: its last hourly slot is within the 2h grace; newsletter (1h interval) never ran.
+    assert "shop" in due and "newsletter" in due
+    assert ("fair" in due) == (last_slot(trigger_for(hub.config.connections["fair"].schedule), now, timedelta(seconds=61)) is not None)
+    jobs = {j.id: j for j in scheduler.get_jobs()}
+    slot = jobs["catch-up:shop"].kwargs["slot"]
+    run_job(hub, "shop", None, slot=slot)
+    run_job(hub, "shop", None, slot=slot)  # a second worker coming back for the same slot
+    runs = [r for r in hub.store.recent_runs(50) if r["connection"] == "shop"]
+    assert len(runs) == 1 and runs[0]["trigger"] == "schedule"
+    # A worker starting later schedules a catch-up too, but its run finds the slot served.
+    hub2 = demo_hub(demo_dir, store_url)
+    scheduler2 = build_scheduler(hub2)
+    assert "shop" in catch_up(hub2, scheduler2, now)
+    run_job(hub2, "shop", None, slot=scheduler2.get_job("catch-up:shop").kwargs["slot"])
+    assert len([r for r in hub.store.recent_runs(50) if r["connection"] == "shop"]) == 1
+
+
+def test_a_run_killed_with_its_worker_is_caught_up(demo_dir: Path, store_url: str) -> None:
+    hub = demo_hub(demo_dir, store_url)
+    slot = datetime.now(timezone.utc) - timedelta(seconds=1)
+    hub.store.start_run("shop", "schedule", "in")  # started for the slot, then the worker died
+    run_job(hub, "shop", None, slot=slot)
+    runs = {r["status"] for r in hub.store.recent_runs(50) if r["connection"] == "shop"}
+    assert "abandoned" in runs and runs & {"succeeded", "partial"}
+
+
+def test_run_history_is_kept_for_the_configured_days(demo_dir: Path, store_url: str) -> None:
+    hub = demo_hub(demo_dir, store_url)
+    old = hub.store.start_run("shop", "cli", "in")
+    hub.store.finish_run(old, "partial", {"streams": {}})
+    with hub.store.begin() as conn:
+        conn.execute(run_t.update().where(run_t.c.id == old).values(started_at=datetime.now(timezone.utc) - timedelta(days=91)))
+        conn.execute(rejected_t.insert().values(run_id=old, connection="shop", stream="customers", reason="x",
+                                                created_at=datetime.now(timezone.utc)))
+    fresh = hub.run_connection("shop", "in").run_id
+    assert prune_history(hub) == 1
+    assert hub.store.get_run(old) is None and hub.store.rejected_for_run(old) == []
+    assert hub.store.get_run(fresh) is not None
 
 
 def test_serve_runs_jobs_and_stops_cleanly(demo_dir: Path, tmp_path: Path) -> None:

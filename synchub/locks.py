@@ -1,0 +1,105 @@
+"""At most one run of a connection at a time, across every process that shares the store.
+
+* PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) held on its own database
+  connection for the length of the run. When a worker dies, its connection closes and the
+  server releases the lock: no stale lock, no lease to expire.
+* SQLite file: an exclusive ``flock`` on a lock file beside the database; the kernel releases it
+  when the process dies. (SQLite is for one machine; several machines share PostgreSQL.)
+* In-memory SQLite: a lock inside this process only.
+
+Inside one process a thread lock comes first, so two jobs of one worker never even ask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from synchub.store import Store
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: SQLite locks only within this process
+    fcntl = None  # type: ignore[assignment]
+
+_local: dict[str, threading.Lock] = {}
+_local_guard = threading.Lock()
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL's advisory lock functions."""
+    digest = hashlib.sha256(f"synchub:connection:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextmanager
+def connection_lock(store: Store, name: str) -> Iterator[bool]:
+    """Try to take the run lock of connection ``name``; yields whether it was taken. Never waits."""
+    with _local_guard:
+        local = _local.setdefault(f"{store.url}\0{name}", threading.Lock())
+    if not local.acquire(blocking=False):
+        yield False
+        return
+    try:
+        if store.dialect == "postgresql":
+            with _pg_lock(store, name) as got:
+                yield got
+        elif fcntl is not None and (path := _sqlite_lock_path(store, name)) is not None:
+            with _file_lock(path) as got:
+                yield got
+        else:
+            yield True
+    finally:
+        local.release()
+
+
+@contextmanager
+def _pg_lock(store: Store, name: str) -> Iterator[bool]:
+    key = lock_key(name)
+    conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        try:
+            yield got
+        finally:
+            if got:
+                try:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                except sa.exc.DBAPIError:
+                    # The connection is gone, and the server released the lock with it.
+                    conn.invalidate()
+    finally:
+        conn.close()
+
+
+def _sqlite_lock_path(store: Store, name: str) -> str | None:
+    db = sa.engine.make_url(store.url).database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{os.path.abspath(db)}.lock-{digest}"
+
+
+@contextmanager
+def _file_lock(path: str) -> Iterator[bool]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
