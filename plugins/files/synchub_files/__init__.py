@@ -1,9 +1,14 @@
-"""The files connector: CSV files in a folder (local disk; SFTP goes through the same interface).
+"""The files connector: CSV files in a folder on the local disk or on an SFTP server.
 
 Inbound, a stream reads every file matching ``pattern``; each file is remembered by path,
 size, modification time and content hash, so an unchanged file is never read twice and a
 changed one is read again whole (unchanged rows cost nothing: the engine upserts by content hash).
-Outbound, a stream writes one CSV file as a snapshot of the golden records, atomically.
+A file still being written is left for the next run: one that matches ``ignore`` (``*.part``,
+hidden files), lacks its ``ready_marker``, is younger than ``stable_seconds``, or changes while
+it is read. After its rows are committed a file can be moved to ``archive``. A run that breaks
+off inside a file reads it again whole next time; the rows that already landed come out unchanged.
+Outbound, a stream writes one CSV file as a snapshot of the golden records, atomically
+(a temporary name, renamed when complete).
 
     connections:
       shop:
@@ -18,7 +23,10 @@ Outbound, a stream writes one CSV file as a snapshot of the golden records, atom
 from __future__ import annotations
 
 import codecs
-import hashlib
+import fnmatch
+import logging
+import posixpath
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -50,15 +58,24 @@ from synchub_files.csvio import (
     iter_rows,
     write_rows,
 )
-from synchub_files.fs import FileSystem, LocalFileSystem, PathEscapeError, check_relative
+from synchub_files.fs import (
+    FileChanged,
+    FileInfo,
+    FileSystem,
+    LocalFileSystem,
+    PathEscapeError,
+    check_relative,
+)
+from synchub_files.sftp import SftpFileSystem, SftpSettings
 
 _HEAD = 64 * 1024
-_CHUNK = 1024 * 1024
 
 
 class FilesSettings(ConnectorSettings):
-    path: str = Field(description="Base folder; relative paths start at the config file's folder.")
+    path: str = Field(description="Base folder. Local: relative paths start at the config file's folder; "
+                                  "SFTP: a folder on the server (relative to the login folder).")
     max_file_bytes: int = Field(default=2 * 1024**3, ge=1, description="Larger files are rejected whole.")
+    sftp: SftpSettings | None = Field(default=None, description="Read and write on this SFTP server instead of the local disk.")
 
 
 class FileStreamSettings(StreamSettings):
@@ -68,6 +85,14 @@ class FileStreamSettings(StreamSettings):
     encoding: str | None = Field(default=None, description="Default: sniffed (BOM, UTF-8, else cp1252).")
     delimiter: str | None = Field(default=None, description="Default: sniffed among ; , tab |.")
     strict_columns: bool = True
+    ignore: list[str] = Field(
+        default_factory=lambda: [".*", "*/.*", "*.part", "*.tmp", "*.filepart", "*.partial", "*~"],
+        description="Globs of files never read: uploads in progress and hidden files.")
+    ready_marker: str | None = Field(
+        default=None, description="Read a file only once a marker file beside it exists, e.g. '.done' for x.csv.done.")
+    stable_seconds: float = Field(
+        default=0, ge=0, description="Leave files modified less than this long ago for the next run.")
+    archive: str | None = Field(default=None, description="After a file's rows are committed, move it into this folder.")
     # outbound
     file: str | None = Field(default=None, description="File to write, relative to path.")
     dialect: Literal["default", "excel-de", "excel-de-cp1252"] = "default"
@@ -90,7 +115,7 @@ class FileStreamSettings(StreamSettings):
                 raise ValueError(f"unknown encoding {v!r}") from None
         return v
 
-    @field_validator("pattern", "file")
+    @field_validator("pattern", "file", "archive")
     @classmethod
     def _relative(cls, v: str | None) -> str | None:
         if v is not None:
@@ -106,6 +131,8 @@ class FileStreamSettings(StreamSettings):
             raise ValueError("a files stream needs exactly one of pattern (to read) or file (to write)")
         if self.pattern is not None and not self.primary_key:
             raise ValueError("a stream that reads files needs primary_key (the column(s) that identify a row)")
+        if self.ready_marker is not None and ("/" in self.ready_marker or not self.ready_marker.strip()):
+            raise ValueError("ready_marker is a suffix such as '.done', not a path")
         return self
 
     def write_options(self) -> CsvWriteOptions:
@@ -123,8 +150,10 @@ class FileStreamSettings(StreamSettings):
 class CsvReadStream(Stream):
     """Reads rows of every file matching the pattern, once per file version."""
 
-    def __init__(self, name: str, fs: FileSystem, settings: FileStreamSettings, max_bytes: int):
+    def __init__(self, name: str, fs: FileSystem, settings: FileStreamSettings, max_bytes: int,
+                 log: Any = None):
         self.name = name
+        self.log = log or logging.getLogger("synchub.connector.files")
         self.fs = fs
         self.settings = settings
         self.max_bytes = max_bytes
@@ -134,47 +163,88 @@ class CsvReadStream(Stream):
     def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
         assert self.settings.pattern is not None
         seen: dict[str, Any] = dict((state or {}).get("files", {}))
-        for info in self.fs.list(self.settings.pattern):
+        listed = self.fs.list(self.settings.pattern)
+        names = {f.path for f in listed}
+        for info in listed:
+            if not self._ready(info, names):
+                continue
             prev = seen.get(info.path)
             if prev and prev.get("size") == info.size and prev.get("mtime") == info.mtime:
+                self._archive(info.path)  # a crash after the commit may have left it here
                 continue
-            version = {"size": info.size, "mtime": info.mtime}
+            version: dict[str, Any] = {"size": info.size, "mtime": info.mtime}
             if info.size > self.max_bytes:
                 yield Rejected(ref=info.path, reason=f"file is {info.size} bytes, over the limit of {self.max_bytes}")
                 seen[info.path] = {**version, "rejected": "too large"}
                 yield Checkpoint({"files": dict(seen)})
                 continue
-            digest = self._hash(info.path)
-            version["sha256"] = digest
-            if prev and prev.get("sha256") == digest:  # touched, not changed
-                seen[info.path] = version
-                yield Checkpoint({"files": dict(seen)})
+            try:
+                with self.fs.snapshot(info) as (fh, digest):
+                    version["sha256"] = digest
+                    if not (prev and prev.get("sha256") == digest):  # else touched, not changed
+                        observed = datetime.fromtimestamp(info.mtime, tz=timezone.utc)
+                        yield from self._rows(fh, info.path, observed)
+            except FileChanged as exc:
+                self.log.info("leaving %s for the next run: %s", info.path, exc)
                 continue
-            observed = datetime.fromtimestamp(info.mtime, tz=timezone.utc)
-            yield from self._rows(info.path, observed)
             seen[info.path] = version
             yield Checkpoint({"files": dict(seen)})
+            # Only now, with its rows committed and the file remembered, may it leave the folder.
+            self._archive(info.path)
 
-    def _hash(self, path: str) -> str:
-        h = hashlib.sha256()
-        with self.fs.open_read(path) as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+    def _ready(self, info: FileInfo, names: set[str]) -> bool:
+        """False for files still being written (or not ours to read), which wait for a later run."""
+        s = self.settings
+        base = posixpath.basename(info.path)
+        if any(fnmatch.fnmatchcase(info.path, g) or fnmatch.fnmatchcase(base, g) for g in s.ignore):
+            return False
+        if s.archive and (info.path + "/").startswith(s.archive.rstrip("/") + "/"):
+            return False
+        if s.ready_marker:
+            if info.path.endswith(s.ready_marker):
+                return False  # the marker itself
+            if info.path + s.ready_marker not in names and not self.fs.exists(info.path + s.ready_marker):
+                self.log.info("leaving %s for the next run: no %s marker yet", info.path, s.ready_marker)
+                return False
+        if s.stable_seconds and time.time() - info.mtime < s.stable_seconds:
+            self.log.info("leaving %s for the next run: modified less than %ss ago", info.path, s.stable_seconds)
+            return False
+        return True
 
-    def _rows(self, path: str, observed: datetime) -> Iterator[ReadItem]:
-        with self.fs.open_read(path) as fh:
-            head = fh.read(_HEAD)
-            fh.seek(0)
+    def _archive(self, path: str) -> None:
+        s = self.settings
+        if not s.archive:
+            return
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        dest = posixpath.join(s.archive, posixpath.basename(path))
+        try:
             try:
-                dialect = detect_dialect(head, encoding=self.settings.encoding, delimiter=self.settings.delimiter)
-                for row in iter_rows(fh, dialect, source=path, strict_columns=self.settings.strict_columns):
-                    if isinstance(row, CsvRowError):
-                        yield Rejected(ref=f"{path}:{row.line}", reason=row.reason, raw=row.raw)
-                    else:
-                        yield Record(row.values, ref=f"{path}:{row.line}", observed_at=observed)
-            except CsvFileError as exc:
-                yield Rejected(ref=path, reason=str(exc))
+                self.fs.move(path, dest)
+            except FileExistsError:  # an earlier file of the same name is archived already
+                dest = posixpath.join(s.archive, f"{stamp}-{posixpath.basename(path)}")
+                self.fs.move(path, dest)
+            if s.ready_marker and self.fs.exists(path + s.ready_marker):
+                try:
+                    self.fs.move(path + s.ready_marker, dest + s.ready_marker)
+                except FileExistsError:
+                    pass
+        except OSError as exc:  # it stays; the next run sees it unchanged and tries again
+            self.log.warning("could not archive %s: %s", path, exc)
+        else:
+            self.log.info("archived %s to %s", path, dest)
+
+    def _rows(self, fh: Any, path: str, observed: datetime) -> Iterator[ReadItem]:
+        head = fh.read(_HEAD)
+        fh.seek(0)
+        try:
+            dialect = detect_dialect(head, encoding=self.settings.encoding, delimiter=self.settings.delimiter)
+            for row in iter_rows(fh, dialect, source=path, strict_columns=self.settings.strict_columns):
+                if isinstance(row, CsvRowError):
+                    yield Rejected(ref=f"{path}:{row.line}", reason=row.reason, raw=row.raw)
+                else:
+                    yield Record(row.values, ref=f"{path}:{row.line}", observed_at=observed)
+        except CsvFileError as exc:
+            yield Rejected(ref=path, reason=str(exc))
 
 
 class CsvWriteStream(Stream):
@@ -213,15 +283,26 @@ class CsvWriteStream(Stream):
 
 
 class FilesConnector(Connector):
-    """CSV files in a local folder."""
+    """CSV files in a local folder or on an SFTP server."""
 
     name = "files"
     Settings = FilesSettings
     StreamSettings = FileStreamSettings
+    _fs: FileSystem | None = None
 
     def filesystem(self) -> FileSystem:
-        settings: FilesSettings = self.settings  # type: ignore[assignment]
-        return LocalFileSystem(self.context.base_dir / settings.path)
+        if self._fs is None:
+            settings: FilesSettings = self.settings  # type: ignore[assignment]
+            if settings.sftp is not None:
+                self._fs = SftpFileSystem(settings.sftp, settings.path, self.context.base_dir)
+            else:
+                self._fs = LocalFileSystem(self.context.base_dir / settings.path)
+        return self._fs
+
+    def close(self) -> None:
+        if self._fs is not None:
+            self._fs.close()
+            self._fs = None
 
     def streams(self) -> dict[str, Stream]:
         fs = self.filesystem()
@@ -230,7 +311,7 @@ class FilesConnector(Connector):
         for name, ss in self.context.stream_settings.items():
             assert isinstance(ss, FileStreamSettings)
             if ss.pattern is not None:
-                out[name] = CsvReadStream(name, fs, ss, settings.max_file_bytes)
+                out[name] = CsvReadStream(name, fs, ss, settings.max_file_bytes, self.context.log)
             else:
                 out[name] = CsvWriteStream(name, fs, ss)
         return out

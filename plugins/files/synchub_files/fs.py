@@ -1,6 +1,7 @@
 """The small file-system interface the files connector works through.
 
-:class:`LocalFileSystem` is the local disk; an SFTP implementation provides the same methods.
+:class:`LocalFileSystem` is the local disk; :class:`~synchub_files.sftp.SftpFileSystem` provides
+the same methods over SSH.
 Every path is relative to the connection's base folder and may not leave it: ``..``, absolute
 paths and symlinks pointing outside are refused.
 """
@@ -8,10 +9,11 @@ paths and symlinks pointing outside are refused.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
@@ -21,6 +23,10 @@ class PathEscapeError(ValueError):
     """A path would leave the configured base folder."""
 
 
+class FileChanged(OSError):
+    """The file changed while it was read (still being written): leave it for the next run."""
+
+
 @dataclass(frozen=True)
 class FileInfo:
     path: str  # relative to the base folder, '/'-separated
@@ -28,12 +34,19 @@ class FileInfo:
     mtime: float
 
 
+_CHUNK = 1024 * 1024
+
+
 class FileSystem(Protocol):
     def list(self, pattern: str) -> list[FileInfo]: ...
+    def stat(self, path: str) -> FileInfo | None: ...
+    def snapshot(self, info: FileInfo) -> AbstractContextManager[tuple[BinaryIO, str]]: ...
     def open_read(self, path: str) -> BinaryIO: ...
-    def write_atomic(self, path: str) -> Iterator[BinaryIO]: ...
+    def write_atomic(self, path: str) -> AbstractContextManager[BinaryIO]: ...
+    def move(self, path: str, dest: str) -> str: ...
     def exists(self, path: str) -> bool: ...
     def describe(self, path: str) -> str: ...
+    def close(self) -> None: ...
 
 
 def check_relative(path: str) -> PurePosixPath:
@@ -79,8 +92,42 @@ class LocalFileSystem:
                 out.append(FileInfo(rel, st.st_size, st.st_mtime))
         return out
 
+    def stat(self, path: str) -> FileInfo | None:
+        try:
+            st = self._resolve(path).stat()
+        except FileNotFoundError:
+            return None
+        return FileInfo(path, st.st_size, st.st_mtime)
+
+    @contextmanager
+    def snapshot(self, info: FileInfo) -> Iterator[tuple[BinaryIO, str]]:
+        """The file open at offset 0 with its SHA-256; :class:`FileChanged` if it is no longer
+        the version ``info`` lists (a writer is still at it)."""
+        with open(self._resolve(info.path), "rb") as fh:
+            h = hashlib.sha256()
+            size = 0
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+            after = self.stat(info.path)
+            if size != info.size or after is None or (after.size, after.mtime) != (info.size, info.mtime):
+                raise FileChanged(f"{info.path} changed while it was read (still being written?)")
+            fh.seek(0)
+            yield fh, h.hexdigest()
+
     def open_read(self, path: str) -> BinaryIO:
         return open(self._resolve(path), "rb")
+
+    def move(self, path: str, dest: str) -> str:
+        src, target = self._resolve(path), self._resolve(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            raise FileExistsError(f"{dest} exists")
+        os.rename(src, target)
+        return dest
+
+    def close(self) -> None:
+        pass
 
     @contextmanager
     def write_atomic(self, path: str) -> Iterator[BinaryIO]:
