@@ -221,7 +221,8 @@ def runs_list(ctx: typer.Context, limit: int = typer.Option(20, help="How many r
         _emit_json(runs)
         return
     table = Table(title="recent runs")
-    for col in ("id", "connection", "status", "started", "seconds", "read", "changed", "rejected", "error"):
+    for col in ("id", "connection", "dir", "trigger", "status", "started", "seconds", "read", "changed", "rejected",
+                "retries", "worker", "error"):
         table.add_column(col)
     for r in runs:
         streams = (r["counts"] or {}).get("streams", {})
@@ -229,8 +230,9 @@ def runs_list(ctx: typer.Context, limit: int = typer.Option(20, help="How many r
         changed = sum(c.get("created", 0) + c.get("updated", 0) + c.get("duplicates", 0) + c.get("written", 0) for c in streams.values())
         rejected = sum(c.get("rejected", 0) + c.get("write_rejected", 0) for c in streams.values())
         secs = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
-        table.add_row(str(r["id"]), r["connection"], r["status"], _ts(r["started_at"]), f"{secs:.1f}" if secs is not None else "",
-                      str(read), str(changed), str(rejected), (r["error"] or "")[:60])
+        table.add_row(str(r["id"]), r["connection"], r["direction"], r["trigger"], r["status"], _ts(r["started_at"]),
+                      f"{secs:.1f}" if secs is not None else "", str(read), str(changed), str(rejected),
+                      str(r["retries"]), r["worker"], (r["error"] or "")[:60])
     out.print(table)
 
 
@@ -246,7 +248,10 @@ def runs_show(run_id: int) -> None:
     if state.json:
         _emit_json({**run, "rejected": rejected})
         return
-    out.print(f"run {run['id']} {run['connection']} [{run['status']}] {_ts(run['started_at'])} -> {_ts(run['finished_at'])}")
+    out.print(f"run {run['id']} {run['connection']} {run['direction']} [{run['status']}] "
+              f"{_ts(run['started_at'])} -> {_ts(run['finished_at'])} (trigger {run['trigger']}, worker {run['worker']})")
+    if run["api_calls"] or run["retries"] or run["throttled"]:
+        out.print(f"API: {run['api_calls']} request(s), {run['retries']} retried, {run['throttled']} throttled")
     if run["error"]:
         out.print(f"error: {run['error']}")
     for stream, c in (run["counts"] or {}).get("streams", {}).items():
@@ -490,12 +495,17 @@ def dedupe(
 
 
 @app.command()
-def serve() -> None:
-    """Run every connection on its schedule until SIGINT/SIGTERM."""
+def serve(
+    metrics_port: Optional[int] = typer.Option(  # noqa: UP045
+        None, help="Port of /healthz and /metrics (default: serve.metrics_port in the config; 0 = off)."),
+) -> None:
+    """Run every connection on its schedule until SIGINT/SIGTERM (a second signal exits at once).
+
+    Several workers may serve one PostgreSQL store: each connection runs on one of them at a time."""
     from synchub.scheduler import serve as run_serve
 
     hub = _hub()
-    run_serve(hub, console=err)
+    run_serve(hub, console=err, metrics_port=metrics_port)
 
 
 @app.command()
