@@ -33,12 +33,6 @@ _local: dict[str, threading.Lock] = {}
 _local_guard = threading.Lock()
 
 
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit key for PostgreSQL's advisory lock functions."""
-    digest = hashlib.sha256(f"synchub:connection:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 @contextmanager
 def connection_lock(store: Store, name: str) -> Iterator[bool]:
     """Try to take the run lock of connection ``name``; yields whether it was taken. Never waits."""
@@ -60,11 +54,16 @@ def connection_lock(store: Store, name: str) -> Iterator[bool]:
         local.release()
 
 
+#: Advisory locks are per database; the schema in the key keeps two stores in one database
+#: (two installations, or parallel test runs) from blocking each other's connections.
+_PG_KEY = "hashtextextended('synchub:' || current_schema() || ':' || :name, 0)"
+
+
 @contextmanager
 def _pg_lock(store: Store, name: str) -> Iterator[bool]:
-    key = lock_key(name)
     conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
+        key = conn.execute(sa.text(f"SELECT {_PG_KEY}"), {"name": name}).scalar()
         got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
         try:
             yield got
