@@ -276,5 +276,10 @@ class Connector:
             lines.append(f"{name}: {'read' if stream.can_read else ''} {'write' if stream.can_write else ''}".strip())
         return CheckResult(ok=True, lines=lines)
 
+    def stats(self) -> dict[str, int]:
+        """Figures for the run history besides the HTTP sessions' own (``calls``, ``retries``,
+        ``throttled``), e.g. reconnects of a file transfer; added to them."""
+        return {}
+
     def close(self) -> None:
         """Release clients and connections."""

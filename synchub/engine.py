@@ -285,14 +285,14 @@ class Hub:
         except BaseException as exc:
             summary.status = "failed"
             summary.error = redact(f"{type(exc).__name__}: {exc}")
-            summary.api = http.api_stats()
+            summary.api = _add_stats(http.api_stats(), connector.stats() if connector is not None else {})
             self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error, summary.api)
             raise
         finally:
             if connector is not None:
+                summary.api = _add_stats(http.api_stats(), connector.stats())
                 connector.close()
         summary.seconds = time.monotonic() - started
-        summary.api = http.api_stats()
         self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error, summary.api)
         self._finished(summary)
         return summary
@@ -1165,6 +1165,10 @@ def _reject_row(run_id: int, connection: str, stream: str, ref: str | None, sour
                 field_name: str | None, reason: str, raw: str | None) -> dict[str, Any]:
     return {"run_id": run_id, "connection": connection, "stream": stream, "ref": ref or "", "source_id": source_id,
             "field": field_name, "reason": redact(reason), "raw": raw, "created_at": utcnow()}
+
+
+def _add_stats(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
 
 
 def _counts_json(summary: RunSummary) -> dict[str, Any]:

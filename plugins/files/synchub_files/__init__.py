@@ -299,6 +299,10 @@ class FilesConnector(Connector):
                 self._fs = LocalFileSystem(self.context.base_dir / settings.path)
         return self._fs
 
+    def stats(self) -> dict[str, int]:
+        reconnects = getattr(self._fs, "connects", 0) - 1
+        return {"retries": reconnects} if reconnects > 0 else {}
+
     def close(self) -> None:
         if self._fs is not None:
             self._fs.close()

@@ -181,6 +181,7 @@ def test_a_dropped_download_resumes_on_a_new_connection(tmp_path: Path, store_ur
     assert sftp_server.drops == ["/in/people.csv"]
     assert summary.status == "succeeded", summary.error
     assert len(_sources(hub)) == 4000
+    assert hub.store.get_run(summary.run_id)["retries"] == 1  # the reconnect is in the run history
 
 
 def test_a_download_that_keeps_dropping_fails_whole_and_the_next_run_lands_it_once(tmp_path: Path, store_url: str,

@@ -138,9 +138,12 @@ def test_crm_segment_lands_deduplicated_and_an_unsubscribe_flows_back(vendors, t
     assert all(not (m["email_address"] == "eve@example.com" and m["status"] == "subscribed") for b in batches for m in b["members"])
 
     # An unchanged re-run writes nothing to Mailchimp.
-    before = len(mailchimp.requests)
-    hub.sync()
+    before, before_hs = len(mailchimp.requests), len(hubspot.requests)
+    last = hub.sync()
     assert _writes(mailchimp, before) == []
+    # The run history counts every request the vendors received.
+    recorded = sum(hub.store.get_run(s.run_id)["api_calls"] for s in last)
+    assert recorded == len(mailchimp.requests) - before + len(hubspot.requests) - before_hs > 0
 
 
 def test_a_customer_who_leaves_the_segment_is_untagged_and_dry_run_shows_it(vendors, tmp_path: Path, store_url: str):
