@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install bench bench-match bench-hubspot bench-mailchimp bench-shopify clean
+.PHONY: demo test install bench bench-match bench-hubspot bench-mailchimp bench-shopify bench-sftp clean
 
 $(BIN)/synchub: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench-mailchimp: install
 # Shopify: records/s mapping a bulk-operation JSONL of 100k customers and 300k orders into the hub.
 bench-shopify: install
 	$(BIN)/python bench/shopify_bench.py --customers 100000 --orders 300000
+
+# SFTP: download+hash and read+parse MB/s and memory for 100 MB and 500 MB CSV files (loopback server).
+bench-sftp: install
+	$(BIN)/python bench/sftp_bench.py --mb 100 500
 
 clean:
 	rm -rf var bench/out .pytest_cache
