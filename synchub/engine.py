@@ -362,8 +362,20 @@ class Hub:
             rejects.clear()
             attention.clear()
 
+        held_back = 0
+
+        def feed() -> Iterator[OutRecord]:
+            # A stop request ends the feed: what the stream was given is written and remembered,
+            # the rest is still to do for the next run (the snapshot above is written whole).
+            nonlocal held_back
+            for i, (rec, _h) in enumerate(todo):
+                if self.stopping.is_set():
+                    held_back = len(todo) - i
+                    return
+                yield rec
+
         try:
-            for res in stream.write((rec for rec, _h in todo), mapping.field_names):
+            for res in stream.write(feed(), mapping.field_names):
                 h, rec = payloads[res.golden_id]
                 last_payload = pushed[res.golden_id].payload if res.golden_id in pushed else None
                 if res.attention is not None:
@@ -388,6 +400,8 @@ class Hub:
                     commit()
         finally:
             commit()
+        if held_back:
+            raise Interrupted(f"stopped on request with {held_back} write(s) of {stream_name} left for the next run")
 
     def plan(self, connection: str) -> dict[str, list[PlannedWrite]]:
         """What a push of ``connection`` would do, per stream, without writing anything."""

@@ -1,0 +1,141 @@
+"""A stop request (first SIGTERM) in the engine: reads end at the next batch or checkpoint with
+everything read committed, pushes end after what the stream was given, and the next run goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synchub import plugins
+from synchub.connector import (
+    Checkpoint,
+    Connector,
+    OutRecord,
+    ReadItem,
+    Record,
+    Stream,
+    StreamSettings,
+    WriteResult,
+)
+from synchub.store import outbound_t, source_t
+from tests.helpers import hub_for, rows, write_config
+
+PEOPLE = 50
+#: Set by a test to the hub's stop flag; the streams set it at a chosen moment, as a SIGTERM would.
+STOP: dict[str, Any] = {}
+WRITTEN: list[str] = []
+
+
+class CountingSource(Stream):
+    primary_key = ("id",)
+
+    def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
+        start = (state or {}).get("next", 0)
+        for i in range(start, PEOPLE):
+            if i == STOP.get("read_at"):
+                STOP["event"].set()
+            yield Record({"id": str(i), "email": f"p{i}@example.org", "first": f"F{i}"})
+            if (i + 1) % 10 == 0:
+                yield Checkpoint({"next": i + 1})
+
+
+class RecordingSink(Stream):
+    def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
+        for n, rec in enumerate(records):
+            WRITTEN.append(rec.golden_id)
+            if n + 1 == STOP.get("write_at"):
+                STOP["event"].set()
+            yield WriteResult(rec.golden_id, ok=True, external_id=f"x{rec.golden_id}")
+
+
+class StopTestConnector(Connector):
+    name = "stoptest"
+    StreamSettings = StreamSettings
+
+    def streams(self) -> dict[str, Stream]:
+        return {name: (CountingSource() if name == "people" else RecordingSink()) for name in self.context.stream_settings}
+
+
+class _Plugin:
+    @plugins.hookimpl
+    def register_connectors(self) -> list[type[Connector]]:
+        return [StopTestConnector]
+
+
+@pytest.fixture
+def stoptest(tmp_path: Path, store_url: str) -> Iterator[Any]:
+    plugin = _Plugin()
+    plugins.register(plugin, name="stoptest")
+    STOP.clear()
+    WRITTEN.clear()
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "st_in.yaml").write_text(
+        "entity: person\nfields:\n  emails: email\n  first_name: first\n", encoding="utf-8")
+    (tmp_path / "mappings" / "st_out.yaml").write_text(
+        "entity: person\ndirection: out\nfields:\n  email: emails.0\n", encoding="utf-8")
+    cfg = write_config(tmp_path, """
+        defaults: {batch_size: 4}
+        match:
+          person: {keys: [email], fuzzy: false}
+        connections:
+          src:
+            connector: stoptest
+            streams:
+              people: {mapping: st_in}
+          dst:
+            connector: stoptest
+            direction: out
+            streams:
+              list: {mapping: st_out}
+        """, store_url)
+    hub = hub_for(cfg)
+    STOP["event"] = hub.stopping
+    yield hub
+    plugins.unregister(plugin)
+
+
+def test_a_stopped_read_commits_its_batch_keeps_its_cursor_and_the_next_run_goes_on(stoptest: Any) -> None:
+    hub = stoptest
+    STOP["read_at"] = 25  # the stop arrives while record 25 is read
+    first = hub.run_connection("src", "in")
+    assert first.status == "interrupted"
+    landed = len(rows(hub.store, source_t))
+    # It stopped at the next boundary: the batch of 4 ending at 28, before the checkpoint at 30.
+    assert landed == 28 and first.streams["people"].read == 28
+    assert hub.store.get_state("src", "people") == {"next": 20}
+    assert hub.store.get_run(first.run_id)["status"] == "interrupted"
+    hub.stopping.clear()
+    STOP.pop("read_at")
+    second = hub.run_connection("src", "in")
+    assert second.status == "succeeded"
+    assert second.streams["people"].read == PEOPLE - 20  # from the saved cursor
+    assert second.streams["people"].unchanged == 8  # 20..27 landed before: no duplicates
+    assert len(rows(hub.store, source_t)) == PEOPLE
+
+
+def test_a_stopped_push_remembers_what_was_written_and_the_next_run_writes_the_rest(stoptest: Any) -> None:
+    hub = stoptest
+    assert hub.run_connection("src", "in").status == "succeeded"
+    STOP["write_at"] = 7
+    first = hub.run_connection("dst", "out")
+    assert first.status == "interrupted" and "left for the next run" in first.error
+    assert first.streams["list"].written == len(WRITTEN) < PEOPLE
+    assert len(rows(hub.store, outbound_t)) == len(WRITTEN)
+    hub.stopping.clear()
+    STOP.pop("write_at")
+    before = len(WRITTEN)
+    second = hub.run_connection("dst", "out")
+    assert second.status == "succeeded"
+    assert second.streams["list"].written == PEOPLE - before
+    assert sorted(WRITTEN) == sorted(set(WRITTEN)) and len(WRITTEN) == PEOPLE  # each once
+
+
+def test_no_new_run_starts_once_stopping(stoptest: Any) -> None:
+    hub = stoptest
+    hub.stopping.set()
+    assert hub.sync() == []
+    assert rows(hub.store, source_t) == []
+    assert hub.store.recent_runs() == []
