@@ -134,6 +134,10 @@ class _Prepared:
     owner: str | None = None
 
 
+#: ``RunSummary.error`` of a follow-up push skipped because the connection was busy.
+BUSY = "busy: another job or worker was running it"
+
+
 class AlreadyRunning(SynchubError):
     """The connection is being synced by another job or another worker sharing the store."""
 
@@ -215,8 +219,17 @@ class Hub:
         for n in outbound:
             if self.stopping.is_set():
                 break
-            summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress,
-                                                 not_before=not_before if n in names else None))
+            if n in names:
+                summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress, not_before=not_before))
+                continue
+            try:
+                summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress))
+            except AlreadyRunning:
+                # A push after a pull: another job or worker is pushing this connection right now,
+                # perhaps from before this pull's commit. ``synchub serve`` pushes again shortly.
+                log.info("push %s is busy; it is due again after this pull", n)
+                summaries.append(RunSummary(run_id=0, connection=n, direction="out", status="skipped",
+                                            error=BUSY))
         return summaries
 
     def run_connection(self, name: str, direction: str, *, trigger: str = "cli", progress: ProgressFn | None = None,

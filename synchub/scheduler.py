@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("synchub.scheduler")
 
+#: A push skipped because its connection was busy is tried again this much later.
+PUSH_RETRY_SECONDS = 30
 #: Interval schedules count from here, so every worker fires at the same moments.
 EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
@@ -107,13 +109,16 @@ def catch_up(hub: Hub, scheduler: BackgroundScheduler, now: datetime | None = No
     return due
 
 
-def run_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None = None, slot: datetime | None = None) -> None:
-    from synchub.engine import AlreadyRunning
+def run_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None = None, slot: datetime | None = None,
+            *, any_time: bool = False) -> None:
+    """One scheduled firing: sync ``name`` unless a run since ``slot`` exists (default: the
+    slot of this firing). ``any_time``: a one-off (a push tried again), not tied to a slot."""
+    from synchub.engine import BUSY, AlreadyRunning
 
     if hub.stopping.is_set():
         return
     sched = hub.config.connections[name].schedule
-    if slot is None and sched is not None:
+    if slot is None and sched is not None and not any_time:
         # The slot this firing serves: the latest fire time up to now (a firing can be late by
         # up to the misfire grace).
         slot = last_slot(trigger_for(sched), datetime.now(timezone.utc) + timedelta(seconds=1), _lookback(sched))
@@ -127,12 +132,18 @@ def run_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None = None, s
         return
     for s in summaries:
         log.info("run %s %s %s: %s", s.run_id, s.connection, s.direction, s.status)
+        if s.status == "skipped" and s.error == BUSY and scheduler is not None:
+            # The push after this pull found the connection busy (perhaps pushing from before
+            # this pull's data was committed): push once more a little later.
+            scheduler.add_job(run_job, DateTrigger(run_date=datetime.now(timezone.utc) + timedelta(seconds=PUSH_RETRY_SECONDS)),
+                              args=[hub, s.connection, scheduler], kwargs={"any_time": True}, id=f"push:{s.connection}",
+                              name=f"push {s.connection}", replace_existing=True, misfire_grace_time=3600)
         if s.status == "paused" and s.resume_at is not None and scheduler is not None:
             # The API account's daily quota is spent: run once more right after it resets
             # (the regular schedule goes on too; until the reset its runs stop at once).
             log.warning("%s paused until %s; a run is scheduled then", name, s.resume_at.isoformat())
             scheduler.add_job(run_job, DateTrigger(run_date=s.resume_at + timedelta(seconds=30)),
-                              args=[hub, name, scheduler], id=f"resume:{name}", name=f"resume {name}",
+                              args=[hub, name, scheduler], kwargs={"any_time": True}, id=f"resume:{name}", name=f"resume {name}",
                               replace_existing=True, misfire_grace_time=3600)
 
 

@@ -236,3 +236,19 @@ def test_serve_exposes_health_and_metrics_of_its_runs(demo_dir: Path, store_url:
     assert not t.is_alive()
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_a_push_that_finds_its_connection_busy_is_tried_again(demo_dir: Path, store_url: str) -> None:
+    hub = demo_hub(demo_dir, store_url)
+    scheduler = build_scheduler(hub)
+    with connection_lock(hub.store, "export") as got:
+        assert got  # another worker is pushing the export
+        run_job(hub, "shop", scheduler)
+    runs = {(r["connection"], r["direction"]) for r in hub.store.recent_runs(50)}
+    assert ("shop", "in") in runs and ("export", "out") not in runs
+    retry = scheduler.get_job("push:export")
+    assert retry is not None and retry.kwargs == {"any_time": True}
+    retry.func(*retry.args, **retry.kwargs)
+    exports = [r for r in hub.store.recent_runs(50) if r["connection"] == "export"]
+    assert len(exports) == 1 and exports[0]["status"] == "succeeded"
+    assert (demo_dir / "var" / "export" / "kunden_bereinigt.csv").exists()
