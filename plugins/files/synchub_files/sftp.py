@@ -25,7 +25,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -86,6 +86,16 @@ def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's ``SHA256:...`` form of a key's fingerprint."""
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def host_key_algorithms(offered: Iterable[str], known: Iterable[str]) -> list[str]:
+    """The host key algorithms of ``offered`` that verify against keys of the ``known`` types.
+    An RSA key (``ssh-rsa`` in known_hosts) is also signed with SHA-2 (``rsa-sha2-256/512``),
+    which is what current servers use; ``ssh-rsa`` alone would ask for SHA-1 signatures."""
+    names = set(known)
+    if "ssh-rsa" in names:
+        names |= {"rsa-sha2-256", "rsa-sha2-512"}
+    return [t for t in offered if t in names]
 
 
 class SftpFileSystem:
@@ -166,7 +176,7 @@ class SftpFileSystem:
             if expected:
                 # Ask for a key type we can verify (a server usually has several).
                 opts = transport.get_security_options()
-                known_types = [t for t in opts.key_types if t in expected]
+                known_types = host_key_algorithms(opts.key_types, expected)
                 if known_types:
                     opts.key_types = known_types
             try:

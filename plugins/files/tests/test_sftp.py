@@ -18,7 +18,7 @@ from synchub.connector import ConnectionContext, Record, Rejected
 from synchub.store import rejected_t, source_t
 from synchub_files import CsvReadStream, FilesConnector, FilesSettings, FileStreamSettings
 from synchub_files.fs import FileInfo, PathEscapeError
-from synchub_files.sftp import SftpFileSystem, SftpSettings
+from synchub_files.sftp import SftpFileSystem, SftpSettings, host_key_algorithms
 from tests.helpers import hub_for, rows, write_config
 
 PEOPLE = "id;email;first;last\n1;anna@example.org;Anna;Huber\n2;jorg@example.org;Jörg;Weiß\n3;m@example.org;=1+2;Mallory\n"
@@ -163,6 +163,13 @@ def test_changed_host_key_is_refused(tmp_path: Path, store_url: str, sftp_server
     assert summary.status == "failed"
     assert "does NOT match known_hosts" in summary.error
     assert sftp_server.logins == 0
+
+
+def test_only_host_key_algorithms_known_hosts_can_verify_are_offered() -> None:
+    offered = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+    assert host_key_algorithms(offered, ["ssh-ed25519"]) == ["ssh-ed25519"]
+    assert host_key_algorithms(offered, ["ssh-rsa"]) == ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+    assert host_key_algorithms(offered, ["ecdsa-sha2-nistp256", "ssh-ed25519"]) == ["ssh-ed25519", "ecdsa-sha2-nistp256"]
 
 
 def test_settings_demand_host_key_trust_and_credentials() -> None:
