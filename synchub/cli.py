@@ -248,7 +248,7 @@ def runs_show(run_id: int) -> None:
     if state.json:
         _emit_json({**run, "rejected": rejected})
         return
-    out.print(f"run {run['id']} {run['connection']} {run['direction']} [{run['status']}] "
+    out.print(f"run {run['id']} {run['connection']} {run['direction']} \\[{run['status']}] "
               f"{_ts(run['started_at'])} -> {_ts(run['finished_at'])} (trigger {run['trigger']}, worker {run['worker']})")
     if run["api_calls"] or run["retries"] or run["throttled"]:
         out.print(f"API: {run['api_calls']} request(s), {run['retries']} retried, {run['throttled']} throttled")

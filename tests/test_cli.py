@@ -46,6 +46,10 @@ def test_sync_json_and_runs(demo) -> None:
         ("shop_kunden.csv:25", None), ("shop_kunden.csv:32", "birth_date"), ("shop_kunden.csv:41", "emails")}
     text = demo("runs", "show", str(shop["run_id"]))
     assert "shop_kunden.csv:32" in text and "birth_date" in text
+    assert f"run {shop['run_id']} shop in [partial]" in text
+    assert shown["direction"] == "in" and shown["finished_at"] and shown["worker"]
+    listing = demo("runs")
+    assert "partial" in listing and "export" in listing
 
 
 def test_customers_search_and_show_with_provenance(demo) -> None:
