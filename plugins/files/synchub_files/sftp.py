@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("synchub.connector.files.sftp")
 
-_CHUNK = 256 * 1024
+_REQUEST = 32 * 1024  # the largest read every SFTP server answers whole
+_WINDOW = 4 * 1024 * 1024  # bytes requested at once during a download
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -373,16 +374,18 @@ class SftpFileSystem:
             def fetch(sftp: paramiko.SFTPClient) -> None:
                 full = self._confined(sftp, info.path)
                 with sftp.open(full, "rb") as remote:
-                    offset = spool.tell()
-                    if offset:
-                        remote.seek(offset)
-                    while True:
-                        # paramiko splits a big read into pipelined 32 KiB requests
-                        chunk = remote.read(_CHUNK)
-                        if not chunk:
-                            break
-                        spool.write(chunk)
-                        h.update(chunk)
+                    # Requests of 32 KiB, a window of them in flight at once (readv pipelines
+                    # them): one at a time, each waits a round trip. The window bounds memory.
+                    while (offset := spool.tell()) < info.size:
+                        end = min(offset + _WINDOW, info.size)
+                        chunks = [(o, min(_REQUEST, end - o)) for o in range(offset, end, _REQUEST)]
+                        got = 0
+                        for data in remote.readv(chunks):
+                            spool.write(data)
+                            h.update(data)
+                            got += len(data)
+                        if got < end - offset:
+                            break  # shorter than listed: the size check below leaves it for later
 
             self._retrying(f"download of {info.path}", fetch)
             after = self.stat(info.path)
