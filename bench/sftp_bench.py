@@ -38,7 +38,7 @@ def write_csv(path: Path, megabytes: int) -> int:
         fh.write("Kundennr;E-Mail;Vorname;Nachname;Straße;PLZ;Ort;Notiz\r\n")
         while fh.tell() < target:
             for _ in range(1000):
-                fh.write(f"{rows};kunde{rows}@example.de;Jörg;Müller-Weiß;Hauptstraße {rows % 200};80331;München;{NOTES}\r\n")
+                fh.write(f"{rows};kunde{rows}@example.de;Jörg;Müller-Weiß;Hauptstraße {rows % 200};80331;München;\"{NOTES}\"\r\n")
                 rows += 1
     return rows
 
