@@ -44,7 +44,7 @@ from synchub.connector import (
 )
 from synchub.errors import ConfigError, QuotaExhausted, RecordError, SynchubError
 from synchub.http import HttpClientFactory
-from synchub.locks import connection_lock
+from synchub.locks import RunLock, connection_lock
 from synchub.mapping import Mapping, MappingLibrary
 from synchub.merge import Merger
 from synchub.normalize import fold
@@ -164,6 +164,7 @@ class Hub:
         #: Called with each finished run's summary (``synchub serve`` feeds its metrics so).
         self.on_run_finished: list[Callable[[RunSummary], None]] = []
         self.on_run_started: list[Callable[[str, str], None]] = []
+        self._locks: dict[str, RunLock] = {}
 
     # ----- building blocks --------------------------------------------------------------------
 
@@ -238,8 +239,8 @@ class Hub:
 
         Holds the connection's run lock, which every process sharing the store respects
         (:mod:`synchub.locks`); :class:`AlreadyRunning` when another job or worker has it."""
-        with connection_lock(self.store, name) as got:
-            if not got:
+        with connection_lock(self.store, name) as lock:
+            if lock is None:
                 raise AlreadyRunning(f"connection {name!r} is already running (in this or another worker)")
             # Holding the lock, any run still marked running belongs to a worker that died.
             self.store.abandon_runs(name)
@@ -248,7 +249,17 @@ class Hub:
                 summary = RunSummary(run_id=0, connection=name, direction=direction, status="skipped")
                 self._finished(summary)
                 return summary
-            return self._run_locked(name, direction, trigger, progress)
+            self._locks[name] = lock
+            try:
+                return self._run_locked(name, direction, trigger, progress)
+            finally:
+                self._locks.pop(name, None)
+
+    def _check_lock(self, connection: str) -> None:
+        """Before a commit: still holding the connection's run lock (:class:`LockLost` if not)."""
+        lock = self._locks.get(connection)
+        if lock is not None:
+            lock.check()
 
     def _run_locked(self, name: str, direction: str, trigger: str, progress: ProgressFn | None) -> RunSummary:
         run_id = self.store.start_run(name, trigger, direction)
@@ -300,6 +311,7 @@ class Hub:
             summary.error = redact(f"{type(exc).__name__}: {exc}")
             summary.api = _add_stats(http.api_stats(), connector.stats() if connector is not None else {})
             self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error, summary.api)
+            self._finished(summary)
             raise
         finally:
             if connector is not None:
@@ -333,6 +345,7 @@ class Hub:
             state = self.store.get_state(connection, stream_name) or {}
             if state.get("snapshot_hash") == digest.hexdigest() and stream.target_exists():
                 return
+            self._check_lock(connection)
             results = stream.write((rec for rec, _h in _out_records(self.store, kind, mapping, selected)), mapping.field_names)
             for res in results:
                 if res.ok:
@@ -359,6 +372,7 @@ class Hub:
         def commit() -> None:
             # Each confirmed write is remembered at once in small groups: a crash or a quota stop
             # later in the run must not make the next run write (or create) these again.
+            # (Even with the run lock lost: these writes happened.)
             with self.store.begin() as conn:
                 if done:
                     ids = [d["golden_id"] for d in done]
@@ -385,6 +399,8 @@ class Hub:
                 if self.stopping.is_set():
                     held_back = len(todo) - i
                     return
+                if i % PUSH_COMMIT_EVERY == 0:
+                    self._check_lock(connection)  # another worker may be pushing: stop writing
                 yield rec
 
         try:
@@ -560,6 +576,7 @@ class Hub:
                 self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
                 pending, rejects = [], []
                 # The data above is committed; only now may the cursor move past it.
+                self._check_lock(connection)
                 self.store.save_state(connection, stream_name, item.state, run_id)
         self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
         if progress:
@@ -598,6 +615,7 @@ class Hub:
         owners' purchase summaries are derived again."""
         if not pending and not rejects:
             return
+        self._check_lock(connection)
         kind = mapping.entity
         actor = f"run:{run_id}"
         self._batches += 1
@@ -621,6 +639,7 @@ class Hub:
     def _reconcile(self, connection: str, stream: str, mapping: Mapping, item: Reconcile, run_id: int,
                    counts: StreamCounts) -> None:
         """What a full listing shows gone from the source: its data leaves the hub."""
+        self._check_lock(connection)
         now = utcnow()
         actor = f"run:{run_id}"
         with self.store.begin() as conn:

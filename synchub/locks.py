@@ -12,6 +12,7 @@ Inside one process a thread lock comes first, so two jobs of one worker never ev
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+
+from synchub.errors import SynchubError
 
 if TYPE_CHECKING:
     from synchub.store import Store
@@ -33,23 +36,49 @@ _local: dict[str, threading.Lock] = {}
 _local_guard = threading.Lock()
 
 
+class LockLost(SynchubError):
+    """The store session that held a run lock is gone, and with it the lock: another worker may
+    run the connection now, so this run must stop before it commits anything more."""
+
+
+class RunLock:
+    """A held run lock. :meth:`check` before each commit: it raises :class:`LockLost` if the
+    lock's database session died (a killed idle session, a network cut), since the server has
+    released the lock then."""
+
+    def __init__(self, name: str, conn: sa.Connection | None = None):
+        self.name = name
+        self._conn = conn
+
+    def check(self) -> None:
+        if self._conn is None:
+            return  # a flock or a thread lock lives as long as this process
+        try:
+            self._conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            why = type(getattr(exc, "orig", None) or exc).__name__
+            raise LockLost(f"connection {self.name!r}: the store session holding its run lock is gone "
+                           f"({why}); stopping before anything more is committed") from None
+
+
 @contextmanager
-def connection_lock(store: Store, name: str) -> Iterator[bool]:
-    """Try to take the run lock of connection ``name``; yields whether it was taken. Never waits."""
+def connection_lock(store: Store, name: str) -> Iterator[RunLock | None]:
+    """Try to take the run lock of connection ``name``: a :class:`RunLock`, or None when another
+    job or worker holds it. Never waits."""
     with _local_guard:
         local = _local.setdefault(f"{store.url}\0{name}", threading.Lock())
     if not local.acquire(blocking=False):
-        yield False
+        yield None
         return
     try:
         if store.dialect == "postgresql":
-            with _pg_lock(store, name) as got:
-                yield got
+            with _pg_lock(store, name) as lock:
+                yield lock
         elif fcntl is not None and (path := _sqlite_lock_path(store, name)) is not None:
             with _file_lock(path) as got:
-                yield got
+                yield RunLock(name) if got else None
         else:
-            yield True
+            yield RunLock(name)
     finally:
         local.release()
 
@@ -60,18 +89,22 @@ _PG_KEY = "hashtextextended('synchub:' || current_schema() || ':' || :name, 0)"
 
 
 @contextmanager
-def _pg_lock(store: Store, name: str) -> Iterator[bool]:
-    conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+def _pg_lock(store: Store, name: str) -> Iterator[RunLock | None]:
+    # A connection of its own (not from the pool the run's work uses), kept alive by TCP
+    # keepalives and exempt from idle_session_timeout: it idles while the run works.
+    conn = store.lock_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
+        with contextlib.suppress(sa.exc.DBAPIError):
+            conn.execute(sa.text("SET idle_session_timeout = 0"))  # PostgreSQL 14+
         key = conn.execute(sa.text(f"SELECT {_PG_KEY}"), {"name": name}).scalar()
         got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
         try:
-            yield got
+            yield RunLock(name, conn) if got else None
         finally:
             if got:
                 try:
                     conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                except sa.exc.DBAPIError:
+                except sa.exc.SQLAlchemyError:
                     # The connection is gone, and the server released the lock with it.
                     conn.invalidate()
     finally:

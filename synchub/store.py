@@ -312,11 +312,13 @@ class Store:
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = dict(_PG_KEEPALIVE)
         try:
             self.engine = sa.create_engine(url, **kwargs)
         except Exception as exc:  # bad URL, missing driver
             raise StoreError(f"cannot open store {redact(_safe_url(url))}: {redact(exc)}") from None
         self.dialect = self.engine.dialect.name
+        self._lock_engine: sa.Engine | None = None
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
 
@@ -346,6 +348,14 @@ class Store:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.execute(sa.text("ANALYZE identity_key, match_key, match_key_stop, source_record, golden_record"))
 
+    def lock_engine(self) -> sa.Engine:
+        """Connections for run locks (:mod:`synchub.locks`): unpooled, so a worker's locks never
+        take connections its runs need, and each lock's session ends with its release."""
+        if self._lock_engine is None:
+            self._lock_engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool,
+                                                 connect_args=dict(_PG_KEEPALIVE))
+        return self._lock_engine
+
     def ping(self) -> None:
         """Raise if the store cannot be reached (health checks)."""
         with self.engine.connect() as conn:
@@ -353,6 +363,8 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
@@ -389,8 +401,10 @@ class Store:
                    api: dict[str, int] | None = None) -> None:
         api = api or {}
         with self.begin() as conn:
+            # Only a run still marked running: one another worker marked abandoned (this worker
+            # lost its lock) keeps that verdict.
             conn.execute(
-                run_t.update().where(run_t.c.id == run_id).values(
+                run_t.update().where(run_t.c.id == run_id, run_t.c.status == "running").values(
                     status=status, finished_at=utcnow(), counts=counts,
                     error=redact(error) if error else None,
                     api_calls=api.get("calls", 0), retries=api.get("retries", 0), throttled=api.get("throttled", 0),
@@ -686,6 +700,10 @@ def _safe_url(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<invalid store URL>"
+
+
+#: libpq TCP keepalives: a dead peer is noticed in about a minute, not hours.
+_PG_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from synchub import plugins
 from synchub.connector import (
@@ -37,6 +38,8 @@ class CountingSource(Stream):
         for i in range(start, PEOPLE):
             if i == STOP.get("read_at"):
                 STOP["event"].set()
+            if i == STOP.get("cut_at"):
+                STOP["cut"]()
             yield Record({"id": str(i), "email": f"p{i}@example.org", "first": f"F{i}"})
             if (i + 1) % 10 == 0:
                 yield Checkpoint({"next": i + 1})
@@ -139,3 +142,26 @@ def test_no_new_run_starts_once_stopping(stoptest: Any) -> None:
     assert hub.sync() == []
     assert rows(hub.store, source_t) == []
     assert hub.store.recent_runs() == []
+
+
+def test_a_run_whose_lock_session_dies_stops_before_committing_more(stoptest: Any, store_url: str) -> None:
+    """The store session holding the run lock is killed (an idle-session timeout, a network cut):
+    the server released the lock, another worker may start, so this run commits nothing more."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a flock lives as long as its process")
+    hub = stoptest
+
+    def cut() -> None:
+        pid = hub._locks["src"]._conn.connection.dbapi_connection.info.backend_pid
+        with hub.store.engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    STOP["cut_at"], STOP["cut"] = 25, cut
+    first = hub.run_connection("src", "in")
+    assert first.status == "failed" and "run lock" in first.error
+    landed = len(rows(hub.store, source_t))
+    assert landed == 24  # the batches before the cut; nothing after it
+    assert hub.store.get_state("src", "people") == {"next": 20}
+    STOP.pop("cut_at")
+    second = hub.run_connection("src", "in")
+    assert second.status == "succeeded" and len(rows(hub.store, source_t)) == PEOPLE

@@ -55,3 +55,19 @@ def test_runs_are_recorded_with_aware_times(store: Store) -> None:
 def test_url_password_is_hidden() -> None:
     s = Store("postgresql+psycopg://bob:hunter2secret@127.0.0.1:1/x")
     assert "hunter2secret" not in repr(s) and "hunter2secret" not in s.display_url
+
+
+def test_upgrade_to_0005_takes_the_direction_of_older_runs_from_their_counts(store_url: str) -> None:
+    from synchub.migrate import upgrade
+
+    s = Store(store_url)
+    upgrade(s.engine, "0004")
+    with s.begin() as conn:
+        for direction in ("in", "out"):
+            conn.execute(sa.text("INSERT INTO run (connection, trigger, status, started_at, counts, worker) "
+                                 "VALUES ('shop', 'cli', 'succeeded', :t, :c, 'w')"),
+                         {"t": datetime.now(timezone.utc), "c": '{"direction": "%s", "streams": {}}' % direction})
+    s.upgrade()
+    assert sorted(r["direction"] for r in s.recent_runs()) == ["in", "out"]
+    assert s.last_run_start("shop", "in") is not None
+    s.dispose()

@@ -22,6 +22,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("retries", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("throttled", sa.Integer, nullable=False, server_default="0"))
     op.create_index("ix_run_connection_started", "run", ["connection", "started_at"])
+    # Runs recorded before kept their direction in the counts JSON.
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("UPDATE run SET direction = COALESCE(counts->>'direction', '') WHERE direction = ''")
+    else:
+        op.execute("UPDATE run SET direction = COALESCE(json_extract(counts, '$.direction'), '') WHERE direction = ''")
 
 
 def downgrade() -> None:
