@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -66,7 +67,7 @@ def test_upgrade_to_0005_takes_the_direction_of_older_runs_from_their_counts(sto
         for direction in ("in", "out"):
             conn.execute(sa.text("INSERT INTO run (connection, trigger, status, started_at, counts, worker) "
                                  "VALUES ('shop', 'cli', 'succeeded', :t, :c, 'w')"),
-                         {"t": datetime.now(timezone.utc), "c": '{"direction": "%s", "streams": {}}' % direction})
+                         {"t": datetime.now(timezone.utc), "c": json.dumps({"direction": direction, "streams": {}})})
     s.upgrade()
     assert sorted(r["direction"] for r in s.recent_runs()) == ["in", "out"]
     assert s.last_run_start("shop", "in") is not None
