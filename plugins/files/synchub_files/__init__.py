@@ -165,13 +165,21 @@ class CsvReadStream(Stream):
         seen: dict[str, Any] = dict((state or {}).get("files", {}))
         listed = self.fs.list(self.settings.pattern)
         names = {f.path for f in listed}
+        # Files no longer there (archived, deleted) are forgotten: the state stays small, and a
+        # new file under an old name is a new file.
+        gone = [path for path in seen if path not in names]
+        for path in gone:
+            del seen[path]
         for info in listed:
             if not self._ready(info, names):
                 continue
             prev = seen.get(info.path)
             if prev and prev.get("size") == info.size and prev.get("mtime") == info.mtime:
-                self._archive(info.path)  # a crash after the commit may have left it here
-                continue
+                if prev.get("rejected") or not self.settings.archive:
+                    continue  # this version was read (or rejected whole) before
+                # Still here although it should have been archived: a crash came between the
+                # commit and the move, or a new file arrived with the same name, size and time.
+                # The hash below tells which.
             version: dict[str, Any] = {"size": info.size, "mtime": info.mtime}
             if info.size > self.max_bytes:
                 yield Rejected(ref=info.path, reason=f"file is {info.size} bytes, over the limit of {self.max_bytes}")
@@ -187,10 +195,15 @@ class CsvReadStream(Stream):
             except FileChanged as exc:
                 self.log.info("leaving %s for the next run: %s", info.path, exc)
                 continue
+            except FileNotFoundError:
+                self.log.info("%s vanished before it was read", info.path)
+                continue
             seen[info.path] = version
             yield Checkpoint({"files": dict(seen)})
             # Only now, with its rows committed and the file remembered, may it leave the folder.
             self._archive(info.path)
+        if gone:
+            yield Checkpoint({"files": dict(seen)})
 
     def _ready(self, info: FileInfo, names: set[str]) -> bool:
         """False for files still being written (or not ours to read), which wait for a later run."""

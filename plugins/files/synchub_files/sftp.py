@@ -44,14 +44,6 @@ _REQUEST = 32 * 1024  # the largest read every SFTP server answers whole
 _WINDOW = 4 * 1024 * 1024  # bytes requested at once during a download
 
 
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    """What a dropped or broken SSH connection raises: paramiko's ``SSHException("Server
-    connection dropped")`` in the calling thread, ``EOFError``, or the socket's ``OSError``."""
-    import paramiko
-
-    return (paramiko.SSHException, EOFError, OSError, socket.timeout)
-
-
 class SftpSettings(BaseModel):
     """Where and how to log in. Secrets come from ``${ENV}`` or a key file, never inline."""
 
@@ -196,6 +188,7 @@ class SftpFileSystem:
         except BaseException:
             transport.close()
             raise
+        transport.set_keepalive(30)  # NAT boxes drop silent SSH sessions
         self._transport, self._sftp = transport, sftp
         self.connects += 1
         try:
@@ -256,22 +249,27 @@ class SftpFileSystem:
         self._sftp = self._transport = None
 
     def _retrying(self, what: str, fn: Any) -> Any:
-        """Run ``fn(sftp)``; on a dropped connection reconnect and try again (``retries`` times)."""
+        """Run ``fn(sftp)``; when the connection drops (or cannot be made), reconnect and try
+        again, ``retries`` times. A server's answer (no such file, permission denied) is raised."""
+        import paramiko
+
         attempt = 0
         while True:
-            sftp = self.connect()
             try:
-                return fn(sftp)
-            except _connection_errors() as exc:
-                if isinstance(exc, (FileNotFoundError, PermissionError, PathEscapeError)) or self._alive():
-                    raise  # an answer from the server, not a broken connection
+                return fn(self.connect())
+            except (FatalRunError, PathEscapeError, FileNotFoundError, PermissionError, FileExistsError, FileChanged):
+                raise
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                timed_out = isinstance(exc, (socket.timeout, TimeoutError))
+                if self._alive() and not timed_out and not isinstance(exc, (paramiko.SSHException, EOFError)):
+                    raise OSError(f"SFTP {what} on {self.settings.host}: {exc}") from None  # the server's answer
                 attempt += 1
                 if attempt > self.settings.retries:
                     raise OSError(f"SFTP connection to {self.settings.host} dropped during {what}; "
-                                  f"gave up after {attempt} attempt(s)") from None
+                                  f"gave up after {attempt} attempt(s): {type(exc).__name__}") from None
                 log.warning("SFTP connection dropped during %s (%s); reconnecting (%d/%d)",
                             what, type(exc).__name__, attempt, self.settings.retries)
-                self.close()
+                self.close()  # a timed-out session may still look alive: never reuse it
                 time.sleep(min(2.0 ** attempt * 0.25, 10.0))
 
     def _alive(self) -> bool:
@@ -289,21 +287,37 @@ class SftpFileSystem:
         return real == base or real.startswith(base.rstrip("/") + "/")
 
     def _confined(self, sftp: paramiko.SFTPClient, path: str, *, must_exist: bool = True) -> str:
-        """The full remote path of ``path``, after checking the server's realpath stays inside."""
+        """The full remote path of ``path``, after checking the server's realpath stays inside.
+
+        For a path that may not exist yet (a file to write, a folder to create), the realpath
+        of its deepest existing ancestor is taken and the rest appended, so a symlinked folder on
+        the way cannot lead out. Any other error than "no such file" refuses the path."""
         full = self._full(path)
-        try:
-            real = sftp.normalize(full)
-        except FileNotFoundError:
-            if must_exist:
-                raise
-            real = posixpath.join(sftp.normalize(posixpath.dirname(full)), posixpath.basename(full))
-        except OSError:
-            if must_exist:
-                raise
-            real = full
+        real = self._realpath(sftp, full, must_exist=must_exist)
         if not self._inside(real):
             raise PathEscapeError(f"path {path!r} leads outside the SFTP folder {self.base!r} (symlink?)")
         return full
+
+    def _realpath(self, sftp: paramiko.SFTPClient, full: str, *, must_exist: bool) -> str:
+        rest: list[str] = []
+        current = full
+        while True:
+            try:
+                real = sftp.normalize(current)
+                break
+            except OSError as exc:
+                if not self._alive():
+                    raise
+                if must_exist and isinstance(exc, FileNotFoundError):
+                    raise
+                # Only a path that is really not there (lstat says so) may be walked up from:
+                # a symlink whose target the server will not resolve (outside a chroot, say)
+                # exists, and is refused. Some servers answer a missing path with a bare failure.
+                if must_exist or current in ("/", "") or self._exists(sftp, current, lstat=True):
+                    raise PathEscapeError(f"cannot resolve {current!r} on the SFTP server ({exc}); refusing it") from None
+                current, name = posixpath.split(current)
+                rest.insert(0, name)
+        return posixpath.join(real, *rest) if rest else real
 
     # ----- FileSystem -------------------------------------------------------------------------
 
@@ -401,21 +415,27 @@ class SftpFileSystem:
 
     @contextmanager
     def write_atomic(self, path: str) -> Iterator[BinaryIO]:
-        """Upload to a hidden ``.part`` file beside ``path``, then rename it over ``path``."""
+        """Upload to a hidden ``.part`` file beside ``path``, then rename it over ``path``.
+        On any failure the old file stays as it was and the ``.part`` file is removed."""
+        import paramiko
+
         sftp = self.connect()
-        target = self._confined(sftp, path, must_exist=False)
-        folder, name = posixpath.split(target)
-        self._makedirs(sftp, folder)
-        tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
+        tmp = None
         try:
+            target = self._confined(sftp, path, must_exist=False)
+            folder, name = posixpath.split(target)
+            self._makedirs(sftp, folder)
+            tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
             with sftp.open(tmp, "wb") as fh:
                 fh.set_pipelined(True)
                 yield fh  # type: ignore[misc]
             self._replace(sftp, tmp, target)
-        except BaseException:
-            with suppress(Exception):
-                if self._alive():
+        except BaseException as exc:
+            if tmp is not None and self._alive():
+                with suppress(Exception):
                     sftp.remove(tmp)
+            if isinstance(exc, (paramiko.SSHException, EOFError)):
+                raise OSError(f"SFTP upload of {path} to {self.settings.host} broke off: {type(exc).__name__}") from None
             raise
 
     def move(self, path: str, dest: str) -> str:
@@ -446,14 +466,14 @@ class SftpFileSystem:
             missing.append(folder)
             folder = posixpath.dirname(folder)
         for f in reversed(missing):
-            if not self._inside(posixpath.normpath(f)):
+            if not self._inside(self._realpath(sftp, f, must_exist=False)):
                 raise PathEscapeError(f"folder {f!r} is outside the SFTP folder {self.base!r}")
             sftp.mkdir(f)
 
     @staticmethod
-    def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    def _exists(sftp: paramiko.SFTPClient, path: str, *, lstat: bool = False) -> bool:
         try:
-            sftp.stat(path)
+            (sftp.lstat if lstat else sftp.stat)(path)
         except FileNotFoundError:
             return False
         return True
@@ -462,8 +482,24 @@ class SftpFileSystem:
     def _replace(sftp: paramiko.SFTPClient, tmp: str, target: str) -> None:
         try:
             sftp.posix_rename(tmp, target)  # atomic replace (OpenSSH extension)
-        except OSError:
-            # A server without posix-rename: SFTP's rename does not overwrite.
-            with suppress(FileNotFoundError):
-                sftp.remove(target)
+            return
+        except OSError as exc:
+            if exc.errno is not None or "unsupported" not in str(exc).lower():
+                raise
+        # A server without posix-rename: SFTP's rename does not overwrite. The old file is moved
+        # aside first and only removed once the new one is in place (or put back if that fails).
+        aside = f"{tmp}.old"
+        try:
+            sftp.rename(target, aside)
+        except FileNotFoundError:
+            aside = ""
+        try:
             sftp.rename(tmp, target)
+        except BaseException:
+            if aside:
+                with suppress(Exception):
+                    sftp.rename(aside, target)
+            raise
+        if aside:
+            with suppress(Exception):
+                sftp.remove(aside)

@@ -179,6 +179,12 @@ def test_settings_demand_host_key_trust_and_credentials() -> None:
         SftpSettings(host="h", username="u", known_hosts="h ssh-ed25519 AAAA")
 
 
+# paramiko's readv prefetch thread dies with EOFError when the connection is cut under it; the
+# download itself sees the drop and resumes (or fails) as the test checks.
+_PREFETCH_THREAD = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+@_PREFETCH_THREAD
 def test_a_dropped_download_resumes_on_a_new_connection(tmp_path: Path, store_url: str, sftp_server: SftpServer) -> None:
     big = "id;email;first;last\n" + "".join(f"{i};p{i}@example.org;F{i};L{i}\n" for i in range(4000))
     _put(sftp_server, "in/people.csv", big)
@@ -191,6 +197,7 @@ def test_a_dropped_download_resumes_on_a_new_connection(tmp_path: Path, store_ur
     assert hub.store.get_run(summary.run_id)["retries"] == 1  # the reconnect is in the run history
 
 
+@_PREFETCH_THREAD
 def test_a_download_that_keeps_dropping_fails_whole_and_the_next_run_lands_it_once(tmp_path: Path, store_url: str,
                                                                                     sftp_server: SftpServer) -> None:
     big = "id;email;first;last\n" + "".join(f"{i};p{i}@example.org;F{i};L{i}\n" for i in range(3000))
@@ -300,6 +307,47 @@ def test_symlinks_out_of_the_base_folder_are_neither_listed_nor_read(tmp_path: P
     with pytest.raises(PathEscapeError):
         fs.move("in/people.csv", "/tmp/x.csv")
     fs.close()
+
+
+def test_writes_through_a_symlinked_folder_out_of_the_base_are_refused(sftp_server: SftpServer) -> None:
+    outside = sftp_server.root.parent / "elsewhere"
+    outside.mkdir()
+    os.symlink(outside, sftp_server.root / "link")
+    fs = _fs(sftp_server)
+    with pytest.raises(PathEscapeError):
+        with fs.write_atomic("link/kunden.csv") as fh:
+            fh.write(b"x")
+    with pytest.raises(PathEscapeError):
+        with fs.write_atomic("link/new/deeper/kunden.csv") as fh:
+            fh.write(b"x")
+    _put(sftp_server, "people.csv", PEOPLE)
+    with pytest.raises(PathEscapeError):
+        fs.move("people.csv", "link/people.csv")
+    assert list(outside.iterdir()) == []
+    # Folders that do not exist yet are created, inside.
+    with fs.write_atomic("a/b/c/kunden.csv") as fh:
+        fh.write(b"ok")
+    assert (sftp_server.root / "a" / "b" / "c" / "kunden.csv").read_bytes() == b"ok"
+    fs.close()
+
+
+def test_archive_mode_reads_a_new_file_with_an_old_name_size_and_time(tmp_path: Path, store_url: str,
+                                                                      sftp_server: SftpServer) -> None:
+    first = "id;email;first;last\n1;anna@example.org;Anna;Huber\n"
+    second = "id;email;first;last\n2;bert@example.org;Bert;Huber\n"  # same length
+    path = _put(sftp_server, "in/daily.csv", first)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    hub = hub_for(_config(tmp_path, store_url, sftp_server, stream='{pattern: "in/*.csv", primary_key: id, archive: done}'),
+                  _env(sftp_server))
+    assert hub.sync(["remote"])[0].streams["people"].read == 1
+    path = _put(sftp_server, "in/daily.csv", second)  # tomorrow's file: same name, size and time
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    assert hub.sync(["remote"])[0].streams["people"].read == 1
+    assert _sources(hub) == ["1", "2"]
+    assert len(list((sftp_server.root / "done").iterdir())) == 2
+    # Archived files are forgotten once gone from the folder: the state does not grow.
+    assert hub.sync(["remote"])[0].streams["people"].read == 0
+    assert hub.store.get_state("remote", "people") == {"files": {}}
 
 
 def _fs(server: SftpServer, base: str = "/") -> SftpFileSystem:
