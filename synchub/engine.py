@@ -206,6 +206,7 @@ class Hub:
 
         ``not_before`` (scheduled runs): skip a connection that already started a run at or
         after that time (another worker served this schedule slot)."""
+        every = not names
         names = list(names) if names else list(self.config.connections)
         for n in names:
             self._connection(n)
@@ -213,7 +214,13 @@ class Hub:
         pulled_any = False
         for n in names:
             if self.config.connections[n].inbound and not self.stopping.is_set():
-                summary = self.run_connection(n, "in", trigger=trigger, progress=progress, not_before=not_before)
+                try:
+                    summary = self.run_connection(n, "in", trigger=trigger, progress=progress, not_before=not_before)
+                except AlreadyRunning:
+                    if not every:
+                        raise  # the one asked for cannot run now: say so
+                    log.warning("%s is running in another job or worker; skipped", n)
+                    summary = RunSummary(run_id=0, connection=n, direction="in", status="skipped", error=BUSY)
                 summaries.append(summary)
                 pulled_any = pulled_any or summary.status != "skipped"
         outbound = [n for n, c in self.config.connections.items() if c.outbound and (n in names or pulled_any)]

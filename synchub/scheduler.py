@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +133,7 @@ def run_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None = None, s
         return
     for s in summaries:
         log.info("run %s %s %s: %s", s.run_id, s.connection, s.direction, s.status)
-        if s.status == "skipped" and s.error == BUSY and scheduler is not None:
+        if s.status == "skipped" and s.error == BUSY and s.direction == "out" and scheduler is not None:
             # The push after this pull found the connection busy (perhaps pushing from before
             # this pull's data was committed): push once more a little later.
             scheduler.add_job(run_job, DateTrigger(run_date=datetime.now(timezone.utc) + timedelta(seconds=PUSH_RETRY_SECONDS)),
@@ -188,7 +189,7 @@ def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
 
     if port:
         server = MetricsServer(metrics, cfg.metrics_host, port, health=health).start()
-    signals = {"n": 0}
+    signals: dict[str, Any] = {"n": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
         signals["n"] += 1
@@ -198,8 +199,10 @@ def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
             os._exit(128 + signum)
         log.warning("received signal %s: finishing the running batches, then stopping "
                     "(send it again to exit at once)", signum)
-        hub.stopping.set()
-        stop.set()
+        # Only flags here: Event.set() in a handler could wait forever on the lock of the very
+        # Event the interrupted main thread holds. The main loop below polls.
+        hub.stopping.set()  # the main thread never waits on this one
+        signals["stop"] = True
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
@@ -219,7 +222,8 @@ def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
         if server is not None:
             console.print(f"health: {server.url}/healthz  metrics: {server.url}/metrics")
     try:
-        stop.wait()
+        while not (signals.get("stop") or stop.is_set()):
+            time.sleep(0.2)
     finally:
         hub.stopping.set()
         metrics.set_scheduler_running(False)

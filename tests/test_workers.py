@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,8 @@ def test_workers_on_one_postgresql_store_run_a_connection_once_at_a_time(
 ) -> None:
     if not store_url.startswith("postgresql"):
         pytest.skip("several machines share PostgreSQL; the SQLite lock is covered in test_scheduler")
-    cfg = _write_setup(tmp_path, store_url)
+    total = 9_600  # a run of several seconds: the other workers' 2 s slots fire while it runs
+    cfg = _write_setup(tmp_path, store_url, total=total, batch=200)
     store = Store(store_url)
     store.upgrade()
     workers = {}
@@ -131,10 +133,15 @@ def test_workers_on_one_postgresql_store_run_a_connection_once_at_a_time(
         p = _serve(cfg, tmp_path / f"worker{i}.log")
         procs.append(p)
         workers[p.pid] = p
-    victim_run = _wait("a run midway", lambda: _running_midway(store), 90)
+    victim_run = _wait("a run midway", lambda: _running_midway(store, total), 90)
     assert isinstance(victim_run, dict)
     victim_pid = int(victim_run["worker"].rsplit(":", 1)[1])
     assert victim_pid in workers
+    # While the victim runs, the other workers fire on their 2 s slots and must all skip.
+    time.sleep(2.2)
+    assert [r["id"] for r in _runs(store) if r["id"] > victim_run["id"]] == []
+    assert _sources(store) < total, "the run ended before the kill: make it longer"
+    killed_at = datetime.now(timezone.utc)
     os.kill(victim_pid, signal.SIGKILL)
     workers[victim_pid].wait(10)
 
@@ -156,7 +163,8 @@ def test_workers_on_one_postgresql_store_run_a_connection_once_at_a_time(
         assert before["finished_at"] is not None and after["started_at"] >= before["finished_at"], (before, after)
     takeover = next(r for r in runs if r["id"] > victim["id"] and r["status"] == "succeeded")
     assert takeover["worker"] != victim["worker"]
-    _assert_all_once(store)
+    assert all(r["started_at"] >= killed_at for r in runs if r["id"] > victim["id"])
+    _assert_all_once(store, total)
     store.dispose()
 
 
