@@ -313,6 +313,8 @@ class Store:
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["connect_args"] = dict(_PG_KEEPALIVE)
+            # serve runs up to serve.threads connections at once, each with a connection or two.
+            kwargs["pool_size"], kwargs["max_overflow"] = 10, 60
         try:
             self.engine = sa.create_engine(url, **kwargs)
         except Exception as exc:  # bad URL, missing driver
