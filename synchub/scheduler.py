@@ -223,7 +223,7 @@ def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
             console.print(f"health: {server.url}/healthz  metrics: {server.url}/metrics")
     try:
         while not (signals.get("stop") or stop.is_set()):
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         hub.stopping.set()
         metrics.set_scheduler_running(False)

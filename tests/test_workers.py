@@ -214,9 +214,11 @@ def test_a_second_sigterm_exits_at_once_and_the_next_run_loses_nothing(
     p = _serve(cfg, tmp_path / "serve.log")
     procs.append(p)
     _wait("a run midway", lambda: _running_midway(store, total), 120)
+    time.sleep(0.3)  # into the next batch: right at a boundary the first SIGTERM would end it at once
     landed = _sources(store)
     p.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    # Two signals before Python runs its handler count as one: wait until the first was seen.
+    _wait("the first SIGTERM handled", lambda: "received signal" in (tmp_path / "serve.log").read_text(), 10)
     assert p.poll() is None, "the first SIGTERM waits for the batch"
     p.send_signal(signal.SIGTERM)
     started = time.monotonic()
