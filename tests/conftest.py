@@ -33,6 +33,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
+    yield from _pg_schema()
+
+
+@pytest.fixture
+def pg_store_url():
+    """A fresh, empty PostgreSQL store URL, for what only PostgreSQL does (several machines, a
+    lock held by a database session)."""
+    yield from _pg_schema()
+
+
+def _pg_schema():
     if os.environ.get("SYNCHUB_TEST_POSTGRES") == "skip":
         pytest.skip("SYNCHUB_TEST_POSTGRES=skip")
     admin = sa.create_engine(PG_URL)

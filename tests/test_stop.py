@@ -70,6 +70,15 @@ class _Plugin:
 
 @pytest.fixture
 def stoptest(tmp_path: Path, store_url: str) -> Iterator[Any]:
+    yield from _stoptest(tmp_path, store_url)
+
+
+@pytest.fixture
+def pg_stoptest(tmp_path: Path, pg_store_url: str) -> Iterator[Any]:
+    yield from _stoptest(tmp_path, pg_store_url)
+
+
+def _stoptest(tmp_path: Path, store_url: str) -> Iterator[Any]:
     plugin = _Plugin()
     plugins.register(plugin, name="stoptest")
     STOP.clear()
@@ -144,12 +153,11 @@ def test_no_new_run_starts_once_stopping(stoptest: Any) -> None:
     assert hub.store.recent_runs() == []
 
 
-def test_a_run_whose_lock_session_dies_stops_before_committing_more(stoptest: Any, store_url: str) -> None:
+def test_a_run_whose_lock_session_dies_stops_before_committing_more(pg_stoptest: Any) -> None:
     """The store session holding the run lock is killed (an idle-session timeout, a network cut):
-    the server released the lock, another worker may start, so this run commits nothing more."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("a flock lives as long as its process")
-    hub = stoptest
+    the server released the lock, another worker may start, so this run commits nothing more.
+    (PostgreSQL only: a SQLite flock lives as long as its process.)"""
+    hub = pg_stoptest
 
     def cut() -> None:
         pid = hub._locks["src"]._conn.connection.dbapi_connection.info.backend_pid

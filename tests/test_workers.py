@@ -120,10 +120,10 @@ def _assert_all_once(store: Store, total: int = TOTAL) -> None:
 
 
 def test_workers_on_one_postgresql_store_run_a_connection_once_at_a_time(
-    tmp_path: Path, store_url: str, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path, pg_store_url: str, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    if not store_url.startswith("postgresql"):
-        pytest.skip("several machines share PostgreSQL; the SQLite lock is covered in test_scheduler")
+    """Several machines share PostgreSQL (the SQLite lock across processes: test_scheduler)."""
+    store_url = pg_store_url
     total = 9_600  # a run of several seconds: the other workers' 2 s slots fire while it runs
     cfg = _write_setup(tmp_path, store_url, total=total, batch=200)
     store = Store(store_url)
