@@ -8,6 +8,7 @@ keys) is generated once per session.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +35,64 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory, sftp_keys_dir: Path) -
         yield server
     finally:
         server.stop()
+
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+@pytest.fixture
+def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A real OpenSSH sshd on loopback (internal-sftp, key login as the current user), the most
+    common SFTP server in the wild: its answers to realpath, rename and symlinks are the ones to
+    be right about. ``.ci/run`` installs Debian's openssh-server and sets SYNCHUB_REQUIRE_OPENSSH=1,
+    so CI fails instead of skipping when it is missing."""
+    import getpass
+    import socket
+    import subprocess
+    import time
+
+    if not SSHD.exists():
+        if os.environ.get("SYNCHUB_REQUIRE_OPENSSH") == "1":
+            pytest.fail(f"{SSHD} is missing (Debian package openssh-server)")
+        pytest.skip(f"{SSHD} is not installed (Debian package openssh-server)")
+    work = tmp_path_factory.mktemp("openssh")
+    for name in ("host", "client", "other"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
+    (work / "authorized_keys").write_text((work / "client.pub").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (work / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host'}\nPidFile {work / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {work / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
+        "UsePAM no\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
+    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(work / "sshd_config")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                proc.kill()
+                pytest.fail(f"sshd did not start: {out}")
+            time.sleep(0.05)
+    host_pub = (work / "host.pub").read_text().split()
+    other_pub = (work / "other.pub").read_text().split()
+    root = tmp_path_factory.mktemp("openssh-files")
+    try:
+        yield {
+            "host": "127.0.0.1", "port": port, "username": getpass.getuser(), "key_file": work / "client",
+            "known_hosts": f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}",
+            "other_known_hosts": f"[127.0.0.1]:{port} {other_pub[0]} {other_pub[1]}",
+            "root": root,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(10)
