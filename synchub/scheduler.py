@@ -163,6 +163,7 @@ def _summary_dict(s: RunSummary) -> dict[str, Any]:
 def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
           metrics_port: int | None = None) -> None:
     """Run until SIGINT/SIGTERM (or until ``stop`` is set)."""
+    from synchub.errors import SynchubError
     from synchub.metrics import Metrics, MetricsServer
 
     stop = stop or threading.Event()
@@ -188,7 +189,10 @@ def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
         return not problems, {"problems": problems, "jobs": len(scheduler.get_jobs()), "pid": os.getpid()}
 
     if port:
-        server = MetricsServer(metrics, cfg.metrics_host, port, health=health).start()
+        try:
+            server = MetricsServer(metrics, cfg.metrics_host, port, health=health).start()
+        except OSError as exc:
+            raise SynchubError(f"{exc}; choose another serve.metrics_port (or --metrics-port, 0 = off)") from None
     signals: dict[str, Any] = {"n": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from synchub.config import Schedule
 from synchub.engine import AlreadyRunning
+from synchub.errors import SynchubError
 from synchub.locks import connection_lock
 from synchub.scheduler import (
     build_scheduler,
@@ -258,3 +259,14 @@ def test_a_push_that_finds_its_connection_busy_is_tried_again(demo_dir: Path, st
     exports = [r for r in hub.store.recent_runs(50) if r["connection"] == "export"]
     assert len(exports) == 1 and exports[0]["status"] == "succeeded"
     assert (demo_dir / "var" / "export" / "kunden_bereinigt.csv").exists()
+
+
+def test_serve_refuses_a_taken_metrics_port_clearly(demo_dir: Path, tmp_path: Path) -> None:
+    hub = demo_hub(demo_dir, f"sqlite:///{tmp_path / 's.db'}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SynchubError, match=rf"127\.0\.0\.1:{port}.*metrics_port"):
+            serve(hub, stop=threading.Event(), metrics_port=port)
+    assert hub.store.recent_runs() == []  # nothing ran
