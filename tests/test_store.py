@@ -72,3 +72,14 @@ def test_upgrade_to_0005_takes_the_direction_of_older_runs_from_their_counts(sto
     assert sorted(r["direction"] for r in s.recent_runs()) == ["in", "out"]
     assert s.last_run_start("shop", "in") is not None
     s.dispose()
+
+
+def test_commits_are_durable(store: Store) -> None:
+    """RELIABILITY 23: a power cut must not lose a committed batch or cursor."""
+    with store.engine.connect() as conn:
+        if store.dialect == "sqlite":
+            assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 2  # FULL
+        else:
+            assert conn.execute(sa.text("SHOW synchronous_commit")).scalar() == "on"
+            assert conn.execute(sa.text("SHOW fsync")).scalar() == "on"
