@@ -41,6 +41,7 @@ from synchub.connector import (
     Record,
     Rejected,
     Stream,
+    WriteResult,
 )
 from synchub.errors import ConfigError, QuotaExhausted, RecordError, SynchubError
 from synchub.http import HttpClientFactory
@@ -227,12 +228,13 @@ class Hub:
         for n in outbound:
             if self.stopping.is_set():
                 break
-            if n in names:
-                summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress, not_before=not_before))
-                continue
+            named = n in names and not every
             try:
-                summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress))
+                summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress,
+                                                     not_before=not_before if n in names else None))
             except AlreadyRunning:
+                if named:
+                    raise  # the one asked for cannot run now: say so
                 # A push after a pull: another job or worker is pushing this connection right now,
                 # perhaps from before this pull's commit. ``synchub serve`` pushes again shortly.
                 log.info("push %s is busy; it is due again after this pull", n)
@@ -352,8 +354,15 @@ class Hub:
             state = self.store.get_state(connection, stream_name) or {}
             if state.get("snapshot_hash") == digest.hexdigest() and stream.target_exists():
                 return
-            self._check_lock(connection)
-            results = stream.write((rec for rec, _h in _out_records(self.store, kind, mapping, selected)), mapping.field_names)
+            def snapshot() -> Iterator[OutRecord]:
+                self._check_lock(connection)
+                for rec, _h in _out_records(self.store, kind, mapping, selected):
+                    yield rec
+                # Last word before the file replaces the old one: another worker may have the
+                # lock by now, and its newer export must not be overwritten with this one.
+                self._check_lock(connection)
+
+            results = stream.write(snapshot(), mapping.field_names)
             for res in results:
                 if res.ok:
                     counts.written += 1
@@ -397,6 +406,7 @@ class Hub:
             attention.clear()
 
         held_back = 0
+        results: Iterator[WriteResult] | None = None
 
         def feed() -> Iterator[OutRecord]:
             # A stop request ends the feed: what the stream was given is written and remembered,
@@ -411,7 +421,10 @@ class Hub:
                 yield rec
 
         try:
-            for res in stream.write(feed(), mapping.field_names):
+            answered = 0
+            results = iter(stream.write(feed(), mapping.field_names))
+            for res in results:
+                answered += 1
                 h, rec = payloads[res.golden_id]
                 last_payload = pushed[res.golden_id].payload if res.golden_id in pushed else None
                 if res.attention is not None:
@@ -434,7 +447,17 @@ class Hub:
                         remember(res, h, last_payload)
                 if len(done) + len(rejects) >= PUSH_COMMIT_EVERY:
                     commit()
+                    # Between groups of writes (connectors may have taken the whole feed at
+                    # once): stop if the lock is gone or a stop was asked for. Leaving the loop
+                    # closes the connector's write, which sends nothing more.
+                    self._check_lock(connection)
+                    if self.stopping.is_set() and not held_back:
+                        held_back = max(len(todo) - answered, 1)
+                        break
         finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # the connector's write ends here; it sends nothing more
             commit()
         if held_back:
             raise Interrupted(f"stopped on request with {held_back} write(s) of {stream_name} left for the next run")

@@ -58,6 +58,12 @@ def test_a_connection_never_runs_twice_at_once(demo_dir: Path, store_url: str) -
         assert statuses[("shop", "in")] == "skipped"
         assert statuses[("newsletter", "in")] in ("succeeded", "partial")
         assert statuses[("export", "out")] == "succeeded"
+    with connection_lock(hub.store, "export") as got:
+        assert got
+        statuses = {(s.connection, s.direction): s.status for s in hub.sync()}
+        assert statuses[("export", "out")] == "skipped"  # busy push: skipped, not an error
+        with pytest.raises(AlreadyRunning):
+            hub.sync(["export"])
     assert hub.run_connection("shop", "in").status in ("succeeded", "partial")
 
 

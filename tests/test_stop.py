@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from synchub import plugins
+from synchub import engine, plugins
 from synchub.connector import (
     Checkpoint,
     Connector,
@@ -54,12 +54,20 @@ class RecordingSink(Stream):
             yield WriteResult(rec.golden_id, ok=True, external_id=f"x{rec.golden_id}")
 
 
+class EagerSink(RecordingSink):
+    """Takes the whole feed before it writes (as batch APIs do: Mailchimp, Shopify)."""
+
+    def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
+        return super().write(list(records), fields)
+
+
 class StopTestConnector(Connector):
     name = "stoptest"
     StreamSettings = StreamSettings
 
     def streams(self) -> dict[str, Stream]:
-        return {name: (CountingSource() if name == "people" else RecordingSink()) for name in self.context.stream_settings}
+        kinds = {"people": CountingSource, "eager": EagerSink}
+        return {name: kinds.get(name, RecordingSink)() for name in self.context.stream_settings}
 
 
 class _Plugin:
@@ -102,6 +110,11 @@ def _stoptest(tmp_path: Path, store_url: str) -> Iterator[Any]:
             direction: out
             streams:
               list: {mapping: st_out}
+          batchdst:
+            connector: stoptest
+            direction: out
+            streams:
+              eager: {mapping: st_out}
         """, store_url)
     hub = hub_for(cfg)
     STOP["event"] = hub.stopping
@@ -143,6 +156,23 @@ def test_a_stopped_push_remembers_what_was_written_and_the_next_run_writes_the_r
     assert second.status == "succeeded"
     assert second.streams["list"].written == PEOPLE - before
     assert sorted(WRITTEN) == sorted(set(WRITTEN)) and len(WRITTEN) == PEOPLE  # each once
+
+
+def test_a_connector_that_took_the_whole_feed_is_stopped_between_groups_of_writes(
+        stoptest: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = stoptest
+    assert hub.run_connection("src", "in").status == "succeeded"
+    monkeypatch.setattr(engine, "PUSH_COMMIT_EVERY", 5)
+    STOP["write_at"] = 7
+    first = hub.run_connection("batchdst", "out")
+    assert first.status == "interrupted"
+    assert len(WRITTEN) == 10 and first.streams["eager"].written == 10  # up to the next group of 5
+    assert len(rows(hub.store, outbound_t)) == 10
+    hub.stopping.clear()
+    STOP.pop("write_at")
+    second = hub.run_connection("batchdst", "out")
+    assert second.status == "succeeded" and second.streams["eager"].written == PEOPLE - 10
+    assert sorted(WRITTEN) == sorted(set(WRITTEN)) and len(WRITTEN) == PEOPLE
 
 
 def test_no_new_run_starts_once_stopping(stoptest: Any) -> None:
