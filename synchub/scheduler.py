@@ -49,6 +49,7 @@ log = logging.getLogger("synchub.scheduler")
 
 #: A push skipped because its connection was busy is tried again this much later.
 PUSH_RETRY_SECONDS = 30
+PUSH_RETRIES = 10
 #: Interval schedules count from here, so every worker fires at the same moments.
 EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
@@ -136,9 +137,7 @@ def run_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None = None, s
         if s.status == "skipped" and s.error == BUSY and s.direction == "out" and scheduler is not None:
             # The push after this pull found the connection busy (perhaps pushing from before
             # this pull's data was committed): push once more a little later.
-            scheduler.add_job(run_job, DateTrigger(run_date=datetime.now(timezone.utc) + timedelta(seconds=PUSH_RETRY_SECONDS)),
-                              args=[hub, s.connection, scheduler], kwargs={"any_time": True}, id=f"push:{s.connection}",
-                              name=f"push {s.connection}", replace_existing=True, misfire_grace_time=3600)
+            schedule_push(hub, s.connection, scheduler)
         if s.status == "paused" and s.resume_at is not None and scheduler is not None:
             # The API account's daily quota is spent: run once more right after it resets
             # (the regular schedule goes on too; until the reset its runs stop at once).
@@ -146,6 +145,32 @@ def run_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None = None, s
             scheduler.add_job(run_job, DateTrigger(run_date=s.resume_at + timedelta(seconds=30)),
                               args=[hub, name, scheduler], kwargs={"any_time": True}, id=f"resume:{name}", name=f"resume {name}",
                               replace_existing=True, misfire_grace_time=3600)
+
+
+def schedule_push(hub: Hub, name: str, scheduler: BackgroundScheduler, attempt: int = 1) -> None:
+    scheduler.add_job(push_job, DateTrigger(run_date=datetime.now(timezone.utc) + timedelta(seconds=PUSH_RETRY_SECONDS)),
+                      args=[hub, name, scheduler, attempt], id=f"push:{name}", name=f"push {name}",
+                      replace_existing=True, misfire_grace_time=3600)
+
+
+def push_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None, attempt: int = 1) -> None:
+    """The push of ``name`` only (no pull), tried again while the connection stays busy."""
+    from synchub.engine import AlreadyRunning
+
+    if hub.stopping.is_set():
+        return
+    try:
+        summary = hub.run_connection(name, "out", trigger="schedule")
+    except AlreadyRunning:
+        if scheduler is not None and attempt < PUSH_RETRIES:
+            schedule_push(hub, name, scheduler, attempt + 1)
+        else:
+            log.warning("push %s still busy after %d tries; it runs with the next pull", name, attempt)
+        return
+    except Exception:
+        log.exception("push of %s failed", name)
+        return
+    log.info("run %s %s out: %s", summary.run_id, name, summary.status)
 
 
 def prune_history(hub: Hub) -> int:

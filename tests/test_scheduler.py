@@ -25,6 +25,7 @@ from synchub.scheduler import (
     catch_up,
     last_slot,
     prune_history,
+    push_job,
     run_job,
     serve,
     trigger_for,
@@ -254,14 +255,22 @@ def test_serve_exposes_health_and_metrics_of_its_runs(demo_dir: Path, store_url:
 def test_a_push_that_finds_its_connection_busy_is_tried_again(demo_dir: Path, store_url: str) -> None:
     hub = demo_hub(demo_dir, store_url)
     scheduler = build_scheduler(hub)
+    scheduler.start(paused=True)  # jobs are stored (and replaced) but none runs by itself
     with connection_lock(hub.store, "export") as got:
         assert got  # another worker is pushing the export
         run_job(hub, "shop", scheduler)
     runs = {(r["connection"], r["direction"]) for r in hub.store.recent_runs(50)}
     assert ("shop", "in") in runs and ("export", "out") not in runs
     retry = scheduler.get_job("push:export")
-    assert retry is not None and retry.kwargs == {"any_time": True}
-    retry.func(*retry.args, **retry.kwargs)
+    assert retry is not None and retry.func is push_job
+    with connection_lock(hub.store, "export") as got:
+        assert got  # still busy at the first retry: tried again later
+        retry.func(*retry.args, **retry.kwargs)
+    again = scheduler.get_job("push:export")
+    assert again is not None and again.args[-1] == 2
+    again.func(*again.args, **again.kwargs)
+    assert ("shop", "in") in runs and len([r for r in hub.store.recent_runs(50) if r["connection"] == "shop"]) == 1
+    scheduler.shutdown(wait=False)
     exports = [r for r in hub.store.recent_runs(50) if r["connection"] == "export"]
     assert len(exports) == 1 and exports[0]["status"] == "succeeded"
     assert (demo_dir / "var" / "export" / "kunden_bereinigt.csv").exists()
