@@ -705,7 +705,9 @@ def _safe_url(url: str) -> str:
 
 
 #: libpq TCP keepalives: a dead peer is noticed in about a minute, not hours.
-_PG_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+_PG_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+                 # and a statement whose packets go unanswered fails after a minute, not ~15
+                 "tcp_user_timeout": 60_000}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

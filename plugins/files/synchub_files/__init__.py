@@ -165,9 +165,10 @@ class CsvReadStream(Stream):
         seen: dict[str, Any] = dict((state or {}).get("files", {}))
         listed = self.fs.list(self.settings.pattern)
         names = {f.path for f in listed}
-        # Files no longer there (archived, deleted) are forgotten: the state stays small, and a
-        # new file under an old name is a new file.
-        gone = [path for path in seen if path not in names]
+        # With an archive, files leave the folder by design: the ones no longer there are
+        # forgotten, so the state stays small. (Without one, a file missing from one listing, say
+        # an unreadable folder, must not be read again later over newer data: it stays.)
+        gone = [path for path in seen if path not in names] if self.settings.archive else []
         for path in gone:
             del seen[path]
         for info in listed:

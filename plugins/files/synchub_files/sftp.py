@@ -17,6 +17,7 @@ base folder's.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import logging
 import posixpath
@@ -192,11 +193,12 @@ class SftpFileSystem:
         self._transport, self._sftp = transport, sftp
         self.connects += 1
         try:
-            self._base_real = sftp.normalize(self.base)
-        except FileNotFoundError:  # not there yet: an export creates it
+            # Resolved like any path that may not exist yet (an export creates it): from its
+            # deepest existing folder, whose realpath follows symlinks.
             start = "/" if self.base.startswith("/") else sftp.normalize(".")
-            self._base_real = posixpath.normpath(posixpath.join(start, self.base))
-        except OSError as exc:
+            self._base_real = self._realpath(sftp, posixpath.normpath(posixpath.join(start, self.base)), must_exist=False)
+        except (OSError, PathEscapeError) as exc:
+            self.close()
             raise OSError(f"SFTP folder {self.base!r} on {s.host} is not accessible: {exc}") from None
         return sftp
 
@@ -299,22 +301,26 @@ class SftpFileSystem:
         return full
 
     def _realpath(self, sftp: paramiko.SFTPClient, full: str, *, must_exist: bool) -> str:
+        import paramiko
+
         rest: list[str] = []
         current = full
         while True:
             try:
                 real = sftp.normalize(current)
                 break
+            except (TimeoutError, EOFError, paramiko.SSHException):
+                raise  # the connection, not the path: _retrying decides
             except OSError as exc:
                 if not self._alive():
-                    raise
-                if must_exist and isinstance(exc, FileNotFoundError):
                     raise
                 # Only a path that is really not there (lstat says so) may be walked up from:
                 # a symlink whose target the server will not resolve (outside a chroot, say)
                 # exists, and is refused. Some servers answer a missing path with a bare failure.
-                if must_exist or current in ("/", "") or self._exists(sftp, current, lstat=True):
+                if current in ("/", "") or self._exists(sftp, current, lstat=True):
                     raise PathEscapeError(f"cannot resolve {current!r} on the SFTP server ({exc}); refusing it") from None
+                if must_exist:
+                    raise FileNotFoundError(errno.ENOENT, f"{current} does not exist on the SFTP server") from None
                 current, name = posixpath.split(current)
                 rest.insert(0, name)
         return posixpath.join(real, *rest) if rest else real
@@ -388,6 +394,8 @@ class SftpFileSystem:
             def fetch(sftp: paramiko.SFTPClient) -> None:
                 full = self._confined(sftp, info.path)
                 with sftp.open(full, "rb") as remote:
+                    if (remote.stat().st_size or 0) < info.size:  # reading past the end would hang
+                        raise FileChanged(f"{info.path} shrank since it was listed (being rewritten?)")
                     # Requests of 32 KiB, a window of them in flight at once (readv pipelines
                     # them): one at a time, each waits a round trip. The window bounds memory.
                     while (offset := spool.tell()) < info.size:
@@ -466,7 +474,10 @@ class SftpFileSystem:
             missing.append(folder)
             folder = posixpath.dirname(folder)
         for f in reversed(missing):
-            if not self._inside(self._realpath(sftp, f, must_exist=False)):
+            real = self._realpath(sftp, f, must_exist=False)
+            # Inside the base folder, or the base folder itself and the folders above it that do
+            # not exist yet (the first export creates its folder).
+            if not (self._inside(real) or (self._base_real or "").startswith(real.rstrip("/") + "/")):
                 raise PathEscapeError(f"folder {f!r} is outside the SFTP folder {self.base!r}")
             sftp.mkdir(f)
 
@@ -484,8 +495,10 @@ class SftpFileSystem:
             sftp.posix_rename(tmp, target)  # atomic replace (OpenSSH extension)
             return
         except OSError as exc:
-            if exc.errno is not None or "unsupported" not in str(exc).lower():
-                raise
+            if exc.errno is not None:
+                raise  # no such file, permission denied: the fallback would fail the same way
+            # A bare failure: most likely a server without posix-rename (it answers "operation
+            # unsupported" in its own words); the fallback below is safe for any other cause.
         # A server without posix-rename: SFTP's rename does not overwrite. The old file is moved
         # aside first and only removed once the new one is in place (or put back if that fails).
         aside = f"{tmp}.old"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import textwrap
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from plugins.files.tests.sftp_server import SftpServer
 from synchub.connector import ConnectionContext, Record, Rejected
 from synchub.store import rejected_t, source_t
 from synchub_files import CsvReadStream, FilesConnector, FilesSettings, FileStreamSettings
-from synchub_files.fs import FileInfo, PathEscapeError
+from synchub_files.fs import FileChanged, FileInfo, PathEscapeError
 from synchub_files.sftp import SftpFileSystem, SftpSettings, host_key_algorithms
 from tests.helpers import hub_for, rows, write_config
 
@@ -424,6 +425,19 @@ def test_rejected_rows_name_the_remote_file_and_line(tmp_path: Path, store_url: 
     assert refs and all(r.startswith("in/people.csv:") for r in refs)
     with hub.store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(source_t)).scalar() == 3
+
+
+def test_a_file_that_shrank_after_listing_is_left_at_once(sftp_server: SftpServer) -> None:
+    path = _put(sftp_server, "a.csv", PEOPLE * 100)
+    fs = _fs(sftp_server)
+    (info,) = fs.list("*.csv")
+    path.write_text(PEOPLE, encoding="utf-8")  # rewritten from the start by its producer
+    started = time.monotonic()
+    with pytest.raises(FileChanged, match="shrank"):
+        with fs.snapshot(info):
+            pass
+    assert time.monotonic() - started < 5  # not a read past the end waiting for the timeout
+    fs.close()
 
 
 def test_file_info_is_what_the_stream_remembers(sftp_server: SftpServer) -> None:

@@ -107,3 +107,15 @@ def test_symlinks_out_of_the_base_are_skipped_and_refused(openssh_server: dict) 
         fh.write(b"ok")
     assert (base / "a" / "b" / "c.csv").read_bytes() == b"ok"
     fs.close()
+
+
+def test_an_export_folder_that_does_not_exist_yet_is_created_through_a_symlinked_parent(openssh_server: dict) -> None:
+    root = openssh_server["root"]
+    (root / "real").mkdir()
+    os.symlink(root / "real", root / "link")
+    fs = _fs(openssh_server, root / "link" / "exp" / "crm")  # two levels missing below a symlink
+    with fs.write_atomic("kunden.csv") as fh:
+        fh.write(b"ok")
+    assert (root / "real" / "exp" / "crm" / "kunden.csv").read_bytes() == b"ok"
+    assert [f.path for f in fs.list("*.csv")] == ["kunden.csv"]
+    fs.close()
