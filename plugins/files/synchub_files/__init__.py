@@ -69,6 +69,8 @@ from synchub_files.fs import (
 from synchub_files.sftp import SftpFileSystem, SftpSettings
 
 _HEAD = 64 * 1024
+#: A file read this soon after its modification time is hashed again on the next run.
+_RECENT_SECONDS = 2.0
 
 
 class FilesSettings(ConnectorSettings):
@@ -176,7 +178,7 @@ class CsvReadStream(Stream):
                 continue
             prev = seen.get(info.path)
             if prev and prev.get("size") == info.size and prev.get("mtime") == info.mtime:
-                if prev.get("rejected") or not self.settings.archive:
+                if prev.get("rejected") or not (self.settings.archive or prev.get("recheck")):
                     continue  # this version was read (or rejected whole) before
                 # Still here although it should have been archived: a crash came between the
                 # commit and the move, or a new file arrived with the same name, size and time.
@@ -199,6 +201,10 @@ class CsvReadStream(Stream):
             except FileNotFoundError:
                 self.log.info("%s vanished before it was read", info.path)
                 continue
+            if info.mtime >= time.time() - _RECENT_SECONDS:
+                # Read in the second it was written: a rewrite of the same size within that
+                # second keeps size and time (SFTP times are whole seconds). Hash it next time.
+                version["recheck"] = True
             seen[info.path] = version
             yield Checkpoint({"files": dict(seen)})
             # Only now, with its rows committed and the file remembered, may it leave the folder.
