@@ -183,7 +183,8 @@ class Hub:
                 register_settings_secrets(stream_settings[sname])
         ctx = ConnectionContext(
             name=name, settings=settings, stream_settings=stream_settings, base_dir=self.config.base_dir,
-            log=logging.getLogger(f"synchub.connector.{name}"), http=http or self.http,
+            # A copy per connector: the sessions it builds are its own (a run's API figures).
+            log=logging.getLogger(f"synchub.connector.{name}"), http=http or dataclasses.replace(self.http, sessions=[]),
         )
         return cls(ctx)
 
@@ -213,33 +214,29 @@ class Hub:
             self._connection(n)
         summaries = []
         pulled_any = False
+
+        def run_or_skip(n: str, direction: str, asked_for: bool) -> RunSummary:
+            try:
+                return self.run_connection(n, direction, trigger=trigger, progress=progress,
+                                           not_before=not_before if n in names else None)
+            except AlreadyRunning:
+                if asked_for:
+                    raise  # the one asked for cannot run now: say so
+                # Another job or worker runs it right now (a push perhaps from before this
+                # pull's commit: ``synchub serve`` pushes again shortly).
+                log.warning("%s %s is busy in another job or worker; skipped", n, direction)
+                return RunSummary(run_id=0, connection=n, direction=direction, status="skipped", error=BUSY)
+
         for n in names:
             if self.config.connections[n].inbound and not self.stopping.is_set():
-                try:
-                    summary = self.run_connection(n, "in", trigger=trigger, progress=progress, not_before=not_before)
-                except AlreadyRunning:
-                    if not every:
-                        raise  # the one asked for cannot run now: say so
-                    log.warning("%s is running in another job or worker; skipped", n)
-                    summary = RunSummary(run_id=0, connection=n, direction="in", status="skipped", error=BUSY)
+                summary = run_or_skip(n, "in", asked_for=not every)
                 summaries.append(summary)
                 pulled_any = pulled_any or summary.status != "skipped"
         outbound = [n for n, c in self.config.connections.items() if c.outbound and (n in names or pulled_any)]
         for n in outbound:
             if self.stopping.is_set():
                 break
-            named = n in names and not every
-            try:
-                summaries.append(self.run_connection(n, "out", trigger=trigger, progress=progress,
-                                                     not_before=not_before if n in names else None))
-            except AlreadyRunning:
-                if named:
-                    raise  # the one asked for cannot run now: say so
-                # A push after a pull: another job or worker is pushing this connection right now,
-                # perhaps from before this pull's commit. ``synchub serve`` pushes again shortly.
-                log.info("push %s is busy; it is due again after this pull", n)
-                summaries.append(RunSummary(run_id=0, connection=n, direction="out", status="skipped",
-                                            error=BUSY))
+            summaries.append(run_or_skip(n, "out", asked_for=n in names and not every))
         return summaries
 
     def run_connection(self, name: str, direction: str, *, trigger: str = "cli", progress: ProgressFn | None = None,
@@ -277,6 +274,7 @@ class Hub:
             hook(name, direction)
         started = time.monotonic()
         connector: Connector | None = None
+        raised: BaseException | None = None
         http = dataclasses.replace(self.http, sessions=[])
         try:
             connector = self.connector(name, http)
@@ -315,13 +313,10 @@ class Hub:
             summary.status = "failed"
             summary.error = redact(f"{type(exc).__name__}: {exc}")
             log.error("run %s of %s failed: %s", run_id, name, summary.error)
-        except BaseException as exc:
+        except BaseException as exc:  # recorded like any failure, then passed on
             summary.status = "failed"
             summary.error = redact(f"{type(exc).__name__}: {exc}")
-            summary.api = _add_stats(http.api_stats(), connector.stats() if connector is not None else {})
-            self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error, summary.api)
-            self._finished(summary)
-            raise
+            raised = exc
         finally:
             if connector is not None:
                 summary.api = _add_stats(http.api_stats(), connector.stats())
@@ -329,6 +324,8 @@ class Hub:
         summary.seconds = time.monotonic() - started
         self.store.finish_run(run_id, summary.status, _counts_json(summary), summary.error, summary.api)
         self._finished(summary)
+        if raised is not None:
+            raise raised
         return summary
 
     def _finished(self, summary: RunSummary) -> None:
