@@ -114,7 +114,7 @@ def catch_up(hub: Hub, scheduler: BackgroundScheduler, now: datetime | None = No
 def run_job(hub: Hub, name: str, scheduler: BackgroundScheduler | None = None, slot: datetime | None = None,
             *, any_time: bool = False) -> None:
     """One scheduled firing: sync ``name`` unless a run since ``slot`` exists (default: the
-    slot of this firing). ``any_time``: a one-off (a push tried again), not tied to a slot."""
+    slot of this firing). ``any_time``: a one-off (the run after a quota reset), not tied to a slot."""
     from synchub.engine import BUSY, AlreadyRunning
 
     if hub.stopping.is_set():

@@ -167,6 +167,9 @@ class CsvReadStream(Stream):
         seen: dict[str, Any] = dict((state or {}).get("files", {}))
         listed = self.fs.list(self.settings.pattern)
         names = {f.path for f in listed}
+        marker = self.settings.ready_marker
+        # The markers in one listing (x.csv.done beside x.csv), not one lookup per file.
+        markers = {f.path for f in self.fs.list(self.settings.pattern + marker)} if marker else set()
         # With an archive, files leave the folder by design: the ones no longer there are
         # forgotten, so the state stays small. (Without one, a file missing from one listing, say
         # an unreadable folder, must not be read again later over newer data: it stays.)
@@ -174,7 +177,7 @@ class CsvReadStream(Stream):
         for path in gone:
             del seen[path]
         for info in listed:
-            if not self._ready(info, names):
+            if not self._ready(info, markers):
                 continue
             prev = seen.get(info.path)
             if prev and prev.get("size") == info.size and prev.get("mtime") == info.mtime:
@@ -212,7 +215,7 @@ class CsvReadStream(Stream):
         if gone:
             yield Checkpoint({"files": dict(seen)})
 
-    def _ready(self, info: FileInfo, names: set[str]) -> bool:
+    def _ready(self, info: FileInfo, markers: set[str]) -> bool:
         """False for files still being written (or not ours to read), which wait for a later run."""
         s = self.settings
         base = posixpath.basename(info.path)
@@ -223,7 +226,7 @@ class CsvReadStream(Stream):
         if s.ready_marker:
             if info.path.endswith(s.ready_marker):
                 return False  # the marker itself
-            if info.path + s.ready_marker not in names and not self.fs.exists(info.path + s.ready_marker):
+            if info.path + s.ready_marker not in markers:
                 self.log.info("leaving %s for the next run: no %s marker yet", info.path, s.ready_marker)
                 return False
         if s.stable_seconds and time.time() - info.mtime < s.stable_seconds:

@@ -106,14 +106,18 @@ class SftpFileSystem:
 
     # ----- connection -----------------------------------------------------------------------
 
+    def _local_path(self, name: str) -> Path:
+        """A file of this machine named in the config: ``~`` expanded, relative to the config."""
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else self.config_dir / path
+
     def _known_keys(self) -> paramiko.HostKeys:
         import paramiko
 
         keys = paramiko.HostKeys()
         s = self.settings
         if s.known_hosts_file:
-            path = Path(s.known_hosts_file).expanduser()
-            path = path if path.is_absolute() else self.config_dir / path
+            path = self._local_path(s.known_hosts_file)
             try:
                 keys.load(str(path))
             except OSError as exc:
@@ -137,8 +141,7 @@ class SftpFileSystem:
 
         s = self.settings
         assert s.key_file is not None
-        path = Path(s.key_file).expanduser()
-        path = path if path.is_absolute() else self.config_dir / path
+        path = self._local_path(s.key_file)
         passphrase = s.key_passphrase.get_secret_value().encode() if s.key_passphrase else None
         try:
             return paramiko.PKey.from_path(path, password=passphrase)
@@ -259,8 +262,8 @@ class SftpFileSystem:
         while True:
             try:
                 return fn(self.connect())
-            except (FatalRunError, PathEscapeError, FileNotFoundError, PermissionError, FileExistsError, FileChanged):
-                raise
+            except (FatalRunError, FileNotFoundError, PermissionError, FileExistsError, FileChanged):
+                raise  # answers, not a broken connection
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 timed_out = isinstance(exc, (socket.timeout, TimeoutError))
                 if self._alive() and not timed_out and not isinstance(exc, (paramiko.SSHException, EOFError)):
