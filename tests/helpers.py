@@ -42,6 +42,24 @@ def write_config(tmp: Path, body: str, store_url: str, **files: str | bytes) -> 
     return cfg
 
 
+#: An inbound mapping for test CSVs with the columns ``id;email;first;last``.
+PEOPLE_MAPPING = """\
+description: test people (columns id, email, first, last)
+entity: person
+direction: in
+fields:
+  emails: email
+  first_name: first
+  last_name: last
+"""
+
+
+def write_people_mapping(folder: Path, name: str = "people") -> None:
+    """Write :data:`PEOPLE_MAPPING` as ``<folder>/<name>.yaml`` (the folder is created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.yaml").write_text(PEOPLE_MAPPING, encoding="utf-8")
+
+
 def hub_for(cfg: Path, environ: dict[str, str] | None = None) -> Hub:
     hub = Hub(load_config(cfg, environ=environ or {}))
     hub.store.upgrade()

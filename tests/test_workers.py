@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from synchub.store import Store, run_t, source_t
+from tests.helpers import write_people_mapping
 
 FILES = 8
 ROWS_PER_FILE = 400
@@ -36,16 +37,7 @@ def _write_setup(tmp: Path, store_url: str, *, interval: str = "2s", files: int 
             n = f * per_file + i
             lines.append(f"{n};person{n}@example.org;Vorname{n};Nachname{n}")
         (data / f"people{f}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (tmp / "mappings").mkdir()
-    (tmp / "mappings" / "people.yaml").write_text(textwrap.dedent("""\
-        description: test people
-        entity: person
-        direction: in
-        fields:
-          emails: email
-          first_name: first
-          last_name: last
-        """), encoding="utf-8")
+    write_people_mapping(tmp / "mappings")
     cfg = tmp / "synchub.yaml"
     cfg.write_text(textwrap.dedent(f"""\
         store: '{store_url}'

@@ -20,20 +20,11 @@ from synchub.store import rejected_t, source_t
 from synchub_files import CsvReadStream, FilesConnector, FilesSettings, FileStreamSettings
 from synchub_files.fs import FileChanged, FileInfo, PathEscapeError
 from synchub_files.sftp import SftpFileSystem, SftpSettings, host_key_algorithms
-from tests.helpers import hub_for, rows, write_config
+from tests.helpers import hub_for, rows, write_config, write_people_mapping
 
 PEOPLE = "id;email;first;last\n1;anna@example.org;Anna;Huber\n2;jorg@example.org;Jörg;Weiß\n3;m@example.org;=1+2;Mallory\n"
 
 MAPPINGS = {
-    "people": """\
-        description: people over SFTP
-        entity: person
-        direction: in
-        fields:
-          emails: email
-          first_name: first
-          last_name: last
-        """,
     "people_out": """\
         description: golden people as CSV
         entity: person
@@ -79,6 +70,7 @@ def _config(tmp_path: Path, store_url: str, server: SftpServer, stream: str = ""
               people: {{mapping: people_out, settings: {{file: kunden.csv, dialect: excel-de-cp1252}}}}
         """
     cfg = write_config(tmp_path, textwrap.dedent(body), store_url)
+    write_people_mapping(tmp_path / "mappings")
     for name, text in MAPPINGS.items():
         (tmp_path / "mappings" / f"{name}.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
     return cfg

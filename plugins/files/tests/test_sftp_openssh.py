@@ -17,7 +17,7 @@ from synchub.store import source_t
 from synchub_files import CsvReadStream, FileStreamSettings
 from synchub_files.fs import PathEscapeError
 from synchub_files.sftp import SftpFileSystem, SftpSettings
-from tests.helpers import hub_for, rows, write_config
+from tests.helpers import hub_for, rows, write_config, write_people_mapping
 
 PEOPLE = "id;email;first;last\n1;anna@example.org;Anna;Huber\n2;jorg@example.org;Jörg;Weiß\n"
 
@@ -56,8 +56,7 @@ def test_read_once_then_archive_and_export_atomically(tmp_path: Path, store_url:
             streams:
               people: {{mapping: people_out, settings: {{file: nested/kunden.csv, dialect: excel-de}}}}
         """), store_url)
-    (tmp_path / "mappings" / "people.yaml").write_text(
-        "entity: person\nfields:\n  emails: email\n  first_name: first\n  last_name: last\n", encoding="utf-8")
+    write_people_mapping(tmp_path / "mappings")
     (tmp_path / "mappings" / "people_out.yaml").write_text(
         "entity: person\ndirection: out\nfields:\n  Vorname: first_name\n  E-Mail: emails.0\n", encoding="utf-8")
     hub = hub_for(cfg)
