@@ -72,8 +72,10 @@ def _ts(nullable: bool = False, index: bool = False) -> Any:
 
 class GoldenRecord(SQLModel, table=True):
     __tablename__ = "golden_record"
+    # Bulk readers page through the active records of one kind in id order (iter_golden).
+    __table_args__ = (sa.Index("ix_golden_record_scan", "kind", "status", "id"),)
     id: str = Field(primary_key=True, max_length=32)
-    kind: str = Field(max_length=16, index=True)
+    kind: str = Field(max_length=16)
     status: str = Field(default="active", max_length=16, index=True)  # active | merged | deleted
     merged_into: str | None = Field(default=None, max_length=32, index=True)
     display_name: str = Field(default="", max_length=300)
@@ -533,12 +535,14 @@ class Store:
             return out
 
     def iter_golden(self, kind: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every active golden record of ``kind``, ordered by id, streamed in pages (keyset)."""
+        """Every active golden record of ``kind`` as ``{"id", "data"}``, ordered by id, streamed
+        in pages (keyset). Provenance is left out: it is larger than the data and bulk readers
+        (export, dedupe, key rebuild) do not need it; ``get_golden`` has it."""
         last = ""
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    sa.select(golden_t.c.id, golden_t.c.data, golden_t.c.provenance, golden_t.c.updated_at)
+                    sa.select(golden_t.c.id, golden_t.c.data)
                     .where(golden_t.c.kind == kind, golden_t.c.status == "active", golden_t.c.id > last)
                     .order_by(golden_t.c.id).limit(batch)
                 ).all()
