@@ -1061,6 +1061,18 @@ def _address(
 
 def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> Score:
     t = cfg.table()
+    if (
+        not explain
+        and cfg.hard_rules
+        and a.birth
+        and b.birth
+        and a.birth != b.birth
+        and "birth_date" in t
+        and _date_typo(a.birth, b.birth) is None
+    ):
+        # Bulk scoring: a vetoed pair is distinct whatever else agrees, so its score is not
+        # needed.  Most candidates from name + birth-year blocks end here.
+        return Score(0.0, veto="birth_date: differs")
     acc = _Acc(explain)
     add = acc.add
     veto: str | None = None
@@ -1106,6 +1118,8 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
     if not swapped:
         if fl:
             if fl == "different":
+                if not explain and cfg.hard_rules:
+                    return Score(acc.total, veto="first_name: clearly different")
                 veto = f"first_name: clearly different ({_first_detail(a, b, fl)})"
             add("first_name", fl, wf, _first_detail(a, b, fl) if explain else "")
         if ll:

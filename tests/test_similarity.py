@@ -501,6 +501,39 @@ def test_dedupe_is_deterministic_and_order_independent() -> None:
     assert mapped == {(i, j, d.outcome, d.score) for i, j, d in first}
 
 
+def test_bulk_scoring_decides_like_classify() -> None:
+    """dedupe() stops scoring a pair at the first hard-rule veto; that shortcut must never
+    change an outcome: every pair of the sample (household members, twins, typo'd birth dates,
+    swapped names) gets from dedupe() exactly what the explaining classify() says."""
+    records = _sample_records()
+    rng = random.Random(3)
+    for _ in range(60):  # plus noisy copies, so many pairs come close to the thresholds
+        r = dict(rng.choice(records))
+        if r.get("birth_date") and rng.random() < 0.5:
+            d = r["birth_date"]
+            r["birth_date"] = d[:8] + d[9] + d[8] if rng.random() < 0.5 else f"19{rng.randint(40, 99)}{d[4:]}"
+        if r.get("first_name") and rng.random() < 0.3:
+            r["first_name"] = rng.choice(["Peter", "Anna", r["first_name"][:1] + "."])
+        records.append(r)
+    feats = [features(r) for r in records]
+    expected = set()
+    for i in range(len(records)):
+        for j in range(i + 1, len(records)):
+            d = classify(feats[i], feats[j])
+            if d.outcome != "distinct":
+                expected.add((i, j, d.outcome, round(d.score, 6)))
+    got = dedupe(records, max_block=len(records) + 1)
+    # every pair that classify keeps must have been a candidate; compare on those
+    candidates = {(i, j) for i in range(len(records)) for j in range(i + 1, len(records))
+                  if set(blocking_keys(feats[i])) & set(blocking_keys(feats[j]))}
+    assert {(i, j, d.outcome, round(d.score, 6)) for i, j, d in got} == {
+        e for e in expected if (e[0], e[1]) in candidates}
+    assert any(o == "match" for _i, _j, o, _s in expected)
+    vetoed = [(i, j) for i, j in candidates
+              if classify(feats[i], feats[j]).reasons[0].startswith("rule: ")]
+    assert vetoed  # the shortcut was exercised
+
+
 def test_big_block_does_not_explode() -> None:
     rng = random.Random(1)
     first_names = [
