@@ -1,7 +1,7 @@
 """Full re-cluster benchmark: ``synchub dedupe`` over a synthetic store of N person records.
 
-Builds a store of N golden person records straight in the database (so the setup does not
-depend on the sync path): realistic German/Swiss/Austrian customers from ``sync_bench``'s
+Builds a store of N golden person records straight in the database, each with its one source
+record (so the setup does not depend on the sync path): realistic German/Swiss/Austrian customers from ``sync_bench``'s
 generator, mapped through ``mappings/shop_kunden.yaml``. A share of them (``--dup-rate``, default
 5 %) are *fuzzy* duplicates of an earlier person: another e-mail address, and a typo or a
 spelling variant in a name (Müller/Mueller, a swapped letter, a nickname) — no exact identity
@@ -111,11 +111,18 @@ def build(store_url: str, n: int, dup_rate: float, seed: int) -> dict[str, Any]:
 
 
 def _flush(store: Any, batch: list[dict[str, Any]]) -> None:
+    """Insert golden records, each with the one source record a sync would have stored for it,
+    so a merge moves real rows and re-derives the survivor from its sources."""
     from synchub import store as st
 
     if batch:
+        sources = [{"connection": "shop", "stream": "customers", "source_id": g["id"], "kind": "person",
+                    "golden_id": g["id"], "data": g["data"], "content_hash": g["id"],
+                    "observed_at": g["created_at"], "first_seen_at": g["created_at"],
+                    "changed_at": g["created_at"], "deleted": False} for g in batch]
         with store.begin() as conn:
             conn.execute(st.golden_t.insert(), batch)
+            conn.execute(st.source_t.insert(), sources)
 
 
 def child(store_url: str, planted_path: str, result_path: str) -> None:

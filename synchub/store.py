@@ -654,8 +654,12 @@ def load_golden_data(conn: sa.Connection, ids: Iterable[str]) -> dict[str, dict[
     return out
 
 
-def load_keep_apart(conn: sa.Connection, ids: Iterable[str]) -> set[tuple[str, str]]:
-    """Pairs (a, b), a < b, that an admin decided to keep apart, among those touching ``ids``."""
+def load_keep_apart(conn: sa.Connection, ids: Iterable[str] | None) -> set[tuple[str, str]]:
+    """Pairs (a, b), a < b, that an admin decided to keep apart, among those touching ``ids``
+    (``None``: all of them, for a run over the whole store)."""
+    if ids is None:
+        q = sa.select(decision_t.c.golden_a, decision_t.c.golden_b).where(decision_t.c.decision == "keep_apart")
+        return {(r.golden_a, r.golden_b) for r in conn.execute(q)}
     out: set[tuple[str, str]] = set()
     id_list = sorted(set(ids))
     for chunk in _chunks(id_list, 400):

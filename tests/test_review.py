@@ -196,6 +196,43 @@ def test_dedupe_dry_run_then_merge(tmp_path: Path, store_url: str) -> None:
     assert dedupe(hub).merges == []
 
 
+def test_dedupe_merges_several_clusters_at_once_and_each_merge_undoes(tmp_path: Path, store_url: str) -> None:
+    # Two customers, three and two golden records each (exact matching only, all e-mails differ),
+    # plus a household member who must stay on her own.
+    cfg_text = CONFIG.replace("merge:", "match:\n  person: {fuzzy: false}\nmerge:")
+    cfg = write_config(tmp_path, cfg_text, store_url,
+                       crm__csv=HEADER + "1,Jürgen,Weißhaupt,jw@example.de,,1965-07-21,Agnes-Bernauer-Str. 9,80687,München\n"
+                                         "2,Anna,Schmidt,anna@example.de,,1990-02-03,Ring 1,10115,Berlin\n"
+                                         "3,Petra,Weißhaupt,petra@example.de,,1968-01-30,Agnes-Bernauer-Str. 9,80687,München\n",
+                       shop__csv=HEADER + "5,Juergen,Weisshaupt,juergen@example.com,,1965-07-21,Agnes-Bernauer-Straße 9,80687,München\n"
+                                          "6,Jürgen,Weishaupt,j.w@example.org,,1965-07-21,Agnes-Bernauer-Str. 9,80687,München\n"
+                                          "7,Anna,Schmit,a.schmidt@example.com,,1990-02-03,Ring 1,10115,Berlin\n")
+    (tmp_path / "mappings" / "people.yaml").write_text(PEOPLE, encoding="utf-8")
+    hub = hub_for(cfg)
+    hub.sync()
+    before = {g["id"]: (g["data"], sorted(s["source_id"] for s in hub.store.source_records_of(g["id"])))
+              for g in _active(hub)}
+    assert len(before) == 6
+    report = dedupe(hub)
+    assert len(report.merges) == 3
+    survivors = _by_first(hub)
+    assert sorted(survivors) == ["Anna", "Jürgen", "Petra"]
+    assert sorted(s["source_id"] for s in hub.store.source_records_of(survivors["Jürgen"]["id"])) == ["1", "5", "6"]
+    merged = rows(hub.store, st.golden_t, st.golden_t.c.status == "merged")
+    assert {m["merged_into"] for m in merged} == {survivors["Jürgen"]["id"], survivors["Anna"]["id"]}
+    # Undo every merge: each record comes back with exactly its own source records.
+    for m in merged:
+        undo_merge(hub, m["merged_into"], merged_id=m["id"], by="user:test")
+    after = {g["id"]: (g["data"], sorted(s["source_id"] for s in hub.store.source_records_of(g["id"])))
+             for g in _active(hub)}
+    assert after == before
+    # The undone pairs stay apart (two records merged into the same third one are not kept
+    # apart from each other: nobody said they differ).
+    undone = {frozenset((m["id"], m["merged_into"])) for m in merged}
+    again = dedupe(hub, dry_run=True).merges
+    assert not {frozenset((a, b)) for a, b, *_ in again} & undone
+
+
 def test_matching_is_identical_on_sqlite_and_postgresql(tmp_path: Path, store_url: str) -> None:
     crm = ("1,Robert,Müller,robert@example.de,,1980-05-17,Hauptstraße 5,80331,München\n"
            "2,Anna,Müller,familie.mueller@example.de,+49 89 1234567,1975-03-02,Lindenstraße 4,80331,München\n"

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from synchub.similarity import (
-    MAX_BLOCK,
+    BULK_BLOCK,
     Counter,
     Features,
     ScoreConfig,
@@ -576,9 +576,11 @@ def test_big_block_does_not_explode() -> None:
     assert counter.comparisons < 60_000
     assert any((i, j) == (500, 1000) and d.outcome == "match" for i, j, d in pairs)
     smaller = Counter()
-    dedupe(records, counter=smaller, max_block=10)
+    dedupe(records, counter=smaller, max_block=BULK_BLOCK - 4)
     assert smaller.comparisons < counter.comparisons
-    assert MAX_BLOCK == 50
+    larger = Counter()
+    dedupe(records, counter=larger, max_block=50)
+    assert larger.comparisons > counter.comparisons
     # Linkage of the two halves: 501 x 500 would be 250,500 comparisons.
     cross = Counter()
     linked = link(records[:501], records[501:], counter=cross)
