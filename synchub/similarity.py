@@ -1416,14 +1416,15 @@ def _decide(a: Features, b: Features, cfg: ScoreConfig) -> Decision | None:
 
 
 def dedupe(
-    records: Sequence[dict[str, Any]],
+    records: Sequence[dict[str, Any] | Features],
     kind: str = "person",
     cfg: ScoreConfig | None = None,
     *,
     counter: Counter | None = None,
     max_block: int = BULK_BLOCK,
 ) -> list[tuple[int, int, Decision]]:
-    """Find duplicates inside ``records`` (canonical dicts): ``[(i, j, decision), ...]``.
+    """Find duplicates inside ``records`` (canonical dicts, or their :func:`features` when the
+    caller streams records and keeps only those): ``[(i, j, decision), ...]``.
 
     Only pairs with outcome ``match`` or ``possible`` are returned, ``i < j``, sorted by
     ``(i, j)``.  Candidate pairs come from :func:`blocking_keys`; a block with more than
@@ -1441,9 +1442,10 @@ def dedupe(
 
 
 def _dedupe(
-    records: Sequence[dict[str, Any]], kind: str, cfg: ScoreConfig, counter: Counter, max_block: int
+    records: Sequence[dict[str, Any] | Features], kind: str, cfg: ScoreConfig, counter: Counter,
+    max_block: int,
 ) -> list[tuple[int, int, Decision]]:
-    feats = [features(r, kind) for r in records]
+    feats = [r if isinstance(r, Features) else features(r, kind) for r in records]
     n = len(feats)
     index: dict[tuple[str, str], list[int]] = {}
     for i, f in enumerate(feats):
@@ -1454,6 +1456,7 @@ def _dedupe(
         if len(members) > 1:
             counter.blocks += 1
             _dedupe_block(members, feats, max_block, candidates, n, counter, key)
+    del index  # the largest structure of the run; scoring needs only the pairs
     return _score_candidates(candidates, n, feats, feats, cfg, counter)
 
 
