@@ -1068,18 +1068,6 @@ def _address(
 
 def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> Score:
     t = cfg.table()
-    if (
-        not explain
-        and cfg.hard_rules
-        and a.birth
-        and b.birth
-        and a.birth != b.birth
-        and "birth_date" in t
-        and _date_typo(a.birth, b.birth) is None
-    ):
-        # Bulk scoring: a vetoed pair is distinct whatever else agrees, so its score is not
-        # needed.  Most candidates from name + birth-year blocks end here.
-        return Score(0.0, veto="birth_date: differs")
     acc = _Acc(explain)
     add = acc.add
     veto: str | None = None
@@ -1126,6 +1114,8 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
         if fl:
             if fl == "different":
                 if not explain and cfg.hard_rules:
+                    # Bulk scoring (_decide): a vetoed pair is distinct whatever else agrees,
+                    # so the rest of its score is not needed.
                     return Score(acc.total, veto="first_name: clearly different")
                 veto = f"first_name: clearly different ({_first_detail(a, b, fl)})"
             add("first_name", fl, wf, _first_detail(a, b, fl) if explain else "")
@@ -1516,8 +1506,9 @@ def _score_candidates(
 ) -> list[tuple[int, int, Decision]]:
     """Score each candidate pair (encoded ``i * width + j``) once; keep match/possible."""
     out: list[tuple[int, int, Decision]] = []
-    # The birth-date veto, checked here before any call: in name + birth-year blocks it decides
-    # nearly nine pairs in ten (the same test as in _score_person).
+    # The birth-date hard rule, checked before any call: in name + birth-year blocks it
+    # decides nearly nine pairs in ten (the same test as in _score_person, whose score a
+    # vetoed pair does not need).
     dob_veto = cfg.kind == "person" and cfg.hard_rules and "birth_date" in cfg.table()
     for code in sorted(candidates):
         i, j = divmod(code, width)
