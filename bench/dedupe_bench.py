@@ -127,10 +127,11 @@ def _flush(store: Any, batch: list[dict[str, Any]]) -> None:
 
 def child(store_url: str, planted_path: str, result_path: str) -> None:
     from synchub.config import Config
-    from synchub.engine import Hub
+    from synchub.engine import Hub, tune_gc
     from synchub.review import dedupe
     from synchub.store import Store
 
+    tune_gc()  # as the CLI does
     hub = Hub(Config(store=store_url), Store(store_url))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dry = dedupe(hub, "person", dry_run=True)

@@ -524,8 +524,9 @@ def run_child(config_path: str, phase: str, result_path: str | None, trace_memor
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     from synchub.config import load_config
-    from synchub.engine import Hub
+    from synchub.engine import Hub, tune_gc
 
+    tune_gc()  # as the CLI does
     t0 = time.perf_counter()
     hub = Hub(load_config(config_path))
     hub.store.upgrade()

@@ -525,6 +525,9 @@ def plugins() -> None:
 
 def main() -> None:
     """Entry point: run the app and turn expected errors into clear messages and exit codes."""
+    from synchub.engine import tune_gc
+
+    tune_gc()
     try:
         app(standalone_mode=False)
     except ConfigError as exc:
