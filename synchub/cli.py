@@ -54,11 +54,12 @@ def main_options(
 
 def _hub():  # type: ignore[no-untyped-def]
     from synchub.config import load_config
-    from synchub.engine import Hub
+    from synchub.engine import Hub, tune_gc
 
     config = load_config(state.config_path)
     hub = Hub(config)
     hub.store.upgrade()
+    tune_gc()  # the commands that run syncs or dedupes; after the heavy imports, which it freezes
     return hub
 
 
@@ -525,9 +526,6 @@ def plugins() -> None:
 
 def main() -> None:
     """Entry point: run the app and turn expected errors into clear messages and exit codes."""
-    from synchub.engine import tune_gc
-
-    tune_gc()
     try:
         app(standalone_mode=False)
     except ConfigError as exc:

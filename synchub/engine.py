@@ -1266,7 +1266,8 @@ def _add_stats(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 
 def tune_gc() -> None:
-    """Garbage-collector settings for a synchub process (the CLI calls this once at start).
+    """Garbage-collector settings for a synchub process (the CLI calls this once it has built
+    its Hub, so ``--help`` and ``validate`` do not pay for importing the engine).
 
     A run allocates millions of short-lived objects, and with CPython's defaults every 700 of
     them start a collection; the older generations hold the whole import-time heap
