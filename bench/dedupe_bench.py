@@ -1,8 +1,8 @@
 """Full re-cluster benchmark: ``synchub dedupe`` over a synthetic store of N person records.
 
 Builds a store of N golden person records straight in the database, each with its one source
-record (so the setup does not depend on the sync path): realistic German/Swiss/Austrian customers from ``sync_bench``'s
-generator, mapped through ``mappings/shop_kunden.yaml``. A share of them (``--dup-rate``, default
+record (so the setup does not depend on the sync path): realistic German/Swiss/Austrian
+customers from ``sync_bench``'s generator, mapped through ``mappings/shop_kunden.yaml``. A share of them (``--dup-rate``, default
 5 %) are *fuzzy* duplicates of an earlier person: another e-mail address, and a typo or a
 spelling variant in a name (Müller/Mueller, a swapped letter, a nickname) — no exact identity
 key joins them, only the scorer can. Then it times ``synchub.review.dedupe`` (dry run, then

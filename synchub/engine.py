@@ -941,12 +941,11 @@ def merge_goldens(conn: sa.Connection, survivors: dict[str, str], now: datetime,
         for sid, gid in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.golden_id)
                                      .where(st.source_t.c.golden_id.in_(chunk)).order_by(st.source_t.c.id)):
             moved[gid].append(sid)
+        conn.execute(st.match_key_t.delete().where(st.match_key_t.c.golden_id.in_(chunk)))
     pairs = [{"_loser": loser, "_survivor": survivor} for loser, survivor in survivors.items()]
     for table in (st.source_t, st.key_t, st.interaction_t, st.override_t):
         conn.execute(table.update().where(table.c.golden_id == sa.bindparam("_loser"))
                      .values(golden_id=sa.bindparam("_survivor")), pairs)
-    for chunk in st._chunks(sorted(survivors)):
-        conn.execute(st.match_key_t.delete().where(st.match_key_t.c.golden_id.in_(chunk)))
     conn.execute(st.golden_t.update().where(st.golden_t.c.id == sa.bindparam("_loser"))
                  .values(status="merged", merged_into=sa.bindparam("_survivor"), updated_at=now), pairs)
     conn.execute(st.audit_t.insert(), [

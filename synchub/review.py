@@ -260,9 +260,9 @@ def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "
     if not dry_run and (report.merges or report.possible):
         now = utcnow()
         with similarity.gc_paused(), hub.store.begin() as conn:
-            merge_goldens(conn, {loser: find(loser) for loser, *_ in report.merges}, now, by, "dedupe")
-            survivors = {find(loser) for loser, *_ in report.merges}
-            for chunk in st._chunks(sorted(survivors)):
+            roots = {loser: find(loser) for loser, *_ in report.merges}
+            merge_goldens(conn, roots, now, by, "dedupe")
+            for chunk in st._chunks(sorted(set(roots.values()))):
                 rederive(conn, kind, set(chunk), hub.merger(kind), now, by, 0)
             log_possible_duplicates(conn, [(find(a), find(b), s, r) for a, b, s, r in report.possible if find(a) != find(b)], now)
     report.seconds = time.perf_counter() - started
