@@ -943,15 +943,62 @@ def merge_goldens(conn: sa.Connection, survivors: dict[str, str], now: datetime,
             moved[gid].append(sid)
         conn.execute(st.match_key_t.delete().where(st.match_key_t.c.golden_id.in_(chunk)))
     pairs = [{"_loser": loser, "_survivor": survivor} for loser, survivor in survivors.items()]
-    for table in (st.source_t, st.key_t, st.interaction_t, st.override_t):
+    for table in (st.source_t, st.key_t, st.interaction_t):
         conn.execute(table.update().where(table.c.golden_id == sa.bindparam("_loser"))
                      .values(golden_id=sa.bindparam("_survivor")), pairs)
+    overrides = _merge_overrides(conn, survivors)
     conn.execute(st.golden_t.update().where(st.golden_t.c.id == sa.bindparam("_loser"))
                  .values(status="merged", merged_into=sa.bindparam("_survivor"), updated_at=now), pairs)
     conn.execute(st.audit_t.insert(), [
         {"at": now, "actor": actor, "action": "merge", "golden_id": survivor,
-         "details": {"merged": loser, "source_records": moved[loser], "reason": reason}}
+         "details": {"merged": loser, "source_records": moved[loser], "reason": reason,
+                     **({"overrides": overrides[loser]} if loser in overrides else {})}}
         for loser, survivor in survivors.items()])
+
+
+def _merge_overrides(conn: sa.Connection, survivors: dict[str, str]) -> dict[str, dict[str, list[Any]]]:
+    """Give each survivor the admins' field decisions of the records merged into it. Where two of
+    them decided the same field, the most recent decision holds for the merged customer; the
+    other stays with (or is parked on) the merged record, so undoing the merge gives every record
+    its own decisions back. Returns, per loser, the override ids ``moved`` to the survivor and
+    the survivor's ids ``parked`` on the loser, each with its decision time (kept in the merge's
+    audit entry; row ids alone could be reused after a decision is replaced)."""
+    groups: dict[str, list[str]] = {}
+    for loser, survivor in survivors.items():
+        groups.setdefault(survivor, [survivor]).append(loser)
+    rows: list[Any] = []
+    for chunk in st._chunks(sorted(set(survivors) | set(survivors.values()))):
+        rows += conn.execute(sa.select(st.override_t.c.id, st.override_t.c.golden_id, st.override_t.c.field,
+                                       st.override_t.c.decided_at).where(st.override_t.c.golden_id.in_(chunk))).all()
+    if not rows:
+        return {}
+    by_field: dict[tuple[str, str], list[Any]] = {}
+    for r in rows:
+        by_field.setdefault((survivors.get(r.golden_id, r.golden_id), r.field), []).append(r)
+    out: dict[str, dict[str, list[Any]]] = {}
+    parks: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
+    for (survivor, _field), decisions in by_field.items():
+        # Newest decision wins; on a tie the survivor's own stays.
+        winner = max(decisions, key=lambda r: (_aware(r.decided_at), r.golden_id == survivor, r.id))
+        if winner.golden_id == survivor:
+            continue
+        loser = winner.golden_id
+        done = out.setdefault(loser, {"moved": [], "parked": []})
+        own = next((r for r in decisions if r.golden_id == survivor), None)
+        if own is not None:  # the survivor's older decision waits on the loser
+            parks.append({"_id": own.id, "golden_id": loser})
+            done["parked"].append([own.id, _aware(own.decided_at).isoformat()])
+        moves.append({"_id": winner.id, "golden_id": survivor})
+        done["moved"].append([winner.id, _aware(winner.decided_at).isoformat()])
+    # A swap: out of the way first, so that unique (golden_id, field) holds after each statement.
+    if parks:
+        _update_by_id(conn, st.override_t, [{"_id": p["_id"], "golden_id": f"parked:{p['_id']}"} for p in parks], ("golden_id",))
+    if moves:
+        _update_by_id(conn, st.override_t, moves, ("golden_id",))
+    if parks:
+        _update_by_id(conn, st.override_t, parks, ("golden_id",))
+    return out
 
 
 def log_possible_duplicates(conn: sa.Connection, pairs: list[tuple[str, str, float, list[str]]], now: datetime) -> int:

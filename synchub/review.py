@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from synchub import store as st
-from synchub.engine import log_possible_duplicates, merge_golden, merge_goldens, rederive
+from synchub.engine import _aware, log_possible_duplicates, merge_golden, merge_goldens, rederive
 from synchub.errors import SynchubError
 from synchub.merge import OPT_OUT
 from synchub.store import utcnow
@@ -63,6 +63,7 @@ def undo_merge(hub: Hub, golden_id: str, *, merged_id: str | None = None, by: st
         loser = event.details["merged"]
         moved = event.details.get("source_records") or []
         _move_sources(conn, moved, loser)
+        _restore_overrides(conn, g.id, loser, event.details.get("overrides") or {})
         _keep_apart(conn, g.id, loser, by, "merge undone")
         conn.execute(st.audit_t.insert().values(at=now, actor=by, action="split", golden_id=g.id,
                                                 details={"restored": loser, "source_records": moved, "undid_audit": event.id}))
@@ -92,6 +93,40 @@ def split_sources(hub: Hub, golden_id: str, refs: list[str], *, by: str = "cli")
                                                 details={"new": new_id, "source_records": ids}))
         rederive(conn, g.kind, {g.id, new_id}, hub.merger(g.kind), now, by, 0)
     return new_id
+
+
+def _restore_overrides(conn: sa.Connection, survivor: str, loser: str, overrides: dict[str, list[Any]]) -> None:
+    """Undo what a merge did to the admins' field decisions (see ``engine._merge_overrides``):
+    the merged record's decisions go back to it, the survivor's parked ones back to the survivor,
+    unless an admin has decided that field of the survivor again since (the newer one holds).
+    A decision is recognised by row id and decision time: a replaced decision may reuse an id."""
+    ov = st.override_t
+
+    def still(entries: list[Any], owner: str) -> list[Any]:
+        wanted = {int(i): at for i, at in entries}
+        if not wanted:
+            return []
+        found = conn.execute(sa.select(ov.c.id, ov.c.field, ov.c.decided_at)
+                             .where(ov.c.id.in_(sorted(wanted)), ov.c.golden_id == owner)).all()
+        return [r for r in found if _aware(r.decided_at).isoformat() == wanted[r.id]]
+
+    moved, parked = still(overrides.get("moved") or [], survivor), still(overrides.get("parked") or [], loser)
+    if parked:  # out of the loser's way first: unique (golden_id, field)
+        _set_owner(conn, [(r.id, f"parked:{r.id}") for r in parked])
+    if moved:
+        _set_owner(conn, [(r.id, loser) for r in moved])
+    if parked:
+        decided = {r.field for r in conn.execute(sa.select(ov.c.field).where(ov.c.golden_id == survivor))}
+        superseded = [r.id for r in parked if r.field in decided]
+        if superseded:
+            conn.execute(ov.delete().where(ov.c.id.in_(superseded)))
+        _set_owner(conn, [(r.id, survivor) for r in parked if r.field not in decided])
+
+
+def _set_owner(conn: sa.Connection, moves: list[tuple[int, str]]) -> None:
+    if moves:
+        conn.execute(st.override_t.update().where(st.override_t.c.id == sa.bindparam("_id"))
+                     .values(golden_id=sa.bindparam("_to")), [{"_id": i, "_to": to} for i, to in moves])
 
 
 def _move_sources(conn: sa.Connection, source_ids: list[int], target: str) -> None:

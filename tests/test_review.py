@@ -264,3 +264,62 @@ def test_turning_fuzzy_matching_on_later(tmp_path: Path, store_url: str) -> None
         HEADER + "5,Juergen,Weisshaupt,juergen@example.com,,1965-07-21,Agnes-Bernauer-Straße 9,80687,München\n", encoding="utf-8")
     assert hub.sync(["shop"])[0].streams["people"].duplicates == 1
     assert len(_active(hub)) == 1
+
+
+def _two_anns_with_decisions(tmp_path: Path, store_url: str, newer_on: str):
+    """Ann (e-mail) and Ann (mobile), two golden records, each with an admin's decision on
+    ``last_name``, the one that will be merged away also on ``first_name``. A shop record then
+    links them; the record with the smaller id survives (``match.Resolver``), and ``newer_on``
+    says which of the two decided last_name later. Returns the hub, survivor and loser ids."""
+    hub = _hub(tmp_path, store_url, "1,Ann,Lee,ann@example.com,,,,,\n2,Ann,Lee,,+49 151 12345678,,,,\n")
+    hub.sync(["crm"])
+    survivor, loser = sorted(g["id"] for g in _active(hub))
+    early, late = st.utcnow().replace(year=2024), st.utcnow().replace(year=2025)
+    with hub.store.engine.begin() as conn:
+        conn.execute(st.override_t.insert(), [
+            {"golden_id": survivor, "field": "last_name", "value": "Lee-Smith", "decided_by": "user:a",
+             "decided_at": late if newer_on == "survivor" else early},
+            {"golden_id": loser, "field": "last_name", "value": "Lee-Jones", "decided_by": "user:b",
+             "decided_at": late if newer_on == "loser" else early},
+            {"golden_id": loser, "field": "first_name", "value": "Annie", "decided_by": "user:b", "decided_at": early}])
+    (tmp_path / "data" / "shop.csv").write_text(HEADER + "7,Ann,Lee,ann@example.com,+49 151 12345678,,,,\n", encoding="utf-8")
+    hub.sync(["shop"])  # merges the two
+    assert [g["id"] for g in _active(hub)] == [survivor]
+    return hub, survivor, loser
+
+
+def _decisions(hub, golden_id: str) -> dict[str, str]:
+    return {r["field"]: r["value"] for r in rows(hub.store, st.override_t, st.override_t.c.golden_id == golden_id)}
+
+
+@pytest.mark.parametrize("newer_on", ["survivor", "loser"])
+def test_a_merge_keeps_the_newest_admin_decision_per_field_and_undo_gives_each_its_own(
+        tmp_path: Path, store_url: str, newer_on: str) -> None:
+    hub, survivor, loser = _two_anns_with_decisions(tmp_path, store_url, newer_on)
+    newest = "Lee-Smith" if newer_on == "survivor" else "Lee-Jones"
+    merged = hub.store.get_golden(survivor)
+    # Both decided last_name: the later decision holds for the merged customer, whichever record
+    # survived; first_name was decided once and comes along.
+    assert merged["data"]["last_name"] == newest and merged["data"]["first_name"] == "Annie"
+    assert merged["provenance"]["last_name"]["rule"] == "admin"
+    assert _decisions(hub, survivor) == {"last_name": newest, "first_name": "Annie"}
+    assert undo_merge(hub, survivor, by="user:test") == loser
+    assert _decisions(hub, survivor) == {"last_name": "Lee-Smith"}
+    assert _decisions(hub, loser) == {"last_name": "Lee-Jones", "first_name": "Annie"}
+    assert hub.store.get_golden(survivor)["data"]["last_name"] == "Lee-Smith"
+    assert (hub.store.get_golden(loser)["data"]["last_name"], hub.store.get_golden(loser)["data"]["first_name"]) == ("Lee-Jones", "Annie")
+
+
+def test_undo_after_a_new_decision_keeps_the_new_one_on_the_survivor(tmp_path: Path, store_url: str) -> None:
+    hub, survivor, loser = _two_anns_with_decisions(tmp_path, store_url, "loser")
+    with hub.store.engine.begin() as conn:  # an admin decides last_name of the merged customer again, as resolve_conflict does
+        conn.execute(st.override_t.delete().where(st.override_t.c.golden_id == survivor, st.override_t.c.field == "last_name"))
+        conn.execute(st.override_t.insert().values(golden_id=survivor, field="last_name", value="Lee",
+                                                   decided_by="user:c", decided_at=st.utcnow()))
+    undo_merge(hub, survivor, by="user:test")
+    # The new decision stays with the survivor; both older last_name decisions were superseded
+    # (SQLite may even have given the new row the id of the replaced one).
+    assert _decisions(hub, survivor) == {"last_name": "Lee"}
+    assert _decisions(hub, loser) == {"first_name": "Annie"}
+    assert hub.store.get_golden(survivor)["data"]["last_name"] == "Lee"
+    assert not rows(hub.store, st.override_t, st.override_t.c.golden_id.like("parked:%"))
