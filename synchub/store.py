@@ -614,6 +614,9 @@ def lookup_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]])
 def _stopped(conn: sa.Connection, kind: str, by_type: dict[str, set[str]]) -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for key_type, values in by_type.items():
+        # Most key types never get a stop key (e-mail, phone): one probe instead of long IN lists.
+        if conn.execute(sa.select(stop_t.c.key_value).where(stop_t.c.kind == kind, stop_t.c.key_type == key_type).limit(1)).first() is None:
+            continue
         for chunk in _chunks(sorted(values)):
             q = sa.select(stop_t.c.key_value).where(stop_t.c.kind == kind, stop_t.c.key_type == key_type, stop_t.c.key_value.in_(chunk))
             out |= {(key_type, r.key_value) for r in conn.execute(q)}
@@ -649,8 +652,11 @@ def load_golden_data(conn: sa.Connection, ids: Iterable[str]) -> dict[str, dict[
     """Data of the active golden records among ``ids``."""
     out: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(sorted(set(ids))):
-        q = sa.select(golden_t.c.id, golden_t.c.data).where(golden_t.c.id.in_(chunk), golden_t.c.status == "active")
-        out.update({r.id: r.data for r in conn.execute(q)})
+        # The status is checked here, not in SQL: with ``status = 'active'`` in the WHERE clause,
+        # SQLite (no statistics) walks the status index over every active record instead of
+        # looking up the 900 ids: 0.64 s instead of 7 ms per chunk at 100k records.
+        q = sa.select(golden_t.c.id, golden_t.c.status, golden_t.c.data).where(golden_t.c.id.in_(chunk))
+        out.update({r.id: r.data for r in conn.execute(q) if r.status == "active"})
     return out
 
 

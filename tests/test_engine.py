@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -279,3 +280,36 @@ def test_silence_does_not_revoke_an_opt_out(tmp_path: Path, store_url: str) -> N
         header + "1,Anna,Lee,ann@example.com,,subscribed,double_opt_in,2025-02-01\n", encoding="utf-8")
     hub.sync(["a"])
     assert golden()["consent"]["email"]["status"] == "subscribed"
+
+
+def test_batched_lookups_search_by_their_in_list_on_sqlite(demo_dir: Path, tmp_path: Path) -> None:
+    """Every ``... IN (ids)`` lookup of a sync must be planned as a search on the listed column.
+    SQLite has no statistics; given another indexed equality in the same WHERE (e.g. ``status =
+    'active'``) it may walk that index over the whole table instead: at 100k records that was
+    0.64 s per 900 ids, and the cost of each batch grew with the store. Plans do not depend on
+    the table's size, so the demo data shows them."""
+    import re
+    import sqlite3
+
+    db = tmp_path / "plans.db"
+    hub = demo_hub(demo_dir, f"sqlite:///{db}")
+    seen: dict[str, Any] = {}
+
+    @sa.event.listens_for(hub.store.engine, "before_cursor_execute")
+    def grab(_conn, _cursor, statement, parameters, _context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and " IN (" in statement and not executemany:
+            seen.setdefault(statement, parameters)
+
+    hub.sync()
+    for f in (demo_dir / "demo").rglob("*.csv"):  # read again: lookups against a filled store
+        os.utime(f, (f.stat().st_mtime + 5, f.stat().st_mtime + 5))
+    hub.sync()
+    assert len(seen) >= 10
+    raw = sqlite3.connect(db)
+    try:
+        for statement, params in seen.items():
+            in_columns = {col for _t, col in re.findall(r'"?(\w+)"?\.(\w+) IN \(', statement)}
+            plan = " | ".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, params))
+            assert any(re.search(rf"SEARCH \w+ USING .*\b{c}=\?", plan) for c in in_columns), (statement, plan)
+    finally:
+        raw.close()
