@@ -963,9 +963,6 @@ def _merge_overrides(conn: sa.Connection, survivors: dict[str, str]) -> dict[str
     its own decisions back. Returns, per loser, the override ids ``moved`` to the survivor and
     the survivor's ids ``parked`` on the loser, each with its decision time (kept in the merge's
     audit entry; row ids alone could be reused after a decision is replaced)."""
-    groups: dict[str, list[str]] = {}
-    for loser, survivor in survivors.items():
-        groups.setdefault(survivor, [survivor]).append(loser)
     rows: list[Any] = []
     for chunk in st._chunks(sorted(set(survivors) | set(survivors.values()))):
         rows += conn.execute(sa.select(st.override_t.c.id, st.override_t.c.golden_id, st.override_t.c.field,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -108,7 +109,7 @@ def _restore_overrides(conn: sa.Connection, survivor: str, loser: str, overrides
             return []
         found = conn.execute(sa.select(ov.c.id, ov.c.field, ov.c.decided_at)
                              .where(ov.c.id.in_(sorted(wanted)), ov.c.golden_id == owner)).all()
-        return [r for r in found if _aware(r.decided_at).isoformat() == wanted[r.id]]
+        return [r for r in found if _aware(r.decided_at) == datetime.fromisoformat(wanted[r.id])]
 
     moved, parked = still(overrides.get("moved") or [], survivor), still(overrides.get("parked") or [], loser)
     if parked:  # out of the loser's way first: unique (golden_id, field)
