@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install bench bench-match bench-hubspot bench-mailchimp bench-shopify bench-sftp clean
+.PHONY: demo test install bench bench-floor bench-match bench-hubspot bench-mailchimp bench-shopify bench-sftp clean
 
 $(BIN)/synchub: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 # Sync throughput and memory, SQLite and PostgreSQL (figures in bench/README.md).
 bench: install
 	$(BIN)/python bench/sync_bench.py --records 10000 100000
+
+# The floor under sync throughput: read, map/normalise and matching features per record, no store.
+bench-floor: install
+	$(BIN)/python bench/floor_bench.py --records 20000
 
 # Matching quality and speed: FEBRL precision/recall/F1, and dedupe of a 100k-record store.
 bench-match: install
