@@ -313,3 +313,44 @@ def test_batched_lookups_search_by_their_in_list_on_sqlite(demo_dir: Path, tmp_p
             assert any(re.search(rf"SEARCH \w+ USING .*\b{c}=\?", plan) for c in in_columns), (statement, plan)
     finally:
         raw.close()
+
+
+def test_a_crowded_blocking_key_becomes_a_stop_key_across_batches(tmp_path: Path, store_url: str) -> None:
+    """60 different Müllers in one postcode, synced in batches of 20: their shared blocking key
+    (last name + postcode) grows past MAX_BLOCK (50) and becomes a stop key: its rows go, and
+    it is neither stored nor looked up again. Keys of few records stay."""
+    from synchub import similarity
+
+    first = ["Anna", "Bernd", "Clara", "Dieter", "Eva", "Frank", "Gisela", "Heinz", "Ines", "Jens"]
+    lines = ["id,email,first,last,zip,city,born"]
+    for i in range(60):
+        lines.append(f"{i},m{i}@example.de,{first[i % 10]}{'' if i < 10 else chr(97 + i // 10)},Müller,80331,München,"
+                     f"{1930 + i}-0{1 + i % 9}-1{i % 10}")  # no two share a birth date
+    mapping = ("entity: person\nfields:\n  emails: email\n  first_name: first\n  last_name: last\n"
+               "  address.postal_code: zip\n  address.city: city\n  address.country: {value: DE}\n  birth_date: born\n")
+    cfg = write_config(tmp_path, """
+        defaults: {batch_size: 20}
+        connections:
+          crm:
+            connector: files
+            settings: {path: data}
+            streams:
+              people: {mapping: muellers, settings: {pattern: "people.csv", primary_key: id}}
+        """, store_url, people__csv="\n".join(lines) + "\n")
+    (tmp_path / "mappings" / "muellers.yaml").write_text(mapping, encoding="utf-8")
+    hub = hub_for(cfg)
+    hub.sync()
+    assert hub.store.counts()["golden_active"] == 60  # all different people
+    ln_pc = {v for g in rows(hub.store, st.golden_t)
+             for t, v in similarity.blocking_keys(similarity.features(g["data"], "person")) if t == "ln_pc"}
+    assert len(ln_pc) == 1
+    stops = {(r["key_type"], r["key_value"]) for r in rows(hub.store, st.stop_t)}
+    assert ("ln_pc", next(iter(ln_pc))) in stops
+    stored = {(r["key_type"], r["key_value"]) for r in rows(hub.store, st.match_key_t)}
+    assert not stored & stops
+    assert sum(1 for t, _v in stored if t == "dob_pc") == 60  # keys of one record each stay
+    sizes: dict[tuple[str, str], int] = {}
+    for r in rows(hub.store, st.match_key_t):
+        sizes[(r["key_type"], r["key_value"])] = sizes.get((r["key_type"], r["key_value"]), 0) + 1
+    # No block holds more than MAX_BLOCK plus one batch.
+    assert max(sizes.values()) <= similarity.MAX_BLOCK + 20
