@@ -811,7 +811,8 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     adopted = _adopt_entries(conn, connection, stream, {p.source_id: assignment[p.source_id] for p in changed if p.source_id not in existing})
     touched = {assignment[p.source_id] for p in changed} | set(merges.values()) | adopted
     touched = {resolver.find(g) for g in touched}
-    golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id, fuzzy=fuzzy)
+    # The matcher read the block sizes after the re-keyed records above were written back.
+    golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id, fuzzy=fuzzy, known_blocks=matcher.block_sizes)
     possible = [(resolver.find(d.golden_id), resolver.find(d.other_id), d) for d in matcher.possible]
     golden_changes["__conflicts__"] += log_possible_duplicates(conn, [(a, b, d.score, d.reasons) for a, b, d in possible if a != b], now)
     for p in changed:
@@ -1157,8 +1158,10 @@ def _as_datetime(value: str) -> datetime:
 
 
 def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
-              actor: str, run_id: int, *, fuzzy: bool = True) -> dict[str, Any]:
-    """Derive each touched golden record again from all its source records and write what changed."""
+              actor: str, run_id: int, *, fuzzy: bool = True, known_blocks: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:
+    """Derive each touched golden record again from all its source records and write what changed.
+    ``known_blocks``: blocking-key block sizes read earlier in this transaction, with no match
+    keys written since (see :func:`store.replace_match_keys`)."""
     from synchub import similarity
 
     ids = sorted(golden_ids)
@@ -1217,7 +1220,7 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
     if audits:
         conn.execute(st.audit_t.insert(), audits)
     if match_keys:
-        st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK)
+        st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK, known=known_blocks)
     changed["__conflicts__"] = _log_conflicts(conn, conflicts, now)
     return changed
 

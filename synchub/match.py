@@ -180,6 +180,7 @@ class BatchMatcher:
         self.resolver: Resolver | None = None
         self.views: dict[str, list[Any]] = {}  # golden id -> features of what we know of it
         self.block_owners: dict[Key, set[str]] = {}
+        self.block_sizes: dict[Key, int] = {}  # stored block sizes before this batch
         self.apart: set[tuple[str, str]] = set()
         self.possible: list[PossibleDuplicate] = []
         self._bkeys: list[list[Key]] = []
@@ -197,7 +198,8 @@ class BatchMatcher:
         if self.fuzzy:
             self._bkeys = [self.sim.blocking_keys(f) for f in feats]
             self.block_owners = st.lookup_match_keys(
-                self.conn, self.kind, {k for keys in self._bkeys for k in keys}, max_block=self.sim.MAX_BLOCK)
+                self.conn, self.kind, {k for keys in self._bkeys for k in keys}, max_block=self.sim.MAX_BLOCK,
+                sizes=self.block_sizes)
             # Only the best-ranked candidates of each record are scored, so only those are loaded.
             for keys in self._bkeys:
                 candidate_ids.update(self._ranked(keys, lambda g: g))

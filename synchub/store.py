@@ -630,10 +630,13 @@ def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
     return by_type
 
 
-def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]], *, max_block: int) -> dict[tuple[str, str], set[str]]:
+def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]], *, max_block: int,
+                      sizes: dict[tuple[str, str], int] | None = None) -> dict[tuple[str, str], set[str]]:
     """Golden ids under each blocking key. Keys shared by more than ``max_block`` records are
     stop keys (see :func:`replace_match_keys`) and are not looked up: a block that large says
-    nothing and would cost quadratic work."""
+    nothing and would cost quadratic work. ``sizes``, if given, receives the block size of every
+    key that was looked up (0 for none), for :func:`replace_match_keys` later in the same
+    transaction."""
     by_type = _by_type(keys)
     stopped = _stopped(conn, kind, by_type)
     out: dict[tuple[str, str], set[str]] = {}
@@ -645,6 +648,9 @@ def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, 
             )
             for row in conn.execute(q):
                 out.setdefault((key_type, row.key_value), set()).add(row.golden_id)
+        if sizes is not None:
+            for v in wanted:
+                sizes[(key_type, v)] = len(out.get((key_type, v), ()))
     return {k: v for k, v in out.items() if len(v) <= max_block}
 
 
@@ -677,10 +683,16 @@ def load_keep_apart(conn: sa.Connection, ids: Iterable[str] | None) -> set[tuple
     return out
 
 
-def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str, list[tuple[str, str]]], *, max_block: int = 50) -> None:
+def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str, list[tuple[str, str]]], *, max_block: int = 50,
+                       known: dict[tuple[str, str], int] | None = None) -> None:
     """Store the blocking keys of these golden records (replacing their old ones). A key whose
     block grows past ``max_block`` becomes a stop key: its rows are deleted and it is neither
-    stored nor looked up again, so no block ever holds more than ``max_block`` plus one batch."""
+    stored nor looked up again, so no block ever holds more than ``max_block`` plus one batch.
+
+    ``known`` are block sizes read earlier in this transaction (:func:`lookup_match_keys`) with
+    no rows added since: a key whose known size plus the rows added now cannot pass
+    ``max_block`` is not counted again (most of them; counting costs a grouped query per key
+    type and chunk, the sync's slowest on PostgreSQL)."""
     ids = sorted(keys_by_golden)
     for chunk in _chunks(ids):
         conn.execute(match_key_t.delete().where(match_key_t.c.golden_id.in_(chunk)))
@@ -694,9 +706,18 @@ def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str,
     if not rows:
         return
     conn.execute(match_key_t.insert(), rows)
+    added: dict[tuple[str, str], int] = {}
+    if known is not None:
+        for r in rows:
+            k = (r["key_type"], r["key_value"])
+            added[k] = added.get(k, 0) + 1
+
+    def may_be_crowded(k: tuple[str, str]) -> bool:
+        return known is None or k not in known or known[k] + added.get(k, 0) > max_block
+
     crowded: list[tuple[str, str]] = []
     for key_type, values in by_type.items():
-        for chunk in _chunks(sorted(v for v in values if (key_type, v) not in stopped)):
+        for chunk in _chunks(sorted(v for v in values if (key_type, v) not in stopped and may_be_crowded((key_type, v)))):
             q = (sa.select(match_key_t.c.key_value).where(
                     match_key_t.c.kind == kind, match_key_t.c.key_type == key_type, match_key_t.c.key_value.in_(chunk))
                  .group_by(match_key_t.c.key_value).having(sa.func.count() > max_block))
