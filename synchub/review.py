@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from synchub import store as st
-from synchub.engine import _aware, log_possible_duplicates, merge_golden, merge_goldens, rederive
+from synchub.engine import (
+    _aware,
+    _update_by_id,
+    log_possible_duplicates,
+    merge_golden,
+    merge_goldens,
+    rederive,
+)
 from synchub.errors import SynchubError
 from synchub.merge import OPT_OUT
 from synchub.store import utcnow
@@ -113,21 +120,17 @@ def _restore_overrides(conn: sa.Connection, survivor: str, loser: str, overrides
 
     moved, parked = still(overrides.get("moved") or [], survivor), still(overrides.get("parked") or [], loser)
     if parked:  # out of the loser's way first: unique (golden_id, field)
-        _set_owner(conn, [(r.id, f"parked:{r.id}") for r in parked])
+        _update_by_id(conn, ov, [{"_id": r.id, "golden_id": f"parked:{r.id}"} for r in parked], ("golden_id",))
     if moved:
-        _set_owner(conn, [(r.id, loser) for r in moved])
+        _update_by_id(conn, ov, [{"_id": r.id, "golden_id": loser} for r in moved], ("golden_id",))
     if parked:
         decided = {r.field for r in conn.execute(sa.select(ov.c.field).where(ov.c.golden_id == survivor))}
         superseded = [r.id for r in parked if r.field in decided]
         if superseded:
             conn.execute(ov.delete().where(ov.c.id.in_(superseded)))
-        _set_owner(conn, [(r.id, survivor) for r in parked if r.field not in decided])
-
-
-def _set_owner(conn: sa.Connection, moves: list[tuple[int, str]]) -> None:
-    if moves:
-        conn.execute(st.override_t.update().where(st.override_t.c.id == sa.bindparam("_id"))
-                     .values(golden_id=sa.bindparam("_to")), [{"_id": i, "_to": to} for i, to in moves])
+        back = [{"_id": r.id, "golden_id": survivor} for r in parked if r.field not in decided]
+        if back:
+            _update_by_id(conn, ov, back, ("golden_id",))
 
 
 def _move_sources(conn: sa.Connection, source_ids: list[int], target: str) -> None:
