@@ -926,7 +926,7 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
 
 def merge_golden(conn: sa.Connection, loser: str, survivor: str, now: datetime, actor: str, reason: str) -> None:
     """Move everything of golden record ``loser`` to ``survivor`` and mark it merged. The audit
-    entry lists the source records that moved, so :func:`split_merge` can undo it exactly."""
+    entry lists the source records that moved, so ``review.undo_merge`` can undo it exactly."""
     merge_goldens(conn, {loser: survivor}, now, actor, reason)
 
 
