@@ -1,24 +1,28 @@
 """The spec validators of synchub.testing.specs: each one passes a valid request and fails an
-invalid one with a message naming the problem. They need the vendors' specs (../shared/specs);
-without them these tests skip, or fail with SYNCHUB_REQUIRE_SPECS=1."""
+invalid one with a message naming the problem. The vendors' specs ship with the repository
+(tests/specs, see SOURCES.md there); a missing one fails these tests, it never skips them."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from pathlib import Path
 
 import httpx
 import pytest
 
 from synchub.testing.specs import (
+    BUNDLED_SPECS_DIR,
     HUBSPOT_CREATE_WITHOUT_ASSOCIATIONS,
     HUBSPOT_RELAXATIONS,
     HUBSPOT_SEARCH_OPTIONAL_FIELDS,
     HUBSPOT_SEARCH_SORT_OBJECTS,
     HUBSPOT_SPECS,
     MAILCHIMP_MERGE_FIELD_VALUES,
+    MAILCHIMP_SPEC,
     SHOPIFY_GRAPHQL_PATH,
+    SHOPIFY_SCHEMA,
     GraphQLValidator,
     OpenApiValidator,
     SpecViolation,
@@ -101,6 +105,23 @@ def shopify() -> GraphQLValidator:
 # -- finding the specs ---------------------------------------------------------------------------
 
 
+def test_specs_are_found_in_the_repository_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SYNCHUB_SPECS_DIR", raising=False)
+    bundled = Path(__file__).resolve().parent / "specs"
+    assert specs_dir() == BUNDLED_SPECS_DIR == bundled
+    assert require_specs(*HUBSPOT_SPECS, MAILCHIMP_SPEC, SHOPIFY_SCHEMA) == bundled
+
+
+def test_bundled_specs_match_their_recorded_checksums() -> None:
+    text = (BUNDLED_SPECS_DIR / "SOURCES.md").read_text(encoding="utf-8")
+    recorded = dict(
+        (name, digest) for digest, name in re.findall(r"^([0-9a-f]{64})  (\S+)$", text, flags=re.M)
+    )
+    assert sorted(recorded) == sorted((*HUBSPOT_SPECS, MAILCHIMP_SPEC, SHOPIFY_SCHEMA))
+    for name, digest in recorded.items():
+        assert hashlib.sha256((BUNDLED_SPECS_DIR / name).read_bytes()).hexdigest() == digest, name
+
+
 def test_specs_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SYNCHUB_SPECS_DIR", str(tmp_path))
     assert specs_dir() == tmp_path
@@ -108,14 +129,14 @@ def test_specs_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert specs_dir() is None
 
 
-def test_missing_specs_skip_or_fail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_specs_fail_and_never_skip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SYNCHUB_SPECS_DIR", str(tmp_path))
-    monkeypatch.delenv("SYNCHUB_REQUIRE_SPECS", raising=False)
-    with pytest.raises(pytest.skip.Exception, match=r"hubspot/crm-contacts-v3\.json"):
+    with pytest.raises(pytest.fail.Exception, match=r"hubspot/crm-contacts-v3\.json"):
         require_specs(*HUBSPOT_SPECS)
-    monkeypatch.setenv("SYNCHUB_REQUIRE_SPECS", "1")
-    with pytest.raises(pytest.fail.Exception, match="SYNCHUB_REQUIRE_SPECS=1"):
-        require_specs(*HUBSPOT_SPECS)
+    monkeypatch.setenv("SYNCHUB_SPECS_DIR", str(tmp_path / "absent"))
+    with pytest.raises(pytest.fail.Exception, match="absent"):
+        require_specs(SHOPIFY_SCHEMA)
+    monkeypatch.setenv("SYNCHUB_SPECS_DIR", str(tmp_path))
     (tmp_path / "x.json").write_text("{}")
     assert require_specs("x.json") == tmp_path
 

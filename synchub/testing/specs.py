@@ -105,6 +105,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 from synchub.redact import redact
 
 __all__ = [
+    "BUNDLED_SPECS_DIR",
     "HUBSPOT_BATCH_READ_WITHOUT_PROPERTY_LISTS",
     "HUBSPOT_CREATE_WITHOUT_ASSOCIATIONS",
     "HUBSPOT_LIMITS",
@@ -131,10 +132,11 @@ __all__ = [
     "specs_dir",
 ]
 
-#: Environment variable naming the specs directory (default: ``<repo>/../shared/specs``).
+#: Environment variable naming another specs directory with the same layout (default:
+#: :data:`BUNDLED_SPECS_DIR`).
 SPECS_DIR_ENV = "SYNCHUB_SPECS_DIR"
-#: With this set to ``1``, missing specs fail the tests that need them instead of skipping them.
-REQUIRE_SPECS_ENV = "SYNCHUB_REQUIRE_SPECS"
+#: The copies kept in the repository, ``tests/specs`` (origin and licences: ``SOURCES.md`` there).
+BUNDLED_SPECS_DIR = Path(__file__).resolve().parents[2] / "tests" / "specs"
 
 HUBSPOT_SPECS = ("hubspot/crm-contacts-v3.json", "hubspot/crm-companies-v3.json")
 MAILCHIMP_SPEC = "mailchimp/marketing-3.0.81.openapi3-converted.json"
@@ -153,14 +155,11 @@ _MAX_PROBLEM_CHARS = 400
 
 def _configured_specs_dir() -> Path:
     env = os.environ.get(SPECS_DIR_ENV)
-    if env:
-        return Path(env)
-    repo_root = Path(__file__).resolve().parents[2]  # synchub/testing/specs.py -> repo root
-    return repo_root.parent / "shared" / "specs"
+    return Path(env) if env else BUNDLED_SPECS_DIR
 
 
 def specs_dir() -> Path | None:
-    """The specs directory: ``$SYNCHUB_SPECS_DIR``, else ``<repo root>/../shared/specs``;
+    """The specs directory: ``$SYNCHUB_SPECS_DIR``, else the repository's ``tests/specs``;
     ``None`` when that directory does not exist."""
     path = _configured_specs_dir()
     return path if path.is_dir() else None
@@ -169,8 +168,8 @@ def specs_dir() -> Path | None:
 def require_specs(*relpaths: str) -> Path:
     """Return the specs directory for a test or fixture that needs ``relpaths`` in it.
 
-    When the directory or one of the files is missing the test is skipped, with a reason naming
-    what is missing; with ``SYNCHUB_REQUIRE_SPECS=1`` (CI) it fails instead.
+    The specs ship with the repository, so a missing directory or file fails the test (it is
+    never skipped), with a message naming what is missing.
     """
     base = _configured_specs_dir()
     if not base.is_dir():
@@ -178,13 +177,12 @@ def require_specs(*relpaths: str) -> Path:
     else:
         missing = [base / rel for rel in relpaths if not (base / rel).is_file()]
     if missing:
-        reason = (
+        where = f"${SPECS_DIR_ENV}" if os.environ.get(SPECS_DIR_ENV) else "the repository's tests/specs"
+        pytest.fail(
             f"API spec(s) not found: {', '.join(str(p) for p in missing)} "
-            f"(set {SPECS_DIR_ENV} to the specs directory)"
+            f"(looked in {where}; see tests/specs/SOURCES.md)",
+            pytrace=False,
         )
-        if os.environ.get(REQUIRE_SPECS_ENV) == "1":
-            pytest.fail(f"{reason}; {REQUIRE_SPECS_ENV}=1 makes this an error", pytrace=False)
-        pytest.skip(reason)
     return base
 
 
@@ -1075,7 +1073,7 @@ def hubspot_validator(
     *relaxations: Relaxation, limits: Iterable[Limit] = HUBSPOT_LIMITS
 ) -> OpenApiValidator:
     """HubSpot CRM v3 contacts and companies (strict unless ``relaxations`` are given), with
-    :data:`HUBSPOT_LIMITS`. Skips (or with ``SYNCHUB_REQUIRE_SPECS=1`` fails) without the specs."""
+    :data:`HUBSPOT_LIMITS`. Fails the calling test when the specs are missing."""
     base = require_specs(*HUBSPOT_SPECS)
     files = tuple(str(base / rel) for rel in HUBSPOT_SPECS)
     return _openapi_validator(files, relaxations, tuple(limits))

@@ -28,7 +28,7 @@ TOKEN = "pat-na1-test-0f3c2a7e-secret"
 
 @pytest.fixture
 def spec():
-    """HubSpot's OpenAPI files (skips with a reason if absent; fails under SYNCHUB_REQUIRE_SPECS=1)."""
+    """HubSpot's OpenAPI files from tests/specs (a missing file fails the test)."""
     return hubspot_validator(HUBSPOT_SEARCH_SORT_OBJECTS)
 
 
