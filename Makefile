@@ -32,7 +32,7 @@ bench-floor: install
 
 # Matching quality and speed: FEBRL precision/recall/F1, and dedupe of a 100k-record store.
 bench-match: install
-	$(BIN)/python bench/febrl_bench.py --data ../shared/data/febrl
+	$(BIN)/python bench/febrl_bench.py --data bench/data/febrl
 	$(BIN)/python bench/dedupe_bench.py --records 100000
 
 # HubSpot API calls per N contacts read and written, against the minimum (fake HubSpot, SQLite).
