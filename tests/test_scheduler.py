@@ -190,7 +190,8 @@ def test_serve_runs_jobs_and_stops_cleanly(demo_dir: Path, tmp_path: Path) -> No
     cfg.write_text(cfg.read_text(encoding="utf-8").replace("{interval: 15m}", "{interval: 1s}"), encoding="utf-8")
     hub = demo_hub(demo_dir, f"sqlite:///{tmp_path / 's.db'}")
     stop = threading.Event()
-    t = threading.Thread(target=serve, args=(hub,), kwargs={"stop": stop})
+    # A free port, not the config's default 9464, which may be taken on the test machine.
+    t = threading.Thread(target=serve, args=(hub,), kwargs={"stop": stop, "metrics_port": _free_port()})
     t.start()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not any(r["connection"] == "shop" for r in hub.store.recent_runs()):
