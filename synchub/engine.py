@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from synchub import match, purchases
+from synchub import match, purchases, quarantine
 from synchub import store as st
 from synchub.config import Config, ConnectionConfig, StreamConfig, register_settings_secrets
 from synchub.connector import (
@@ -83,6 +83,10 @@ class StreamCounts:
     left: int = 0
     #: Inbound: records a full listing showed gone from the source (see ``Reconcile``).
     deleted: int = 0
+    #: Inbound: values left out of records that landed (see :mod:`synchub.quarantine`), and
+    #: values kept but flagged unverified.
+    quarantined: int = 0
+    unverified: int = 0
 
     def add(self, other: StreamCounts) -> None:
         for k, v in asdict(other).items():
@@ -134,6 +138,8 @@ class _Prepared:
     links: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Timeline-only streams (orders): the source id of the record the entries belong to.
     owner: str | None = None
+    #: Values the hub could not use (or keeps unverified); None when every value was usable.
+    quarantine: list[dict[str, Any]] | None = None
 
 
 #: ``RunSummary.error`` of a follow-up push skipped because the connection was busy.
@@ -614,25 +620,37 @@ class Hub:
                  run_started: datetime, connection: str, stream_name: str, run_id: int,
                  rejects: list[dict[str, Any]]) -> _Prepared | None:
         source_id = None
+        problems: list[dict[str, Any]] = []
         try:
             source_id = _primary_key(item.data, stream.primary_key)
-            observed = mapping.observed(item.data) or item.observed_at or run_started
+            observed = mapping.observed(item.data, problems) or item.observed_at or run_started
             if keyer is None:  # a timeline-only stream: entries, no party
-                entries = [] if item.deleted else mapping.interactions_of(item.data, observed)
+                entries = [] if item.deleted else mapping.interactions_of(item.data, observed, problems)
                 prepared = _Prepared(source_id, item.ref, {}, "", observed, [], item.deleted, entries,
-                                     owner=mapping.owner_of(item.data))
+                                     owner=mapping.owner_of(item.data), quarantine=problems or None)
                 prepared.hash = _content_hash(prepared)
                 return prepared
-            data = mapping.to_canonical(item.data)
-            data = match.normalize_record(data, self.config.defaults.phone_region)
-            interactions = mapping.interactions_of(item.data, observed) if mapping.interactions else []
+            data = mapping.to_canonical(item.data, problems)
+            data = match.normalize_record(data, self.config.defaults.phone_region, problems)
+            interactions = mapping.interactions_of(item.data, observed, problems) if mapping.interactions else []
+            if problems and not item.deleted and not quarantine.identifiable(mapping.entity, data):
+                lost = "; ".join(f"{e['field']}: {e['reason']}" for e in problems if e["status"] == quarantine.QUARANTINED)
+                raise RecordError(f"nothing usable is left to identify the record ({lost})", field="identity")
         except RecordError as exc:
             reason = str(exc)
             rejects.append(_reject_row(run_id, connection, stream_name, item.ref, source_id, exc.field, reason, _raw(item.data)))
             log.warning("rejected %s/%s %s: field %s", connection, stream_name, item.ref or source_id, exc.field or "-")
             return None
-        prepared = _Prepared(source_id, item.ref, data, "", observed, keyer.keys(data, source_id), item.deleted,
-                             interactions, [str(a) for a in item.aliases if str(a) != source_id], dict(item.links))
+        for e in problems:
+            if "source" not in e and (src := mapping.source_of(e["field"])):
+                e["source"] = src
+        unverified = {e["kept"] for e in problems if e["status"] == quarantine.UNVERIFIED}
+        # Identity keys never rest on a value the hub could not verify (a made-up number shared by
+        # many rows would merge them all); the value itself stays on the record.
+        keyed = data if not unverified else {**data, "phones": [p for p in data.get("phones", ()) if p not in unverified]}
+        prepared = _Prepared(source_id, item.ref, data, "", observed, keyer.keys(keyed, source_id), item.deleted,
+                             interactions, [str(a) for a in item.aliases if str(a) != source_id], dict(item.links),
+                             quarantine=problems or None)
         prepared.hash = _content_hash(prepared)
         return prepared
 
@@ -654,6 +672,13 @@ class Hub:
             if rejects:
                 conn.execute(st.rejected_t.insert(), rejects)
                 counts.rejected += len(rejects)
+            quarantined = _quarantine_rows(run_id, connection, stream, pending)
+            if quarantined:
+                conn.execute(st.quarantined_t.insert(), quarantined)
+                q, u = quarantine.counts(quarantined)
+                counts.quarantined += q
+                counts.unverified += u
+                log.info("%s/%s: %d values quarantined, %d kept unverified in this batch", connection, stream, q, u)
             if pending and mapping.timeline_only:
                 assert mapping.owner_stream is not None
                 touched = _apply_timeline(conn, connection, stream, mapping.owner_stream, pending, counts)
@@ -693,8 +718,9 @@ class Hub:
                     kept = {r.id: _opt_outs_only(r.data) for r in conn.execute(
                         sa.select(st.source_t.c.id, st.source_t.c.data).where(st.source_t.c.id.in_(chunk)))}
                     _update_by_id(conn, st.source_t, [
-                        {"_id": rid, "data": data, "deleted": True, "content_hash": "deleted:", "changed_at": now}
-                        for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at"))
+                        {"_id": rid, "data": data, "deleted": True, "content_hash": "deleted:", "changed_at": now,
+                         "quarantine": None}
+                        for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at", "quarantine"))
                     conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
                 touched = {r.golden_id for r in gone_src}
                 if gone:
@@ -781,7 +807,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     for p in changed:
         row = {
             "golden_id": assignment[p.source_id], "data": p.data, "content_hash": p.hash,
-            "observed_at": p.observed_at, "changed_at": now, "deleted": p.deleted,
+            "observed_at": p.observed_at, "changed_at": now, "deleted": p.deleted, "quarantine": p.quarantine,
         }
         ex = existing.get(p.source_id)
         if ex is not None:
@@ -790,7 +816,8 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             inserts.append({**row, "connection": connection, "stream": stream, "source_id": p.source_id,
                             "kind": kind, "first_seen_at": now})
     if updates:
-        _update_by_id(conn, st.source_t, updates, ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted"))
+        _update_by_id(conn, st.source_t, updates,
+                      ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted", "quarantine"))
         ids = [u["_id"] for u in updates]
         for chunk in st._chunks(ids):
             conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
@@ -858,7 +885,23 @@ def _content_hash(p: _Prepared) -> str:
         digest = "deleted:" + digest
     if p.interactions:
         digest = hashlib.sha1((digest + json.dumps(p.interactions, sort_keys=True)).encode(), usedforsecurity=False).hexdigest()
+    if p.quarantine:
+        # Only records with quarantined values hash them, so no other record's hash changes: a
+        # different bad value (or a fixed one) is a change; the same bad value again is not.
+        digest = hashlib.sha1((digest + json.dumps(p.quarantine, sort_keys=True, ensure_ascii=False)).encode(),
+                              usedforsecurity=False).hexdigest()
     return digest
+
+
+def _quarantine_rows(run_id: int, connection: str, stream: str, pending: list[_Prepared]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {"run_id": run_id, "connection": connection, "stream": stream, "ref": p.ref or "", "source_id": p.source_id,
+         "field": e["field"][:200], "source": (e.get("source") or None) and str(e["source"])[:200],
+         "rule": str(e.get("rule") or "")[:100], "status": e["status"], "raw": e.get("raw"),
+         "reason": e["reason"], "created_at": now}
+        for p in pending if p.quarantine for e in p.quarantine
+    ]
 
 
 def _resolve_links(conn: sa.Connection, connection: str, pending: list[_Prepared]) -> None:

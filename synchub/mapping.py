@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import ValidationError
 
-from synchub.errors import ConfigError, MappingError, Problem, RecordValidationError
+from synchub import quarantine
+from synchub.errors import ConfigError, MappingError, Problem
 from synchub.schema import ENTITY_MODELS, Interaction, InteractionKind, canonical_paths
 from synchub.yamlfile import YamlDoc, load_yaml
 
@@ -103,58 +103,74 @@ class Mapping:
         value = _getter(self.owner_path)(record)
         return None if value in (None, "") else str(value).strip()
 
+    def source_of(self, dest: str) -> str | None:
+        """The source field a destination field is mapped from (the first, for list fields)."""
+        for fm in self.fields:
+            if fm.dest == dest and fm.source:
+                return fm.source
+        return None
+
     @property
     def field_names(self) -> list[str]:
         """Destination fields in the order the mapping lists them."""
         return list(dict.fromkeys(fm.dest for fm in self.fields))
 
-    def observed(self, record: dict[str, Any]) -> datetime | None:
-        """The record's own change time, when the mapping names one (``observed_at:``)."""
+    def observed(self, record: dict[str, Any], problems: list[quarantine.Entry] | None = None) -> datetime | None:
+        """The record's own change time, when the mapping names one (``observed_at:``). With
+        ``problems``, a value that cannot be read is recorded there and None returned."""
         fm = self.observed_at
         if fm is None:
             return None
-        value = fm.getter(record)
+        value = raw = fm.getter(record)
         if value in (None, ""):
             return None
+        step = "datetime"
         try:
-            for _name, fn, args in fm.steps:
+            for name, fn, args in fm.steps:
+                step = name
                 value = fn(value, **args)
+            step = "datetime"
             if isinstance(value, str):
                 value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except (ValueError, TypeError) as exc:
-            raise MappingError(f"observed_at (from {fm.source!r}): {exc}", field="observed_at") from None
+            if problems is None:
+                raise MappingError(f"observed_at (from {fm.source!r}): {exc}", field="observed_at") from None
+            problems.append(quarantine.entry("observed_at", raw, str(exc), rule=step, source=fm.source))
+            return None
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return None
 
-    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Map one record. Raises :class:`MappingError` naming the field and the source value."""
-        return _apply(self.fields, self._paths, record)
+    def apply(self, record: dict[str, Any], problems: list[quarantine.Entry] | None = None) -> dict[str, Any]:
+        """Map one record. Raises :class:`MappingError` naming the field and the source value;
+        with ``problems``, a value that cannot be mapped is recorded there and left out."""
+        return _apply(self.fields, self._paths, record, problems)
 
-    def interactions_of(self, record: dict[str, Any], default_time: datetime) -> list[dict[str, Any]]:
+    def interactions_of(self, record: dict[str, Any], default_time: datetime,
+                        problems: list[quarantine.Entry] | None = None) -> list[dict[str, Any]]:
         """The timeline entries this record carries (entries whose fields are all empty are
-        skipped; one without a time of its own gets ``default_time``)."""
+        skipped; one without a time of its own gets ``default_time``). With ``problems``, values
+        that cannot be used are recorded there and left out of their entry."""
         out = []
         for imap in self.interactions:
-            data = _apply(imap.fields, imap.paths, record)
+            data = _apply(imap.fields, imap.paths, record, problems, prefix="interaction.")
             if not data:
                 continue
             data["kind"] = imap.kind
             data.setdefault("occurred_at", default_time)
-            try:
-                obj = Interaction.model_validate(data)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = "interaction." + ".".join(str(p) for p in err["loc"])
-                raise RecordValidationError(f"{loc}: {err['msg']}", field=loc) from None
+            sources = {fm.dest: fm.source for fm in imap.fields if fm.source}
+            obj = quarantine.validate(Interaction, data, problems, prefix="interaction.", sources=sources)
             out.append(obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"kind": imap.kind})
         return out
 
-    def to_canonical(self, record: dict[str, Any]) -> dict[str, Any]:
+    def to_canonical(self, record: dict[str, Any], problems: list[quarantine.Entry] | None = None) -> dict[str, Any]:
         """Map an inbound record and validate it against the canonical model.
 
-        Returns the JSON form of the model, without empty values."""
-        data = self.apply(record)
+        Returns the JSON form of the model, without empty values. Without ``problems`` the first
+        value that cannot be used raises :class:`RecordError`; with it, each such value is
+        recorded there (field, source field, rule, raw value, reason) and left out, so one bad
+        value costs that value and not the record."""
+        data = self.apply(record, problems)
         consent = data.get("consent")
         if consent:
             # A channel with a constant method/source but no status in this record says nothing.
@@ -163,33 +179,35 @@ class Mapping:
             if not consent:
                 del data["consent"]
         model = ENTITY_MODELS[self.entity]
-        try:
-            obj = model.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise RecordValidationError(f"{loc}: {err['msg']}", field=loc) from None
+        sources = {fm.dest: fm.source for fm in self.fields if fm.source}
+        obj = quarantine.validate(model, data, problems, sources=sources)
         dumped = obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         dumped["kind"] = self.entity
         return dumped
 
 
-def _apply(fields: list[FieldMap], paths: dict[str, tuple[str, ...]], record: dict[str, Any]) -> dict[str, Any]:
+def _apply(fields: list[FieldMap], paths: dict[str, tuple[str, ...]], record: dict[str, Any],
+           problems: list[quarantine.Entry] | None = None, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for fm in fields:
-        value = fm.getter(record)
+        value = raw = fm.getter(record)
         if isinstance(value, str):
             value = value.strip()
             if value == "":
                 value = None
+        step = ""
         try:
-            for _name, fn, args in fm.steps:
+            for name, fn, args in fm.steps:
                 if value is None and not getattr(fn, "accepts_none", False):
                     break
+                step = name
                 value = fn(value, **args)
         except (ValueError, TypeError, ArithmeticError) as exc:
-            src = f" (from {fm.source!r})" if fm.source else ""
-            raise MappingError(f"{fm.dest}{src}: {exc}", field=fm.dest) from None
+            if problems is None:
+                src = f" (from {fm.source!r})" if fm.source else ""
+                raise MappingError(f"{prefix}{fm.dest}{src}: {exc}", field=prefix + fm.dest) from None
+            problems.append(quarantine.entry(prefix + fm.dest, raw, str(exc), rule=step, source=fm.source))
+            continue
         if value is None or value == "" or value == []:
             continue
         _set(out, paths[fm.dest], value, fm.is_list)

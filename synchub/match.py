@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from synchub import quarantine
 from synchub.errors import RecordError
 from synchub.normalize import (
     NormalizationError,
     normalize_email,
     normalize_phone,
+    normalize_phone_lenient,
     normalize_postal_code,
     phone_type,
 )
@@ -30,10 +32,15 @@ Key = tuple[str, str]
 MAX_CANDIDATES = 8
 
 
-def normalize_record(data: dict[str, Any], region: str | None) -> dict[str, Any]:
+def normalize_record(data: dict[str, Any], region: str | None,
+                     problems: list[quarantine.Entry] | None = None) -> dict[str, Any]:
     """Normalise identity fields in place of a mapped record: emails lower-case and valid, phones
     E.164 (national numbers read in ``region`` unless the address says otherwise), postal codes.
-    Raises :class:`RecordError` naming the field when a value is not usable."""
+
+    Without ``problems``, raises :class:`RecordError` naming the field when a value is not usable.
+    With it, each unusable value is recorded there and left out (the record keeps the rest), and
+    a phone number that is possible for its country but in no known range is kept *unverified*
+    (recorded too, with ``status: unverified``)."""
     emails = data.get("emails")
     if emails:
         out = []
@@ -41,7 +48,10 @@ def normalize_record(data: dict[str, Any], region: str | None) -> dict[str, Any]
             try:
                 n = normalize_email(e)
             except NormalizationError as exc:
-                raise RecordError(f"emails: {exc}", field="emails") from None
+                if problems is None:
+                    raise RecordError(f"emails: {exc}", field="emails") from None
+                problems.append(quarantine.entry("emails", e, str(exc), rule="email"))
+                continue
             if n and n not in out:
                 out.append(n)
         data["emails"] = out
@@ -52,9 +62,19 @@ def normalize_record(data: dict[str, Any], region: str | None) -> dict[str, Any]
         out = []
         for p in phones:
             try:
-                n = normalize_phone(p, country or region)
+                if problems is None:
+                    n, verified = normalize_phone(p, country or region), True
+                else:
+                    n, verified = normalize_phone_lenient(p, country or region)
             except NormalizationError as exc:
-                raise RecordError(f"phones: {exc}", field="phones") from None
+                if problems is None:
+                    raise RecordError(f"phones: {exc}", field="phones") from None
+                problems.append(quarantine.entry("phones", p, str(exc), rule="phone"))
+                continue
+            if not verified and problems is not None:
+                problems.append(quarantine.entry(
+                    "phones", p, "possible number, but in no range known for its country: kept unverified",
+                    rule="phone_valid", status=quarantine.UNVERIFIED, kept=n))
             if n and n not in out:
                 out.append(n)
         data["phones"] = out
@@ -62,7 +82,10 @@ def normalize_record(data: dict[str, Any], region: str | None) -> dict[str, Any]
         try:
             address["postal_code"] = normalize_postal_code(address["postal_code"], country)
         except NormalizationError as exc:
-            raise RecordError(f"address.postal_code: {exc}", field="address.postal_code") from None
+            if problems is None:
+                raise RecordError(f"address.postal_code: {exc}", field="address.postal_code") from None
+            problems.append(quarantine.entry("address.postal_code", address.pop("postal_code"), str(exc),
+                                             rule="postal_code"))
     for key in ("emails", "phones"):
         if key in data and not data[key]:
             del data[key]

@@ -49,6 +49,7 @@ __all__ = [
     "normalize_email",
     "normalize_name",
     "normalize_phone",
+    "normalize_phone_lenient",
     "normalize_postal_code",
     "parse_date",
     "parse_datetime",
@@ -207,8 +208,29 @@ def _phone_cached(raw: str, region: str | None) -> tuple[str | None, str | None]
             return None, "unknown country code"
         return None, "not a phone number"
     if not phonenumbers.is_valid_number(number):
-        return None, "not a valid phone number"
+        possible = phonenumbers.is_possible_number_with_reason(number)
+        if possible == phonenumbers.ValidationResult.IS_POSSIBLE:
+            if len(phonenumbers.national_significant_number(number)) < _MIN_UNVERIFIED_DIGITS:
+                return None, "too few digits"
+            # Right length for its country, but no number range libphonenumber knows: a new
+            # range, a private network's extension, or made up. The caller decides.
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), _POSSIBLE_ONLY
+        return None, _IMPOSSIBLE.get(possible, "not a valid phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+
+_IMPOSSIBLE = {
+    phonenumbers.ValidationResult.TOO_SHORT: "too short for its country",
+    phonenumbers.ValidationResult.TOO_LONG: "too long for its country",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "wrong number of digits for its country",
+    phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY: "a local number without its area code",
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "unknown country code",
+}
+#: An unverified number needs at least this many digits after the country code: shorter ones
+#: are extensions or typos more often than numbers (a valid short number still passes).
+_MIN_UNVERIFIED_DIGITS = 6
+#: ``_phone_cached``'s reason for a number that is possible (length) but not valid (range).
+_POSSIBLE_ONLY = "possible but not valid: no known number range has it"
 
 
 def normalize_phone(value: str | None, region: str | None = "DE") -> str | None:
@@ -242,8 +264,32 @@ def normalize_phone(value: str | None, region: str | None = "DE") -> str | None:
         region = region.strip().upper() or None
     e164, reason = _phone_cached(raw, region)
     if reason:
+        if reason is _POSSIBLE_ONLY:
+            reason = "not a valid phone number"
         raise NormalizationError(f"not a valid phone number: {value!r} ({reason})")
     return e164
+
+
+def normalize_phone_lenient(value: str | None, region: str | None = "DE") -> tuple[str | None, bool]:
+    """Like :func:`normalize_phone`, but a number that is *possible* for its country (the right
+    length) without being *valid* (in a range libphonenumber knows) is kept: returns
+    ``(e164, verified)``, with ``verified`` False for such a number. Raises
+    :class:`NormalizationError` for what is not even a possible number."""
+    if value is None:
+        return None, True
+    if isinstance(value, bool) or isinstance(value, float):
+        raise NormalizationError(
+            f"not a valid phone number: {value!r} (numeric value; store phone numbers as text)"
+        )
+    raw = value if isinstance(value, str) else str(value)
+    if region is not None:
+        region = region.strip().upper() or None
+    e164, reason = _phone_cached(raw, region)
+    if reason is _POSSIBLE_ONLY:
+        return e164, False
+    if reason:
+        raise NormalizationError(f"not a valid phone number: {value!r} ({reason})")
+    return e164, True
 
 
 # Mobile ranges of the DACH countries, checked before asking phonenumbers (which costs tens of

@@ -60,6 +60,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+#: JSON where Python ``None`` is SQL NULL (not the JSON text ``null``), for "IS NULL" queries.
+JSONOrNull = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def _json_col(nullable: bool = False) -> Any:
@@ -102,6 +104,10 @@ class SourceRecord(SQLModel, table=True):
     first_seen_at: datetime = _ts()
     changed_at: datetime = _ts()
     deleted: bool = Field(default=False)
+    #: Values of this record the hub could not use (quarantined: kept out of the canonical data)
+    #: or uses unverified, each ``{"field", "source", "rule", "raw", "reason", "status"}``;
+    #: NULL when every value was usable. Replaced whenever the source sends the record again.
+    quarantine: list[dict[str, Any]] | None = Field(default=None, sa_column=sa.Column(JSONOrNull, nullable=True))
 
 
 class IdentityKey(SQLModel, table=True):
@@ -154,6 +160,26 @@ class RejectedRecord(SQLModel, table=True):
     field: str | None = Field(default=None, max_length=200)
     reason: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     raw: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime = _ts()
+
+
+class QuarantinedValue(SQLModel, table=True):
+    """One value a run could not use (or kept unverified), as the run read it: the record landed
+    without it. Pruned with its run; the source record keeps its current ones."""
+
+    __tablename__ = "quarantined_value"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(index=True)
+    connection: str = Field(max_length=100)
+    stream: str = Field(max_length=100)
+    ref: str = Field(default="", max_length=500)  # file:line, page/offset, API id
+    source_id: str | None = Field(default=None, max_length=500)
+    field: str = Field(max_length=200)  # canonical field, e.g. phones, birth_date, address.postal_code
+    source: str | None = Field(default=None, max_length=200)  # the source's own field name
+    rule: str = Field(max_length=100)  # the check that failed: phone, email, parse_date, literal_error, ...
+    status: str = Field(default="quarantined", max_length=16)  # quarantined | unverified
+    raw: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    reason: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     created_at: datetime = _ts()
 
 
@@ -279,6 +305,7 @@ key_t = T["identity_key"]
 state_t = T["sync_state"]
 run_t = T["run"]
 rejected_t = T["rejected_record"]
+quarantined_t = T["quarantined_value"]
 audit_t = T["audit_log"]
 conflict_t = T["conflict"]
 outbound_t = T["outbound_state"]
@@ -445,10 +472,12 @@ class Store:
             return conn.execute(q).scalar()
 
     def prune_runs(self, older_than: datetime) -> int:
-        """Delete finished runs that started before ``older_than``, with their rejected records."""
+        """Delete finished runs that started before ``older_than``, with their rejected records
+        and quarantined values."""
         with self.begin() as conn:
             old = sa.select(run_t.c.id).where(run_t.c.started_at < older_than, run_t.c.status != "running")
             conn.execute(rejected_t.delete().where(rejected_t.c.run_id.in_(old)))
+            conn.execute(quarantined_t.delete().where(quarantined_t.c.run_id.in_(old)))
             res = conn.execute(run_t.delete().where(run_t.c.id.in_(old)))
             return int(res.rowcount or 0)
 
@@ -468,6 +497,44 @@ class Store:
         with self.engine.connect() as conn:
             q = sa.select(rejected_t).where(rejected_t.c.run_id == run_id).order_by(rejected_t.c.id).limit(limit)
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def quarantined_for_run(self, run_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """The values ``run_id`` read but could not use (or kept unverified), in reading order."""
+        with self.engine.connect() as conn:
+            q = sa.select(quarantined_t).where(quarantined_t.c.run_id == run_id).order_by(quarantined_t.c.id).limit(limit)
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def quarantined_values(self, *, connection: str | None = None, stream: str | None = None,
+                           field: str | None = None, status: str | None = None,
+                           golden_id: str | None = None, limit: int | None = 1000) -> list[dict[str, Any]]:
+        """What the store holds now that is not usable: one row per value of a live source record,
+        ``{"connection", "stream", "source_id", "golden_id", "field", "source", "rule", "raw",
+        "reason", "status", "changed_at"}``, newest records first. A value fixed at the source
+        leaves this list with the next read of its record."""
+        q = (sa.select(source_t.c.connection, source_t.c.stream, source_t.c.source_id, source_t.c.golden_id,
+                       source_t.c.quarantine, source_t.c.changed_at)
+             .where(source_t.c.quarantine.is_not(None), source_t.c.deleted.is_(False))
+             .order_by(source_t.c.changed_at.desc(), source_t.c.id.desc()))
+        if connection:
+            q = q.where(source_t.c.connection == connection)
+        if stream:
+            q = q.where(source_t.c.stream == stream)
+        if golden_id:
+            q = q.where(source_t.c.golden_id == golden_id)
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                for entry in r.quarantine or ():
+                    if field and entry.get("field") != field:
+                        continue
+                    if status and entry.get("status", "quarantined") != status:
+                        continue
+                    out.append({"connection": r.connection, "stream": r.stream, "source_id": r.source_id,
+                                "golden_id": r.golden_id, "changed_at": r.changed_at,
+                                "status": "quarantined", **entry})
+                    if limit is not None and len(out) >= limit:
+                        return out
+        return out
 
     # ----- golden records ---------------------------------------------------------------------
 
@@ -527,6 +594,7 @@ class Store:
                 ("source_records", source_t, None),
                 ("open_conflicts", conflict_t, conflict_t.c.status == "open"),
                 ("rejected", rejected_t, None),
+                ("quarantined_records", source_t, source_t.c.quarantine.is_not(None)),
             ):
                 q = sa.select(sa.func.count()).select_from(table)
                 if cond is not None:

@@ -170,7 +170,13 @@ def email(value: Any, /) -> Any:
 
 def phone_e164(value: Any, /, *, region: str | None = "DE") -> Any:
     """Normalise a phone number to E.164 (``+491711234567``); national numbers use ``region`` (default DE)."""
-    return _call(_n.normalize_phone, value, region)
+    # A number of the right length for its country that no known range has is kept (inbound,
+    # the engine flags it unverified); anything else raises.
+    return _call(_phone_lenient, value, region)
+
+
+def _phone_lenient(value: Any, region: str | None) -> str | None:
+    return _n.normalize_phone_lenient(value, region)[0]
 
 
 def country_iso(value: Any, /) -> Any:

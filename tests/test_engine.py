@@ -15,11 +15,14 @@ from tests.helpers import content_snapshot, demo_hub, hub_for, rows, write_confi
 
 EXPECTED_REJECTS = {
     ("shop_kunden.csv:25", None),  # a column missing
-    ("shop_kunden.csv:32", "birth_date"),  # 31.02.1985
-    ("shop_kunden.csv:41", "emails"),  # mueller(at)example.de
     ("newsletter.csv:21", "Email Address"),  # empty primary key
-    ("newsletter.csv:30", "consent.email.status"),  # status 'maybe'
     ("messe_leads.csv:23", "Lead-ID"),  # nothing but a company name
+}
+#: Rows that land without one value: (ref, canonical field, source column, raw value).
+EXPECTED_QUARANTINE = {
+    ("shop_kunden.csv:32", "birth_date", "Geburtsdatum", "31.02.1985"),
+    ("shop_kunden.csv:41", "emails", "E-Mail", "mueller(at)example.de"),
+    ("newsletter.csv:30", "consent.email.status", "Status", "maybe"),
 }
 
 
@@ -39,18 +42,29 @@ def test_demo_sync_lands_everything_valid_and_rejects_broken_rows(demo_dir: Path
     by_conn = {s.connection: s for s in summaries}
     assert [s.connection for s in summaries] == ["shop", "newsletter", "fair", "export"]
     assert by_conn["shop"].streams["customers"].read == 45
-    assert by_conn["shop"].streams["customers"].rejected == 3
-    assert by_conn["newsletter"].streams["audience"].rejected == 2
+    assert by_conn["shop"].streams["customers"].rejected == 1
+    assert by_conn["newsletter"].streams["audience"].rejected == 1
     assert by_conn["fair"].streams["leads"].rejected == 1
+    assert by_conn["shop"].streams["customers"].quarantined == 2
+    assert by_conn["newsletter"].streams["audience"].quarantined == 1
     assert all(s.status in ("succeeded", "partial") for s in summaries)
     counts = hub.store.counts()
-    # 78 distinct emails + 2 leads without email, of which Kern shares his mobile with his shop record.
-    assert counts["golden_active"] == 79
-    assert counts["source_records"] == 104
+    # 78 distinct emails + 2 leads without email, of which Kern shares his mobile with his shop
+    # record; plus three rows that land without their bad value: Wimmer (birth date) and Hofer
+    # (consent) with emails found nowhere else, and Müller without his unusable email.
+    assert counts["golden_active"] == 82
+    assert counts["source_records"] == 107
     rejected = rows(hub.store, st.rejected_t)
     assert {(r["ref"], r["field"]) for r in rejected} == EXPECTED_REJECTS
     assert all(r["reason"] for r in rejected)
-    assert by_conn["export"].streams["customers"].written == 79
+    logged = rows(hub.store, st.quarantined_t)
+    assert {(r["ref"], r["field"], r["source"], r["raw"]) for r in logged} == EXPECTED_QUARANTINE
+    assert all(r["reason"] and r["status"] == "quarantined" for r in logged)
+    held = {(q["source_id"], q["field"]) for q in hub.store.quarantined_values()}
+    assert held == {("K-10031", "birth_date"), ("K-10040", "emails"), ("raphael.hofer@example.at", "consent.email.status")}
+    wimmer = _golden_by_email(hub.store, "andreas.wimmer@example.de")
+    assert wimmer["data"]["first_name"] == "Andreas" and "birth_date" not in wimmer["data"]
+    assert by_conn["export"].streams["customers"].written == 82
 
 
 def test_person_in_three_sources_becomes_one_golden_record_with_provenance(demo_dir: Path, store_url: str) -> None:
