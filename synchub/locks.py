@@ -13,8 +13,10 @@ Inside one process a thread lock comes first, so two jobs of one worker never ev
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,6 +77,7 @@ def connection_lock(store: Store, name: str) -> Iterator[RunLock | None]:
             with _pg_lock(store, name) as lock:
                 yield lock
         elif fcntl is not None and (path := _sqlite_lock_path(store, name)) is not None:
+            sweep_lock_files(store)
             with _file_lock(path) as got:
                 yield RunLock(name) if got else None
         else:
@@ -121,17 +124,73 @@ def _sqlite_lock_path(store: Store, name: str) -> str | None:
 
 @contextmanager
 def _file_lock(path: str) -> Iterator[bool]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """An exclusive ``flock`` on ``path``, removed again when released (so lock files of renamed
+    or removed connections do not pile up). Removal is safe because every taker checks, once it
+    holds the lock, that ``path`` still names the file it locked, and starts over if not."""
+    fd = _lock_existing_or_new(path)
+    if fd is None:
+        yield False
+        return
     try:
+        yield True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # while the lock is held: nobody can be between check and use
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _lock_existing_or_new(path: str, *, create: bool = True) -> int | None:
+    """The descriptor of ``path``, flocked, or None when another process holds it (or, with
+    ``create=False``, when there is no such file)."""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+        except FileNotFoundError:
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
-            return
+            os.close(fd)
+            return None
         try:
-            yield True
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        # Its holder removed the file after we opened it: lock the new one instead.
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        if not create:
+            return None
+    raise SynchubError(f"could not take the lock file {path}: it keeps being replaced")
+
+
+def sweep_lock_files(store: Store) -> int:
+    """Remove lock files beside a SQLite store that no process holds (left by a killed run, or
+    by a connection that no longer exists). Only files named like ours, only unlocked ones."""
+    if fcntl is None or store.dialect != "sqlite":
+        return 0
+    db = sa.engine.make_url(store.url).database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return 0
+    removed = 0
+    for path in glob.glob(glob.escape(os.path.abspath(db)) + ".lock-*"):
+        if not _LOCK_SUFFIX.fullmatch(path.rsplit(".lock-", 1)[1]):
+            continue
+        fd = _lock_existing_or_new(path, create=False)
+        if fd is None:
+            continue  # held by a running run, or already gone
+        try:
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            pass
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            os.close(fd)
+    return removed
 
+
+_LOCK_SUFFIX = re.compile(r"[0-9a-f]{16}")
