@@ -12,7 +12,8 @@
     ├── FatalRunError .......... stop this run; committed data and cursors stay
     │   ├── AuthError .......... credentials rejected or expired: needs re-authentication
     │   └── QuotaExhausted ..... an account-wide quota is spent: checkpoint, resume at ``resume_at``
-    └── StoreError ............. the store cannot be used (unreachable, schema too new)
+    ├── StoreError ............. the store cannot be used (unreachable, schema too new)
+    └── NotFoundError .......... an id named on the command line is not in the store
 
 Every message is passed through :func:`synchub.redact.redact` before it is logged or stored,
 so a secret that slipped into an exception text never leaves the process in clear text.
@@ -36,11 +37,14 @@ class Problem:
     line: int | None
     field: str
     message: str
+    #: ``error`` (the config cannot be used) or ``warning`` (it can, but something looks wrong).
+    severity: str = "error"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
+        kind = " warning:" if self.severity == "warning" else ""
+        return f"{where}:{field}{kind} {self.message}"
 
 
 class ConfigError(SynchubError):
@@ -101,11 +105,16 @@ class StoreError(SynchubError):
     """The store cannot be opened or upgraded."""
 
 
+class NotFoundError(SynchubError):
+    """A run, customer or conflict that a command names is not in the store."""
+
+
 __all__ = [
     "AuthError",
     "ConfigError",
     "FatalRunError",
     "MappingError",
+    "NotFoundError",
     "Problem",
     "QuotaExhausted",
     "RateLimited",
