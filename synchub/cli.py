@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import logging
+import re
 import sys
+import traceback
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from synchub.errors import ConfigError, StoreError, SynchubError
+from synchub import exitcodes
+from synchub.errors import ConfigError, NotFoundError, SynchubError
 from synchub.redact import install_log_redaction, redact
 
-app = typer.Typer(help="synchub: keep customer data in sync across CRM, email, shop and files.", no_args_is_help=True)
+log = logging.getLogger(__name__)
+
+# Locals in a traceback can hold record contents and secrets: never shown.
+app = typer.Typer(help="synchub: keep customer data in sync across CRM, email, shop and files.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
 runs_app = typer.Typer(help="Recent sync runs.", invoke_without_command=True)
 customers_app = typer.Typer(help="Golden customer records.", no_args_is_help=True)
 conflicts_app = typer.Typer(help="Conflicts the merge rules could not decide, for review.", invoke_without_command=True)
@@ -24,16 +36,28 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(customers_app, name="customers")
 app.add_typer(conflicts_app, name="conflicts")
 
-# Piped output gets a wide console so tables are not squeezed into 80 columns.
-out = Console()
-if not out.is_terminal:
-    out = Console(width=200)
-err = Console(stderr=True)
+#: Width of a console whose output is piped: no line is ever broken (tables as wide as their cells).
+_UNWRAPPED = 1_000_000
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console for stdout or stderr. On a terminal it fits the terminal; piped or redirected,
+    rich would break lines at 80 columns, so lines stay whole there (messages and table rows)."""
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, width=_UNWRAPPED, soft_wrap=True)
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 class State:
     config_path: Optional[Path] = None  # noqa: UP045
     json: bool = False
+    #: The command has told about its non-zero outcome itself (a sync's failed runs).
+    reported: bool = False
 
 
 state = State()
@@ -83,6 +107,29 @@ def _ts(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# ----- outcomes and errors ----------------------------------------------------------------------
+
+#: Where a database error's text goes on to the statement, its bound values or a server's
+#: DETAIL line (``Key (email)=(...)``): record contents, never printed.
+_DB_DETAILS = re.compile(r"\s*(?:\[SQL: |\[parameters: |\(Background on this error at: |DETAIL: )")
+
+
+def _clean(text: object) -> str:
+    """An error text fit to print: secrets masked, database statements and values cut off."""
+    return _DB_DETAILS.split(redact(text), maxsplit=1)[0].rstrip()
+
+
+def _error(code: int, message: str, problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON error object: ``{"code", "exit_code", "message", "problems"}``."""
+    return {"code": exitcodes.name(code), "exit_code": code, "message": message, "problems": problems or []}
+
+
+def _exit(code: int) -> NoReturn:
+    """End a command that has printed its result (and, if it failed, why) with ``code``."""
+    state.reported = True
+    raise typer.Exit(code)
+
+
 # ----- validate / sync --------------------------------------------------------------------------
 
 
@@ -123,13 +170,34 @@ def sync(
 
         summaries = hub.sync(connections or None, progress=report)
     counts = hub.store.counts()
-    failed = [s for s in summaries if s.status == "failed"]
+    code = exitcodes.worst(exitcodes.for_run(s.status, busy=_busy(s)) for s in summaries)
     if state.json:
-        _emit_json({"runs": [s.as_dict() for s in summaries], "store": hub.store.display_url, "totals": counts})
+        result: dict[str, Any] = {"runs": [s.as_dict() for s in summaries], "store": hub.store.display_url, "totals": counts}
+        if code:
+            result["error"] = _error(code, "; ".join(_run_outcome(s) for s in summaries
+                                                    if exitcodes.for_run(s.status, busy=_busy(s))))
+        _emit_json(result)
     else:
         _print_summary(summaries, hub.store.display_url, counts)
-    if failed:
-        raise typer.Exit(1)
+    if code:
+        _exit(code)
+
+
+def _busy(summary: Any) -> bool:
+    """A run skipped because another job or worker held the connection."""
+    from synchub.engine import BUSY
+
+    return bool(summary.status == "skipped" and summary.error == BUSY)
+
+
+def _run_outcome(s: Any) -> str:
+    """What became of a run that did not simply succeed, in a few words."""
+    if _busy(s):
+        return f"{s.connection} {s.direction} skipped: {s.error}"
+    if s.status == "partial":
+        rejected = sum(c.rejected + c.write_rejected for c in s.streams.values())
+        return f"{s.connection} {s.direction} partial: {rejected} record(s) rejected (synchub runs show {s.run_id})"
+    return f"{s.connection} {s.direction} {s.status}: {_clean(s.error or '')}".rstrip(": ")
 
 
 def _dry_run(hub: Any, connections: list[str] | None) -> None:
@@ -175,10 +243,12 @@ def _print_summary(summaries: list[Any], store_url: str, counts: dict[str, int])
     out.print(table)
     for s in summaries:
         if s.status == "paused":
-            err.print(f"[yellow]{s.connection} paused until {s.resume_at}:[/] {redact(s.error or '')} "
-                      "(what was read is kept; the next run after that time goes on from the saved cursor)")
+            err.print(f"[yellow]{s.connection} paused until {s.resume_at}:[/] {escape(_clean(s.error or ''))} "
+                      "(what was read is kept; the next run after that time goes on from the saved cursor)", highlight=False)
+        elif _busy(s):
+            err.print(f"[yellow]{s.connection} skipped:[/] {escape(s.error)}", highlight=False)
         elif s.error:
-            err.print(f"[red]{s.connection} failed:[/] {redact(s.error)}")
+            err.print(f"[red]{s.connection} {s.status}:[/] {escape(_clean(s.error))}", highlight=False)
     out.print(f"store: {store_url}")
     out.print(f"golden records: {counts['golden_active']} from {counts['source_records']} source records; "
               f"open conflicts: {counts['open_conflicts']}; rejected records (all runs): {counts['rejected']}")
@@ -199,13 +269,16 @@ def check(connection: str) -> None:
     finally:
         connector.close()
     if state.json:
-        _emit_json({"ok": result.ok, "lines": result.lines})
+        checked: dict[str, Any] = {"ok": result.ok, "lines": result.lines}
+        if not result.ok:
+            checked["error"] = _error(exitcodes.FAILED, f"check of {connection} failed")
+        _emit_json(checked)
     else:
         for line in result.lines:
             out.print(line)
         out.print("[green]ok[/]" if result.ok else "[red]check failed[/]")
     if not result.ok:
-        raise typer.Exit(1)
+        _exit(exitcodes.FAILED)
 
 
 # ----- runs -------------------------------------------------------------------------------------
@@ -243,8 +316,7 @@ def runs_show(run_id: int) -> None:
     store = _store()
     run = store.get_run(run_id)
     if run is None:
-        err.print(f"no run {run_id}")
-        raise typer.Exit(1)
+        raise NotFoundError(f"no run {run_id}")
     rejected = store.rejected_for_run(run_id)
     if state.json:
         _emit_json({**run, "rejected": rejected})
@@ -294,8 +366,7 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
     store = _store()
     rec = store.get_golden(golden_id)
     if rec is None:
-        err.print(f"no customer {golden_id!r}")
-        raise typer.Exit(1)
+        raise NotFoundError(f"no customer {golden_id!r}")
     sources = store.source_records_of(rec["id"])
     timeline = store.timeline_of(rec["id"])
     if state.json:
@@ -384,8 +455,7 @@ def conflicts_show(conflict_id: int) -> None:
     store = _store()
     rows = [c for c in store.list_conflicts(None, limit=1, id=conflict_id)]
     if not rows:
-        err.print(f"no conflict {conflict_id}")
-        raise typer.Exit(1)
+        raise NotFoundError(f"no conflict {conflict_id}")
     c = rows[0]
     if state.json:
         _emit_json(c)
@@ -431,7 +501,11 @@ def conflicts_resolve(
     """Resolve a conflict; the decision goes to the audit log and is remembered."""
     from synchub.review import resolve_conflict
 
+    if sum([pick is not None, value is not None, merge, keep_apart, dismiss]) != 1:
+        raise typer.BadParameter("give exactly one of --pick, --value, --merge, --keep-apart, --dismiss")
     hub = _hub()
+    if not hub.store.list_conflicts(None, limit=1, id=conflict_id):
+        raise NotFoundError(f"no conflict {conflict_id}")
     result = resolve_conflict(hub, conflict_id, pick=pick, value=value, merge=merge, keep_apart=keep_apart,
                               dismiss=dismiss, by=f"user:{by or 'unknown'}")
     if state.json:
@@ -453,8 +527,7 @@ def customers_split(
     hub = _hub()
     rec = hub.store.get_golden(golden_id)
     if rec is None:
-        err.print(f"no customer {golden_id!r}")
-        raise typer.Exit(1)
+        raise NotFoundError(f"no customer {golden_id!r}")
     actor = f"user:{by or 'unknown'}"
     new_id = split_sources(hub, rec["id"], source, by=actor) if source else undo_merge(hub, rec["id"], merged_id=merged, by=actor)
     if state.json:
@@ -473,6 +546,8 @@ def dedupe(
     from synchub.review import dedupe as run_dedupe
     from synchub.review import rebuild_match_keys
 
+    if kind not in ("person", "company"):
+        raise typer.BadParameter(f"{kind!r} is not one of 'person', 'company'", param_hint="'--kind'")
     hub = _hub()
     if rebuild_keys and not dry_run:
         n = rebuild_match_keys(hub, kind)
@@ -514,39 +589,138 @@ def plugins() -> None:
     """List installed connectors and transforms."""
     from synchub.plugins import failed_plugins, get_connectors, get_transforms
 
-    info = {"connectors": sorted(get_connectors()), "transforms": sorted(get_transforms()), "failed": failed_plugins}
+    info: dict[str, Any] = {"connectors": sorted(get_connectors()), "transforms": sorted(get_transforms()), "failed": failed_plugins}
     if state.json:
+        if failed_plugins:
+            info["error"] = _error(exitcodes.FAILED, "plugin(s) failed to load: " + ", ".join(sorted(failed_plugins)))
         _emit_json(info)
-        return
-    out.print("connectors: " + ", ".join(info["connectors"]))
-    out.print("transforms: " + ", ".join(info["transforms"]))
-    for name, why in failed_plugins.items():
-        err.print(f"[yellow]plugin {name} failed to load:[/] {why}")
+    else:
+        out.print("connectors: " + ", ".join(info["connectors"]))
+        out.print("transforms: " + ", ".join(info["transforms"]))
+        for name, why in failed_plugins.items():
+            err.print(f"[yellow]plugin {name} failed to load:[/] {escape(_clean(why))}", highlight=False)
+    if failed_plugins:
+        _exit(exitcodes.FAILED)
+
+
+# ----- --json after the command name -----------------------------------------------------------
+
+
+def _takes_json(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with a ``--json`` option of its own, so the flag may follow the command name
+    (``synchub runs show 3 --json``) as well as precede it (``synchub --json runs show 3``)."""
+    signature = inspect.signature(command, eval_str=True)
+
+    @functools.wraps(command)
+    def with_json(*args: Any, json_after: bool = False, **kwargs: Any) -> Any:
+        if json_after:
+            state.json = True
+        return command(*args, **kwargs)
+
+    flag = inspect.Parameter("json_after", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                             default=typer.Option(False, "--json", help="Machine-readable output (as --json before the command)."))
+    with_json.__signature__ = signature.replace(parameters=[*signature.parameters.values(), flag])  # type: ignore[attr-defined]
+    return with_json
+
+
+def _json_everywhere(typer_app: typer.Typer) -> None:
+    """Give every command and command group below ``typer_app`` the ``--json`` option: one place,
+    so a command added later takes it too."""
+    for info in typer_app.registered_commands:
+        info.callback = _takes_json(info.callback)  # type: ignore[arg-type]
+    for group in typer_app.registered_groups:
+        sub = group.typer_instance
+        if sub is None:
+            continue
+        if sub.registered_callback is not None and sub.registered_callback.callback is not None:
+            sub.registered_callback.callback = _takes_json(sub.registered_callback.callback)
+        _json_everywhere(sub)
+
+
+_json_everywhere(app)
+
+
+# ----- entry point ------------------------------------------------------------------------------
 
 
 def main() -> None:
-    """Entry point: run the app and turn expected errors into clear messages and exit codes."""
+    """Entry point: run the app and exit with the outcome's code (:mod:`synchub.exitcodes`). An
+    error is a message on stderr; with ``--json``, an error object on stdout."""
+    sys.exit(_run(sys.argv[1:]))
+
+
+def _run(argv: list[str]) -> int:
+    state.json = state.reported = False
     try:
-        app(standalone_mode=False)
-    except ConfigError as exc:
-        err.print("[red]config problems:[/]")
-        for p in exc.problems:
-            err.print(f"  {redact(p)}", markup=False, highlight=False)
-        sys.exit(2)
-    except (StoreError, SynchubError) as exc:
-        err.print(f"[red]error:[/] {redact(exc)}", highlight=False)
-        sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
+        code = app(args=argv, prog_name="synchub", standalone_mode=False)
+    except KeyboardInterrupt:
+        code = exitcodes.INTERRUPTED
     except Exception as exc:
-        # Usage errors (unknown option, missing argument) come through here in non-standalone
-        # mode; they know how to show themselves.
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+        return _report(exc, json_out=state.json or _json_asked(argv))
+    code = code if isinstance(code, int) else exitcodes.OK
+    if code == exitcodes.INTERRUPTED and not state.reported:  # Ctrl-C: typer turned it into an exit
+        _show(exitcodes.INTERRUPTED, "interrupted", json_out=state.json or _json_asked(argv))
+    return code
+
+
+def _json_asked(argv: list[str]) -> bool:
+    """``--json`` on the command line, for errors found before the option was parsed."""
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
+def _report(exc: Exception, *, json_out: bool) -> int:
+    """Tell about ``exc`` and return its exit code."""
+    if hasattr(exc, "show") and hasattr(exc, "exit_code") and hasattr(exc, "format_message"):
+        # click's own: usage errors (unknown command or option, bad argument) and the like
+        if json_out:
+            _emit_json({"error": _error(exc.exit_code, redact(exc.format_message()))})
+        else:
             exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        return int(exc.exit_code)
+    if isinstance(exc, ConfigError):
+        problems = [{k: redact(v) if isinstance(v, str) else v for k, v in dataclasses.asdict(p).items()} for p in exc.problems]
+        if json_out:
+            _emit_json({"error": _error(exitcodes.CONFIG, redact(exc), problems)})
+        else:
+            err.print("[red]config problems:[/]")
+            for p in exc.problems:
+                err.print(f"  {redact(p)}", markup=False, highlight=False)
+        return exitcodes.CONFIG
+    if isinstance(exc, typer.Abort):
+        code, message = exitcodes.INTERRUPTED, "aborted"
+    else:
+        code, message = _classify(exc)
+    _show(code, message, json_out=json_out)
+    return code
+
+
+def _classify(exc: Exception) -> tuple[int, str]:
+    """The exit code of an error and a message that holds no secret and no record contents."""
+    engine = sys.modules.get("synchub.engine")
+    if engine is not None and isinstance(exc, engine.AlreadyRunning):
+        return exitcodes.BUSY, _clean(exc)
+    if isinstance(exc, NotFoundError):
+        return exitcodes.NOT_FOUND, _clean(exc)
+    if isinstance(exc, SynchubError):  # written to be read (store errors, refused reviews, ...)
+        return exitcodes.FAILED, _clean(exc)
+    name = type(exc).__name__
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if isinstance(exc, OSError) or (sa_exc is not None and isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))):
+        # The store or a file cannot be reached: the first line says why (host, port, path).
+        return exitcodes.FAILED, f"{name}: {_clean(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    # Anything else is a bug. Its text may quote a value it choked on, so only the type and
+    # where it was raised are printed; -vv logs the whole traceback (secrets masked).
+    log.debug("unexpected error", exc_info=exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" in {Path(where.filename).name}:{where.lineno} ({where.name})" if where else ""
+    return exitcodes.FAILED, f"unexpected {name}{at}; run with -vv for the traceback"
+
+
+def _show(code: int, message: str, *, json_out: bool) -> None:
+    if json_out:
+        _emit_json({"error": _error(code, message)})
+    else:
+        err.print(f"[red]{'error' if code != exitcodes.INTERRUPTED else 'stopped'}:[/] {escape(message)}", highlight=False)
 
 
 if __name__ == "__main__":
