@@ -2,13 +2,17 @@
 
 A config names the store, the connections (connector, settings, streams, direction, schedule),
 the mappings each stream uses, and the match and merge rules. Secrets come from ``${ENV_VAR}``
-(or ``${ENV_VAR:-default}``); YAML is read with the safe loader only. :func:`load_config`
-collects *every* problem, each with file, line and field, before it gives up.
+(or ``${ENV_VAR:-default}``); YAML is read with the safe loader only, a key given twice is an
+error, and so are documents nested too deep or too large once aliases are expanded.
+:func:`check_config` collects *every* problem of every stage, each with file, line and field,
+as errors and warnings; :func:`load_config` refuses a config with an error.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +29,7 @@ from pydantic import (
 
 from synchub.errors import ConfigError, Problem
 from synchub.redact import register_secret
-from synchub.yamlfile import YamlDoc, interpolate_env, load_yaml, pydantic_problems
+from synchub.yamlfile import YamlDoc, interpolate_env, load_yaml, pydantic_problems, yaml_problem
 
 DEFAULT_CONFIG_PATHS = ("config/synchub.yaml",)
 
@@ -208,39 +212,60 @@ def find_config(path: str | Path | None) -> Path:
     )
 
 
-def _read_docs(path: Path, environ: dict[str, str] | None) -> tuple[list[YamlDoc], list[Problem]]:
+def _read_docs(path: Path, environ: dict[str, str] | None) -> tuple[list[YamlDoc], list[Problem], bool]:
+    """Every config file of ``path``, read and interpolated; the problems found; and whether
+    every file could be read (when one could not, what it defines is missing)."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
         if not files:
-            return [], [Problem(str(path), None, "", "no *.yaml files in this folder")]
+            return [], [Problem(str(path), None, "", "no *.yaml files in this folder")], False
     elif path.exists():
         files = [path]
     else:
-        return [], [Problem(str(path), None, "", "config file not found")]
-    docs, problems = [], []
+        return [], [Problem(str(path), None, "", "config file not found")], False
+    docs, problems, complete = [], [], True
     for f in files:
         try:
             doc = load_yaml(f)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problems.append(Problem(str(f), mark.line + 1 if mark else None, "", f"not valid YAML: {getattr(exc, 'problem', exc)}"))
+            problems.append(yaml_problem(f, exc))
+            complete = False
             continue
+        problems.extend(doc.problems)
         if doc.data is None:
             doc.data = {}
         if not isinstance(doc.data, dict):
             problems.append(doc.problem((), "the top level must be a mapping of keys"))
+            complete = False
             continue
         problems.extend(interpolate_env(doc, environ))
         docs.append(doc)
-    return docs, problems
+    return docs, problems, complete
 
 
 def load_config(path: str | Path | None = None, *, environ: dict[str, str] | None = None, check_plugins: bool = True) -> Config:
     """Load, interpolate and validate a config file or folder; raise :class:`ConfigError` listing
-    every problem. With ``check_plugins``, connectors, their settings and the mappings are checked
-    too (see :func:`synchub.validate.validate_config`)."""
+    every problem (warnings too, when there is an error). With ``check_plugins``, connectors, their
+    settings and the mappings are checked too (see :func:`synchub.validate.validate_config`)."""
+    config, problems = check_config(path, environ=environ, check_plugins=check_plugins)
+    if config is None or any(p.severity == "error" for p in problems):
+        raise ConfigError(problems or "the config could not be read")
+    return config
+
+
+def check_config(
+    path: str | Path | None = None, *, environ: dict[str, str] | None = None, check_plugins: bool = True
+) -> tuple[Config | None, list[Problem]]:
+    """Every problem of a config in one pass: the YAML of every file, the schema, and (with
+    ``check_plugins``) connectors, their settings, streams, mappings, filters, match and merge
+    rules. Returns the config (None when it cannot be used at all) and the problems, errors and
+    warnings (``Problem.severity``); a config with an error must not be used.
+
+    A part of the config that fails the schema is left out of the later checks, rather than
+    stopping them: so one run shows every mistake, without follow-on errors of the first ones.
+    """
     path = find_config(path)
-    docs, problems = _read_docs(path, environ)
+    docs, problems, complete = _read_docs(path, environ)
     merged: dict[str, Any] = {}
     owner: dict[str, YamlDoc] = {}
     conn_owner: dict[str, YamlDoc] = {}
@@ -257,26 +282,82 @@ def load_config(path: str | Path | None = None, *, environ: dict[str, str] | Non
             else:
                 merged[key] = value
                 owner[key] = doc
-    config: Config | None = None
-    if docs:
-        try:
-            config = Config.model_validate(merged)
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = err["loc"]
-                doc = _doc_for(loc, owner, conn_owner, docs[0])
-                problems.extend(pydantic_problems(doc, _One(err)))
+    if not docs:
+        return None, _unique(problems)
+
+    def doc_for(loc: tuple[Any, ...]) -> YamlDoc:
+        return _doc_for(loc, owner, conn_owner, docs[0])
+
+    config, pruned = _validate_schema(merged, doc_for, problems)
     if config is not None:
         config.base_dir = (path if path.is_dir() else path.parent).resolve()
         config.source_files = [str(d.path) for d in docs]
         if check_plugins:
             from synchub.validate import validate_config
 
-            problems.extend(validate_config(config, lambda loc: _doc_for(loc, owner, conn_owner, docs[0])))
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None
-    return config
+            connections = merged.get("connections")
+            problems.extend(validate_config(
+                config, doc_for, pruned=pruned, complete=complete,
+                connection_names=set(connections) if isinstance(connections, dict) else set(config.connections),
+            ))
+    return config, _unique(problems)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """``problems`` without repeats (a broken mapping used by two streams is reported once)."""
+    return list(dict.fromkeys(problems))
+
+
+def _validate_schema(
+    merged: dict[str, Any], doc_for: Callable[[tuple[Any, ...]], YamlDoc], problems: list[Problem]
+) -> tuple[Config | None, set[tuple[Any, ...]]]:
+    """Validate ``merged``; report every schema error, then leave out each value in error (a key,
+    a connection, a stream) and validate again, so the rest can still be checked further.
+
+    Returns the config of what is left and the paths left out. An error that only shows once
+    something was left out is reported too, unless it is about what was left out (a schedule
+    whose interval was removed now lacks one: that is no news).
+    """
+    data = copy.deepcopy(merged)
+    pruned: set[tuple[Any, ...]] = set()
+    for _ in range(1000):  # each round removes at least one value
+        try:
+            return Config.model_validate(data), pruned
+        except ValidationError as exc:
+            errors = exc.errors()
+        removed = False
+        for err in errors:
+            loc = tuple(err["loc"])
+            if not any(_related(loc, p) for p in pruned):
+                problems.extend(pydantic_problems(doc_for(loc), _One(err)))
+            at = _remove(data, loc)
+            if at is not None:
+                pruned.add(at)
+                removed = True
+        if not removed:
+            break
+    return None, pruned
+
+
+def _related(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _remove(data: dict[str, Any], loc: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Remove the value an error at ``loc`` is about: the deepest key of ``loc`` that exists
+    (through mappings only, so a bad list item removes the whole list). Returns its path."""
+    parent: Any = None
+    cur: Any = data
+    path: tuple[Any, ...] = ()
+    for step in loc:
+        if not isinstance(cur, dict) or step not in cur:
+            break
+        parent, cur, path = cur, cur[step], (*path, step)
+    if parent is None:
+        return None
+    del parent[path[-1]]
+    return path
 
 
 def _doc_for(loc: tuple[Any, ...], owner: dict[str, YamlDoc], conn_owner: dict[str, YamlDoc], first: YamlDoc) -> YamlDoc:
