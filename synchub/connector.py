@@ -276,6 +276,13 @@ class Connector:
             lines.append(f"{name}: {'read' if stream.can_read else ''} {'write' if stream.can_write else ''}".strip())
         return CheckResult(ok=True, lines=lines)
 
+    def check_mapped_fields(self, reads: dict[str, list[tuple[str, str]]]) -> list[str]:
+        """Lines for :meth:`check`'s result (``warning: ...``), one per source field that an
+        inbound stream's mapping reads but the source lacks. ``reads``: per stream, the source
+        fields its mapping reads, each with the field it fills. Default: none (a source that
+        cannot tell, such as an API that leaves empty fields out of its records)."""
+        return []
+
     def stats(self) -> dict[str, int]:
         """Figures for the run history besides the HTTP sessions' own (``calls``, ``retries``,
         ``throttled``), e.g. reconnects of a file transfer; added to them."""

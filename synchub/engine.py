@@ -34,6 +34,7 @@ from synchub import store as st
 from synchub.config import Config, ConnectionConfig, StreamConfig, register_settings_secrets
 from synchub.connector import (
     Checkpoint,
+    CheckResult,
     ConnectionContext,
     Connector,
     OutRecord,
@@ -465,6 +466,25 @@ class Hub:
             commit()
         if held_back:
             raise Interrupted(f"stopped on request with {held_back} write(s) of {stream_name} left for the next run")
+
+    def check(self, connection: str) -> CheckResult:
+        """``synchub check``: the connector's own check, then (if it passed) its warnings about
+        source fields the inbound mappings read that the source lacks (e.g. a file's header)."""
+        conn_cfg = self._connection(connection)
+        connector = self.connector(connection)
+        try:
+            result = connector.check()
+            reads = {}
+            for sname, scfg in conn_cfg.streams.items():
+                mapping = self._stream_mapping(scfg, "in") if scfg.enabled else None
+                if mapping is not None and mapping.direction == "in":
+                    fields = [*mapping.fields, *([mapping.observed_at] if mapping.observed_at else [])]
+                    reads[sname] = [(fm.source, fm.dest) for fm in fields if fm.source]
+            if result.ok:
+                result.lines.extend(connector.check_mapped_fields(reads))
+        finally:
+            connector.close()
+        return result
 
     def plan(self, connection: str) -> dict[str, list[PlannedWrite]]:
         """What a push of ``connection`` would do, per stream, without writing anything."""
