@@ -10,15 +10,17 @@ Reading
 -------
 1. :func:`detect_dialect` guesses encoding and delimiter from the first chunk
    of the file (see :data:`HEAD_SIZE`).  Callers that can afford a second,
-   separate pass over the file may use :func:`prescan_encoding` instead of
-   relying on the head alone.
+   separate pass over the file should decide the encoding with
+   :func:`scan_encoding` instead (from the whole file, in bounded memory) and
+   pass it on; the files connector always does.
 2. :func:`iter_rows` decodes the stream incrementally and yields one
    :class:`CsvRow` per record, or a :class:`CsvRowError` for a record that
    cannot be used.  Problems that make the whole file unusable raise
    :class:`CsvFileError`.
 3. :func:`sniff_and_iter` combines both for one-pass streams.
 
-Decoding policy when a later chunk does not match the detected encoding:
+Decoding policy when a later chunk does not match the encoding (with an
+encoding from :func:`scan_encoding` only the second case arises):
 
 * If the encoding was *guessed* as UTF-8 and everything before the bad byte
   was plain ASCII, the file is almost certainly a legacy Windows export whose
@@ -26,15 +28,19 @@ Decoding policy when a later chunk does not match the detected encoding:
   latin-1 if cp1252 cannot decode the bytes) for the rest of the stream.  As
   all earlier bytes were ASCII, earlier rows decode identically in either
   encoding, so the switch loses nothing.  An :class:`EncodingFallback` is
-  logged and passed to ``on_fallback``.
+  logged and passed to ``on_fallback``; from then on a record holding text
+  that is valid UTF-8 (it would read ``Ã¶``) is rejected, as with
+  ``check_utf8_lookalikes``, so the encodings are never mixed silently.
 * Otherwise (the encoding was given explicitly, came from a BOM, or real
   UTF-8 text was already seen) each record that contains undecodable bytes
   becomes a :class:`CsvRowError`; all other records are read normally.
 
 Memory: the reader holds one read chunk, the current partial line and the
 current record.  A record is capped at ``max_record_chars`` decoded
-characters; a longer record (usually an oversized field or an unbalanced
-quote) is reported and skipped without being held in memory.
+characters.  A longer record that is an unterminated quote (see
+:func:`iter_rows`) costs only its first line: the lines held up to the cap are
+read again.  Any other longer record (an oversized field) is reported and
+skipped to its end without being held in memory.
 
 Writing
 -------
@@ -67,10 +73,13 @@ __all__ = [
     "CsvRowError",
     "CsvWriteOptions",
     "EncodingFallback",
+    "EncodingScan",
     "detect_dialect",
     "escape_formula",
     "iter_rows",
     "prescan_encoding",
+    "read_header",
+    "scan_encoding",
     "sniff_and_iter",
     "write_rows",
 ]
@@ -88,6 +97,7 @@ _SNIFF_RECORDS = 50
 _DELIMITERS = (";", "\t", ",", "|")
 #: Bytes that have no mapping in Python's cp1252 codec.
 _CP1252_UNDEFINED = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
+_NON_ASCII_BYTES = bytes(range(0x80, 0x100))
 #: Characters that ``str.splitlines`` treats as line breaks but CSV does not.
 _EXTRA_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 _LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
@@ -230,38 +240,104 @@ def detect_dialect(
     )
 
 
-def prescan_encoding(stream: BinaryIO, *, chunk_size: int = 1024 * 1024) -> str:
-    """Determine the encoding by reading a whole (separately opened) stream.
+@dataclass(frozen=True)
+class EncodingScan:
+    """What :func:`scan_encoding` found in a whole file, and the encoding it decided on.
 
-    Same rules as :func:`detect_dialect` but over the entire file, so a late
-    non-UTF-8 byte is found up front.  Memory use is one chunk.  Pass the
-    result as ``encoding=`` to :func:`detect_dialect` or
-    :func:`sniff_and_iter`.
+    ``utf8_chars`` counts characters of two or more bytes that are valid UTF-8,
+    ``invalid_bytes`` the bytes that are not part of any valid UTF-8 sequence.
+    """
+
+    encoding: str
+    why: str
+    size: int = 0
+    utf8_chars: int = 0
+    invalid_bytes: int = 0
+
+    @property
+    def legacy(self) -> bool:
+        """The file is read in a single-byte Windows/ISO encoding."""
+        return self.encoding in ("cp1252", "latin-1")
+
+    @property
+    def may_hold_utf8(self) -> bool:
+        """A legacy file in which some bytes also form valid UTF-8: rows that look like UTF-8
+        text must be checked (see ``check_utf8_lookalikes`` of :func:`iter_rows`)."""
+        return self.legacy and self.utf8_chars > 0
+
+
+def scan_encoding(stream: BinaryIO, *, chunk_size: int = 1024 * 1024) -> EncodingScan:
+    """Decide a file's encoding from all of it, reading it once front to back.
+
+    * A BOM decides: UTF-8 (``'utf-8-sig'``) or UTF-16; the rest is not read.
+    * No byte that is invalid UTF-8 (this includes pure ASCII): ``'utf-8'``.
+    * Otherwise valid multi-byte UTF-8 characters and invalid bytes are counted
+      over the whole file. At least as many valid characters as invalid bytes:
+      ``'utf-8'`` (the rows holding the invalid bytes are then rejected one by
+      one). Fewer: the file is a legacy Windows export, ``'cp1252'`` (or
+      ``'latin-1'`` when it holds a byte cp1252 leaves undefined). A cp1252
+      text rarely forms valid UTF-8 by accident (``ß`` before a typographic
+      quote does), so a real cp1252 file has next to no valid UTF-8 and a real
+      UTF-8 file next to no invalid bytes; a file in between mixes encodings,
+      and the majority decides which rows are rejected.
+
+    Memory use is one chunk; the stream is left where reading stopped.
     """
     first = _read_exactly(stream, 4)
     if first.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
+        return EncodingScan("utf-8-sig", "UTF-8 byte order mark")
     if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    utf8_ok = True
-    cp1252_ok = True
-    chunk = first
+        return EncodingScan("utf-16", "UTF-16 byte order mark")
+    size = len(first)
+    valid = invalid = 0
+    undefined = False
+    carry = first
     while True:
-        final = not chunk
-        if utf8_ok:
-            try:
-                decoder.decode(chunk, final)
-            except UnicodeDecodeError:
-                utf8_ok = False
-        if cp1252_ok and any(b in chunk for b in _CP1252_UNDEFINED):
-            cp1252_ok = False
-        if final or (not utf8_ok and not cp1252_ok):
-            break
         chunk = _read_chunk(stream, chunk_size)
-    if utf8_ok:
-        return "utf-8"
-    return "cp1252" if cp1252_ok else "latin-1"
+        size += len(chunk)
+        data = carry + chunk if carry else chunk
+        if chunk:
+            cut = _utf8_cut(data)
+            data, carry = data[:cut], data[cut:]
+        else:
+            carry = b""
+        if data and not data.isascii():
+            text = data.decode("utf-8", "surrogateescape")
+            # Each invalid byte became one lone surrogate, which UTF-8 cannot encode.
+            bad = len(data) - len(text.encode("utf-8", "ignore"))
+            ascii_bytes = len(data.translate(None, _NON_ASCII_BYTES))
+            valid += len(text) - bad - ascii_bytes
+            invalid += bad
+            if bad and not undefined:
+                undefined = any(b in data for b in _CP1252_UNDEFINED)
+        if not chunk:
+            break
+    if invalid == 0:
+        encoding, why = "utf-8", "valid UTF-8" if valid else "plain ASCII"
+    elif valid >= invalid:
+        encoding = "utf-8"
+        why = f"{valid} valid UTF-8 characters, {invalid} invalid byte(s)"
+    else:
+        encoding = "latin-1" if undefined else "cp1252"
+        why = f"{invalid} bytes not valid UTF-8, {valid} valid UTF-8 characters"
+    return EncodingScan(encoding, why, size, valid, invalid)
+
+
+def _utf8_cut(data: bytes) -> int:
+    """Where to cut ``data`` so that no UTF-8 sequence is split: before a lead byte near the
+    end whose continuation bytes may still follow in the next chunk."""
+    end = len(data)
+    i = end
+    while i > 0 and end - i < 3 and 0x80 <= data[i - 1] <= 0xBF:
+        i -= 1
+    if i > 0 and data[i - 1] >= 0xC0:
+        return i - 1
+    return end
+
+
+def prescan_encoding(stream: BinaryIO, *, chunk_size: int = 1024 * 1024) -> str:
+    """The encoding :func:`scan_encoding` decides on for a (separately opened) stream."""
+    return scan_encoding(stream, chunk_size=chunk_size).encoding
 
 
 def _detect_encoding(head: bytes) -> str:
@@ -348,6 +424,37 @@ def _count_breaks(text: str) -> int:
     return text.count("\n") + text.count("\r") - text.count("\r\n")
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _lookalike_pattern(encoding: str) -> re.Pattern[str] | None:
+    """Text in a single-byte ``encoding`` whose bytes are UTF-8 for a character a customer
+    file plausibly holds: Latin-1 and Latin Extended-A letters (lead bytes C2-C5: ä ö ü ß é ł
+    ş), Greek and Cyrillic (CE-D1), and any three- or four-byte character (€, typographic
+    quotes, emoji). Decoded as cp1252 these read 'Ã¶', 'â‚¬': mojibake, never German text.
+    Lead bytes C6-CD and D2-DF are left out: in cp1252 they are capitals and 'ß', which real
+    text does put before a typographic quote or a no-break space. Matches are verified with
+    :func:`_is_utf8`. None for multi-byte encodings."""
+    name = codecs.lookup(encoding).name
+    if name not in ("cp1252", "latin-1", "iso8859-1", "iso8859-15"):
+        return None
+
+    def chars(low: int, high: int) -> str:
+        text = "".join(bytes([b]).decode(name, "ignore") for b in range(low, high + 1))
+        return "".join(re.escape(c) for c in text)
+
+    cont = f"[{chars(0x80, 0xBF)}]"
+    return re.compile(
+        f"[{chars(0xC2, 0xC5)}{chars(0xCE, 0xD1)}]{cont}|[{chars(0xE0, 0xEF)}]{cont}{{2}}"
+        f"|[{chars(0xF0, 0xF4)}]{cont}{{3}}"
+    )
+
+
 # --------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------
@@ -377,6 +484,7 @@ class _LineFeeder:
         source: str,
         max_record_chars: int,
         on_fallback: Callable[[EncodingFallback], None] | None,
+        check_utf8_lookalikes: bool = False,
     ) -> None:
         self._stream = stream
         self._source = source
@@ -397,6 +505,10 @@ class _LineFeeder:
         self._check = False
         self._check_nul = False
         self._bad_re: re.Pattern[str] | None = None
+        # Every marker pattern seen so far, for lines handed out a second time.
+        self._seen_bad_re: re.Pattern[str] | None = None
+        # In a legacy (single-byte) file: characters that together are valid UTF-8.
+        self._lookalike_re = _lookalike_pattern(canonical) if check_utf8_lookalikes else None
         self._carry = ""  # partial last line of the decoded text
         self._carry_nul = False
         self._carry_bad_re: re.Pattern[str] | None = None
@@ -414,6 +526,11 @@ class _LineFeeder:
         self.rec_chars = 0
         self.rec_problem: str | None = None
         self.exhausted = False
+
+    @property
+    def line_overflow(self) -> bool:
+        """The record is too large because one physical line is (its text was not kept)."""
+        return self._overflow
 
     @property
     def encoding(self) -> str:
@@ -443,14 +560,54 @@ class _LineFeeder:
         return line
 
     def _inspect(self, line: str) -> str:
+        original = line
         if self._check_nul and "\x00" in line:
             self.rec_problem = self.rec_problem or "row contains NUL byte(s)"
             line = line.replace("\x00", "")
-        if self._bad_re is not None and self._bad_re.search(line):
-            self.rec_problem = self.rec_problem or (
-                f"row contains bytes that are not valid {self._encoding}"
-            )
+        if self.rec_problem is None and self._bad_re is not None:
+            found = self._bad_re.search(original)
+            if found is not None:
+                self.rec_problem = self._invalid_bytes_reason(original, found)
+        if self.rec_problem is None and self._lookalike_re is not None:
+            for found in self._lookalike_re.finditer(original):
+                data = found.group().encode(self._encoding)
+                if _is_utf8(data):
+                    self.rec_problem = (
+                        f"looks like UTF-8 text (bytes {data.hex(' ').upper()} at offset "
+                        f"{self._offset(original, found.start())} of the row) in a file read as "
+                        f"{self._encoding}; fix the file or set encoding"
+                    )
+                    break
         return line
+
+    def _offset(self, line: str, index: int) -> int:
+        """Bytes from the start of the record to ``line[index]`` (``line`` is its last line)."""
+        encoding = "utf-8" if self._encoding == "utf-8-sig" else self._encoding
+        before = "".join(self.rec_lines[:-1]) + line[:index]
+        return len(before.encode(encoding, "surrogateescape"))
+
+    def _invalid_bytes_reason(self, line: str, found: re.Match[str]) -> str:
+        name = "UTF-8" if codecs.lookup(self._encoding).name in ("utf-8", "utf-8-sig") else self._encoding
+        if self._bad_re is not _SURROGATE_RE:  # replaced, not escaped: the bytes are unknown
+            return f"row contains bytes that are not valid {self._encoding}"
+        count = len(_SURROGATE_RE.findall(line))
+        more = f" ({count} such bytes in the line)" if count > 1 else ""
+        byte = ord(found.group()) - 0xDC00
+        return (
+            f"bytes not valid {name}: 0x{byte:02X} at offset "
+            f"{self._offset(line, found.start())} of the row{more}"
+        )
+
+    def refeed(self, lines: list[str], lineno: int) -> None:
+        """Hand ``lines`` out again, as the lines after physical line ``lineno``."""
+        self._lines = lines + self._lines[self._pos :]
+        self._pos = 0
+        self.lineno = lineno
+        self.exhausted = False
+        self.rec_problem = None
+        self._check = True
+        self._check_nul = True
+        self._bad_re = self._seen_bad_re
 
     # -- reading and decoding ------------------------------------------------
 
@@ -502,7 +659,9 @@ class _LineFeeder:
                 self._lines = lines
                 self._check_nul = nul
                 self._bad_re = bad_re
-                self._check = nul or bad_re is not None
+                if bad_re is not None:
+                    self._seen_bad_re = _merge_markers(self._seen_bad_re, bad_re)
+                self._check = nul or bad_re is not None or self._lookalike_re is not None
                 return
             if len(self._carry) > self._limit:
                 self._discard_carry()
@@ -577,6 +736,9 @@ class _LineFeeder:
         self._encoding = target
         self._may_fall_back = False
         self._ascii_so_far = False
+        # All that came before was ASCII, so nothing was mixed so far; from here on, text that
+        # is valid UTF-8 must not be read as cp1252 silently.
+        self._lookalike_re = _lookalike_pattern(target)
         if self._on_fallback is not None:
             self._on_fallback(event)
         return text
@@ -640,6 +802,7 @@ def iter_rows(
     strict_columns: bool = True,
     max_record_chars: int | None = None,
     on_fallback: Callable[[EncodingFallback], None] | None = None,
+    check_utf8_lookalikes: bool = False,
 ) -> Iterator[CsvRow | CsvRowError]:
     """Read records from a binary stream, front to back, in one pass.
 
@@ -658,9 +821,23 @@ def iter_rows(
     * is longer than ``max_record_chars`` decoded characters (default
       ``max(4 * max_field_bytes, 1 MiB)``); input is then skipped up to the
       end of that record without holding it in memory,
-    * contains NUL bytes or bytes that are invalid in the encoding (see the
-      module docstring for the UTF-8 to cp1252 fallback),
-    * ends inside a quoted field at end of file.
+    * contains NUL bytes or bytes that are invalid in the encoding (the
+      reason names the first such byte in hex and its offset in the row, not
+      the row's text; see the module docstring for the UTF-8 to cp1252
+      fallback),
+    * with ``check_utf8_lookalikes`` (for a cp1252 or latin-1 file in which
+      :func:`scan_encoding` found valid UTF-8): holds characters whose bytes
+      are UTF-8 for a letter or symbol, i.e. would read as ``Ã¶``,
+    * starts a quoted field that is not closed properly (see below).
+
+    An unterminated quote: a quoted field opened on line *n* that runs to
+    the end of the file, or whose record ends malformed (wrong field count,
+    text after the closing quote, over the record limit) while the line after
+    *n* reads as the start of a row (the header's width, or fewer fields
+    ending in a quoted field of its own). Line *n* alone is
+    rejected and reading goes on at line *n + 1*, so the rows the open quote
+    swallowed land one by one (each failing one is rejected on its own line).
+    A legitimately quoted field with line breaks is unaffected.
 
     Blank lines and records whose fields are all empty (``;;;`` lines from
     Excel) are skipped silently.  Reading always continues with the next
@@ -680,19 +857,7 @@ def iter_rows(
         max_record_chars = max(4 * max_field_bytes, 1024 * 1024)
     elif max_record_chars < 1:
         raise ValueError("max_record_chars must be positive")
-    try:
-        codecs.lookup(dialect.encoding)
-    except LookupError:
-        raise CsvFileError(source, f"unknown encoding {dialect.encoding!r}") from None
-    if csv.field_size_limit() <= max_record_chars:
-        csv.field_size_limit(max_record_chars + 1)
-    feeder = _LineFeeder(
-        stream,
-        dialect,
-        source=source,
-        max_record_chars=max_record_chars,
-        on_fallback=on_fallback,
-    )
+    feeder = _new_feeder(stream, dialect, source, max_record_chars, on_fallback, check_utf8_lookalikes)
     return _iter_records(
         feeder,
         dialect,
@@ -704,6 +869,52 @@ def iter_rows(
     )
 
 
+def _new_feeder(
+    stream: BinaryIO,
+    dialect: CsvDialect,
+    source: str,
+    max_record_chars: int,
+    on_fallback: Callable[[EncodingFallback], None] | None,
+    check_utf8_lookalikes: bool,
+) -> _LineFeeder:
+    try:
+        codecs.lookup(dialect.encoding)
+    except LookupError:
+        raise CsvFileError(source, f"unknown encoding {dialect.encoding!r}") from None
+    if csv.field_size_limit() <= max_record_chars:
+        csv.field_size_limit(max_record_chars + 1)
+    return _LineFeeder(
+        stream,
+        dialect,
+        source=source,
+        max_record_chars=max_record_chars,
+        on_fallback=on_fallback,
+        check_utf8_lookalikes=check_utf8_lookalikes,
+    )
+
+
+def read_header(
+    stream: BinaryIO, dialect: CsvDialect, *, source: str, max_columns: int = 1000
+) -> list[str]:
+    """The column names of a file's header (cleaned as :func:`iter_rows` cleans them),
+    reading no further than the header. Raises :class:`CsvFileError` like :func:`iter_rows`."""
+    limit = 1024 * 1024
+    feeder = _new_feeder(stream, dialect, source, limit, None, False)
+    header: list[str] = []
+    for _ in _iter_records(
+        feeder,
+        dialect,
+        source=source,
+        max_field_bytes=limit,
+        max_columns=max_columns,
+        strict_columns=False,
+        max_record_chars=limit,
+        header_only=header,
+    ):
+        pass
+    return header
+
+
 def _iter_records(
     feeder: _LineFeeder,
     dialect: CsvDialect,
@@ -713,6 +924,7 @@ def _iter_records(
     max_columns: int,
     strict_columns: bool,
     max_record_chars: int,
+    header_only: list[str] | None = None,
 ) -> Iterator[CsvRow | CsvRowError]:
     reader = csv.reader(
         feeder,
@@ -734,18 +946,39 @@ def _iter_records(
         feeder.rec_chars = 0
         problem: str | None = None
         fields: list[str] = []
+        too_large = False
         try:
             fields = next_record()
         except StopIteration:
             break
         except _RecordTooLarge:
+            too_large = True
+        except csv.Error as exc:
+            problem = f"malformed CSV: {exc}"
+        if (
+            header is not None
+            and len(feeder.rec_lines) > 1
+            and not (too_large and feeder.line_overflow)
+            and _unterminated(feeder, fields, width, dialect, too_large or problem is not None)
+        ):
+            # Line ``start`` opened a quote that swallowed the lines after it: reject that
+            # line alone and read the others again.
+            rest = feeder.rec_lines[1:]
+            del feeder.rec_lines[1:]
+            yield CsvRowError(
+                start,
+                "unterminated quote: a quoted field opened on this line is not closed "
+                "properly; the lines after it are read as rows again",
+                feeder.raw(),
+            )
+            feeder.refeed(rest, start)
+            continue
+        if too_large:
             feeder.skip_record()
             problem = (
                 f"record longer than {max_record_chars} characters "
-                f"(oversized field or unbalanced quote); skipped to line {feeder.lineno}"
+                f"(oversized field or unbalanced quote); lines {start}-{feeder.lineno} skipped"
             )
-        except csv.Error as exc:
-            problem = f"malformed CSV: {exc}"
         if problem is None:
             if feeder.rec_problem is not None:
                 problem = feeder.rec_problem
@@ -763,6 +996,9 @@ def _iter_records(
         if header is None:
             header = _make_header(values, source=source, line=start, max_columns=max_columns)
             width = len(header)
+            if header_only is not None:
+                header_only.extend(header)
+                return
             continue
         if len(values) != width:
             if strict_columns:
@@ -782,6 +1018,71 @@ def _iter_records(
         yield CsvRow(start, dict(zip(header, values, strict=True)))
     if header is None:
         raise CsvFileError(source, "file is empty (no header row)")
+
+
+def _unterminated(
+    feeder: _LineFeeder, fields: list[str], width: int, dialect: CsvDialect, failed: bool
+) -> bool:
+    """Whether a record spanning several physical lines is really an unterminated quote on
+    its first line rather than a quoted field with line breaks.
+
+    Certain when the quote runs to the end of the file. Likely when the record ends broken
+    (``failed``: too large or unparsable; a field count other than ``width``; text after a
+    closing quote) and the second line reads by itself as a row of ``width`` fields: the
+    swallowed text is rows. A broken record whose second line is not a row (a long note) is
+    rejected whole, as before."""
+    if feeder.exhausted:
+        return True
+    lines = feeder.rec_lines
+    broken = failed or len(fields) != width or not _strict_single_record(lines, dialect)
+    return broken and _row_of_width(lines[1:], width, dialect)
+
+
+def _csv_strict(lines: Iterable[str], dialect: CsvDialect) -> Iterator[list[str]]:
+    return csv.reader(
+        lines,
+        delimiter=dialect.delimiter,
+        quotechar=dialect.quotechar,
+        doublequote=True,
+        skipinitialspace=True,
+        strict=True,
+    )
+
+
+def _strict_single_record(lines: list[str], dialect: CsvDialect) -> bool:
+    """``lines`` are one well-formed record (no text after a closing quote)."""
+    try:
+        records = list(_csv_strict(lines, dialect))
+    except csv.Error:
+        return False
+    return len(records) == 1
+
+
+def _row_of_width(lines: list[str], width: int, dialect: CsvDialect) -> bool:
+    """The first non-blank record of ``lines`` is well formed and has ``width`` fields, or it
+    opens a quoted field of its own that ``lines`` do not close, as the ``width`` fields or
+    fewer (but two or more) it has so far: the start of a row with a multi-line field."""
+    exhausted = False
+
+    def feed() -> Iterator[str]:
+        nonlocal exhausted
+        yield from lines
+        exhausted = True
+
+    try:
+        for row in _csv_strict(feed(), dialect):
+            if any(field.strip() for field in row):
+                return len(row) == width
+    except csv.Error:
+        if not exhausted:
+            return False
+        lenient = csv.reader(
+            lines, delimiter=dialect.delimiter, quotechar=dialect.quotechar, skipinitialspace=True
+        )
+        for row in lenient:
+            if any(field.strip() for field in row):
+                return 2 <= len(row) <= width
+    return False
 
 
 def _make_header(values: list[str], *, source: str, line: int, max_columns: int) -> list[str]:

@@ -33,6 +33,8 @@ from synchub_files.csvio import (
     escape_formula,
     iter_rows,
     prescan_encoding,
+    read_header,
+    scan_encoding,
     sniff_and_iter,
     write_rows,
 )
@@ -317,13 +319,15 @@ def test_wrong_field_counts_padded_when_not_strict() -> None:
 
 
 def test_unterminated_quote_at_end_of_file() -> None:
+    # The line with the open quote is rejected alone; the line after it is read again as a row.
     data = b'a;b\n1;2\n3;"open\nstill open\n'
     items = read_all(data)
-    assert lines_of(items) == [("CsvRow", 2), ("CsvRowError", 3)]
+    assert lines_of(items) == [("CsvRow", 2), ("CsvRowError", 3), ("CsvRowError", 4)]
     error = items[1]
     assert isinstance(error, CsvRowError)
     assert "unterminated" in error.reason
-    assert error.raw == '3;"open\nstill open'
+    assert error.raw == '3;"open'
+    assert items[2] == CsvRowError(4, "expected 2 fields, got 1", "still open")
 
 
 @pytest.mark.parametrize("step", [None, 1, 3])
@@ -502,7 +506,7 @@ def test_late_bad_byte_after_real_utf8_rejects_only_that_row() -> None:
     items = list(sniff_and_iter(io.BytesIO(data), source="t.csv", strict_columns=False))
     errors = [item for item in items if isinstance(item, CsvRowError)]
     assert errors == [
-        CsvRowError(4003, "row contains bytes that are not valid utf-8", "4002;M\\xfcller")
+        CsvRowError(4003, "bytes not valid UTF-8: 0xFC at offset 6 of the row", "4002;M\\xfcller")
     ]
     assert items[-1] == CsvRow(4004, {"id": "4003", "name": "Zoë"})
     assert len(items) == 4003
@@ -518,8 +522,93 @@ def test_explicit_utf8_never_falls_back(step: int | None) -> None:
     assert events == []
     assert lines_of(items)[-3:] == [("CsvRow", 11), ("CsvRowError", 12), ("CsvRow", 13)]
     assert items[-2] == CsvRowError(
-        12, "row contains bytes that are not valid utf-8", "11;M\\xfcller;x"
+        12, "bytes not valid UTF-8: 0xFC at offset 4 of the row", "11;M\\xfcller;x"
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"id;name\n1;Anna\n", "utf-8"),  # pure ASCII
+        ("id;name\n1;Jörg\n".encode(), "utf-8"),
+        ("id;name\n1;Jörg\n".encode("cp1252"), "cp1252"),
+        (codecs.BOM_UTF8 + "id;name\n1;Jörg\n".encode("cp1252"), "utf-8-sig"),  # a BOM decides
+        ("a\n".encode("utf-16"), "utf-16"),
+        (b"a;b\n" * 1000 + b"\x8d;\xfc\n", "latin-1"),
+        # Majorities: 3 valid characters against 1 bad byte, and 1 against 3.
+        ("a\nÄÖÜ\n".encode() + b"\xfc\n", "utf-8"),
+        ("a\nÄ\n".encode() + "äöü\n".encode("cp1252"), "cp1252"),
+        ("a\nÄ\n".encode() + b"\xfc\n", "utf-8"),  # a tie stays UTF-8: its rejects are exact
+        ("a\nGroß“\n".encode("cp1252"), "utf-8"),  # only 'ß“' (DF 93), valid UTF-8 by accident
+        ("a\nGroß“ Müller Köln\n".encode("cp1252"), "cp1252"),
+    ],
+)
+def test_scan_encoding_decides_from_the_whole_file(data: bytes, expected: str) -> None:
+    assert scan_encoding(io.BytesIO(data)).encoding == expected
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7, 4096])
+def test_scan_encoding_counts_characters_split_across_chunks(chunk_size: int) -> None:
+    data = ("id;name\n" + "1;Jörg € 😀 Weiß\n" * 50).encode() + b"2;M\xfcller\n"
+    scan = scan_encoding(OnePassStream(data, step=chunk_size), chunk_size=chunk_size)
+    assert (scan.encoding, scan.utf8_chars, scan.invalid_bytes, scan.size) == ("utf-8", 200, 1, len(data))
+
+
+def test_scan_encoding_reads_a_large_file_in_bounded_memory() -> None:
+    block = ("1;Jörg;Köln\n" * 10_000).encode("cp1252")
+    stream = OnePassStream(block * 100)  # 12 MB
+    tracemalloc.start()
+    try:
+        scan = scan_encoding(stream)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert scan.encoding == "cp1252" and scan.invalid_bytes == 2_000_000
+    assert peak < 8 * 1024 * 1024
+
+
+def test_one_pass_fallback_rejects_utf8_text_after_it() -> None:
+    """Without a scan (a one-pass stream), guessed UTF-8 still falls back to cp1252 when all
+    before the bad byte was ASCII; UTF-8 text after the switch is rejected, not garbled."""
+    data = (
+        ("id;name;city\r\n" + _ascii_rows(4000)).encode()
+        + "4001;Müller;Köln\r\n".encode("cp1252")
+        + "4002;Jörg;Köln\r\n".encode()
+        + "4003;Weiß;Köln\r\n".encode("cp1252")
+    )
+    items = read_all(data, step=10_000)
+    errors = [item for item in items if isinstance(item, CsvRowError)]
+    assert [(e.line, "C3 B6" in e.reason, "cp1252" in e.reason) for e in errors] == [(4003, True, True)]
+    assert rows_of(items[-1:]) == [{"id": "4003", "name": "Weiß", "city": "Köln"}]
+
+
+@pytest.mark.parametrize("step", [None, 1, 7])
+def test_unterminated_quote_rereads_the_lines_after_it(step: int | None) -> None:
+    data = (
+        b'id;name;note\r\n1;"Anna;x\r\n2;Bernd;"Notiz\r\nzweite Zeile"\r\n3;Clara;y\r\n'
+        b'4;Dora;"a ""quoted"" word"\r\n'
+    )
+    items = read_all(data, step=step)
+    assert lines_of(items) == [("CsvRowError", 2), ("CsvRow", 3), ("CsvRow", 5), ("CsvRow", 6)]
+    assert items[1].values["note"] == "Notiz\r\nzweite Zeile"  # type: ignore[union-attr]
+    assert items[3].values["note"] == 'a "quoted" word'  # type: ignore[union-attr]
+
+
+def test_a_broken_multiline_note_is_still_rejected_whole() -> None:
+    # The record is broken (4 fields), but the line after the quote is note text, not a row.
+    data = b'id;name;note\n1;Anna;"Notiz\nmehr Text";extra\n2;Bernd;x\n'
+    items = read_all(data)
+    assert lines_of(items) == [("CsvRowError", 2), ("CsvRow", 4)]
+    assert items[0].reason == "expected 3 fields, got 4"  # type: ignore[union-attr]
+
+
+def test_read_header_reads_only_the_header() -> None:
+    data = "\r\n\ufeffKundennr; Straße ;;E-Mail\r\n" + "1;x;y;z\r\n"
+    dialect = detect_dialect(data.encode("cp1252", "ignore"))
+    assert read_header(io.BytesIO(data.encode("cp1252", "ignore")), dialect, source="h.csv") == [
+        "Kundennr", "Straße", "column_3", "E-Mail"]
+    with pytest.raises(CsvFileError, match="empty"):
+        read_header(io.BytesIO(b""), dialect, source="h.csv")
 
 
 def test_utf16_broken_surrogate_rejects_only_that_row() -> None:
