@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install bench bench-floor bench-match bench-hubspot bench-mailchimp bench-shopify bench-sftp clean
+.PHONY: demo test install bench bench-floor bench-match bench-hubspot bench-mailchimp bench-shopify bench-sftp bench-intake clean
 
 $(BIN)/synchub: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-shopify: install
 # SFTP: download+hash and read+parse MB/s and memory for 100 MB and 500 MB CSV files (loopback server).
 bench-sftp: install
 	$(BIN)/python bench/sftp_bench.py --mb 100 500
+
+# Dirty 100k-row DACH and US exports through the CLI: rejected rows, quarantined values and reasons, exit code.
+bench-intake: install
+	$(BIN)/python bench/intake_bench.py --records 100000
 
 clean:
 	rm -rf var bench/out .pytest_cache
