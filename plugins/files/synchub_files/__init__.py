@@ -7,8 +7,11 @@ A file still being written is left for the next run: one that matches ``ignore``
 hidden files), lacks its ``ready_marker``, is younger than ``stable_seconds``, or changes while
 it is read. After its rows are committed a file can be moved to ``archive``. A run that breaks
 off inside a file reads it again whole next time; the rows that already landed come out unchanged.
+Each file's encoding is decided from all of it (:func:`~synchub_files.csvio.scan_encoding`) unless
+``encoding`` is set; a row that cannot be used is rejected with file, line and reason, and so is
+a later row repeating the primary key of an earlier row of the same file (the first one lands).
 Outbound, a stream writes one CSV file as a snapshot of the golden records, atomically
-(a temporary name, renamed when complete).
+(a temporary name, renamed when complete); what a killed write left is removed at the next one.
 
     connections:
       shop:
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import io
+import json
 import logging
 import posixpath
 import time
@@ -56,6 +61,8 @@ from synchub_files.csvio import (
     CsvWriteOptions,
     detect_dialect,
     iter_rows,
+    read_header,
+    scan_encoding,
     write_rows,
 )
 from synchub_files.fs import (
@@ -65,12 +72,26 @@ from synchub_files.fs import (
     LocalFileSystem,
     PathEscapeError,
     check_relative,
+    part_tag,
 )
+from synchub_files.keyindex import FirstLines
 from synchub_files.sftp import SftpFileSystem, SftpSettings
+
+__all__ = [
+    "CsvReadStream",
+    "CsvWriteStream",
+    "FileStreamSettings",
+    "FilesConnector",
+    "FilesSettings",
+    "FirstLines",
+    "part_tag",
+]
 
 _HEAD = 64 * 1024
 #: A file read this soon after its modification time is hashed again on the next run.
 _RECENT_SECONDS = 2.0
+#: ``check`` reads the headers of at most this many files per stream (the newest).
+_CHECK_FILES = 20
 
 
 class FilesSettings(ConnectorSettings):
@@ -84,7 +105,8 @@ class FileStreamSettings(StreamSettings):
     # inbound
     pattern: str | None = Field(default=None, description="Glob of files to read, relative to path.")
     primary_key: list[str] = Field(default_factory=list, description="Column(s) that identify a row.")
-    encoding: str | None = Field(default=None, description="Default: sniffed (BOM, UTF-8, else cp1252).")
+    encoding: str | None = Field(default=None, description="Default: decided per file from the whole file "
+                                                          "(BOM; UTF-8 unless most non-ASCII bytes are not; else cp1252).")
     delimiter: str | None = Field(default=None, description="Default: sniffed among ; , tab |.")
     strict_columns: bool = True
     ignore: list[str] = Field(
@@ -215,17 +237,22 @@ class CsvReadStream(Stream):
         if gone:
             yield Checkpoint({"files": dict(seen)})
 
-    def _ready(self, info: FileInfo, markers: set[str]) -> bool:
-        """False for files still being written (or not ours to read), which wait for a later run."""
+    def _ours(self, info: FileInfo) -> bool:
+        """False for files the stream never reads: ignored, archived, ready markers."""
         s = self.settings
         base = posixpath.basename(info.path)
         if any(fnmatch.fnmatchcase(info.path, g) or fnmatch.fnmatchcase(base, g) for g in s.ignore):
             return False
         if s.archive and (info.path + "/").startswith(s.archive.rstrip("/") + "/"):
             return False
+        return not (s.ready_marker and info.path.endswith(s.ready_marker))
+
+    def _ready(self, info: FileInfo, markers: set[str]) -> bool:
+        """False for files still being written (or not ours to read), which wait for a later run."""
+        s = self.settings
+        if not self._ours(info):
+            return False
         if s.ready_marker:
-            if info.path.endswith(s.ready_marker):
-                return False  # the marker itself
             if info.path + s.ready_marker not in markers:
                 self.log.info("leaving %s for the next run: no %s marker yet", info.path, s.ready_marker)
                 return False
@@ -257,17 +284,94 @@ class CsvReadStream(Stream):
             self.log.info("archived %s to %s", path, dest)
 
     def _rows(self, fh: Any, path: str, observed: datetime) -> Iterator[ReadItem]:
+        """The rows of one file (``fh``: seekable, at offset 0).
+
+        Unless the stream sets ``encoding``, a first pass decides it from the whole file, so one
+        bad byte early cannot turn a UTF-8 file into cp1252 and a late one cannot switch
+        encodings halfway: rows that do not fit the file's encoding are rejected one by one.
+        A row whose primary key an earlier row of this file already had is rejected, naming that
+        line; the first row stays (the only choice that streams: it may be committed already)."""
+        encoding = self.settings.encoding
+        lookalikes = False
+        if encoding is None:
+            scan = scan_encoding(fh)
+            fh.seek(0)
+            encoding, lookalikes = scan.encoding, scan.may_hold_utf8
+            if scan.invalid_bytes and not scan.legacy:
+                self.log.warning("%s: read as UTF-8 (%s); rows holding the invalid bytes are rejected", path, scan.why)
+            elif lookalikes:
+                self.log.warning("%s: read as %s (%s); rows that look like UTF-8 are rejected", path, encoding, scan.why)
+            else:
+                self.log.debug("%s: read as %s (%s)", path, encoding, scan.why)
         head = fh.read(_HEAD)
         fh.seek(0)
+        pk = self.primary_key
+        firsts = FirstLines()
         try:
-            dialect = detect_dialect(head, encoding=self.settings.encoding, delimiter=self.settings.delimiter)
-            for row in iter_rows(fh, dialect, source=path, strict_columns=self.settings.strict_columns):
+            dialect = detect_dialect(head, encoding=encoding, delimiter=self.settings.delimiter)
+            for row in iter_rows(fh, dialect, source=path, strict_columns=self.settings.strict_columns,
+                                 check_utf8_lookalikes=lookalikes):
+                ref = f"{path}:{row.line}"
                 if isinstance(row, CsvRowError):
-                    yield Rejected(ref=f"{path}:{row.line}", reason=row.reason, raw=row.raw)
-                else:
-                    yield Record(row.values, ref=f"{path}:{row.line}", observed_at=observed)
+                    yield Rejected(ref=ref, reason=row.reason, raw=row.raw)
+                    continue
+                if len(pk) == 1:
+                    key = row.values.get(pk[0])
+                else:  # joined as the engine joins it: exactly the rows that would overwrite each other
+                    parts = [row.values.get(f) for f in pk]
+                    key = "|".join(parts) if all(parts) else None  # type: ignore[arg-type]
+                if key:  # an empty key is the engine's to reject
+                    first = firsts.first(key, row.line)
+                    if first is not None:
+                        yield Rejected(ref=ref, reason=_duplicate_reason(pk, key, first, path),
+                                       raw=json.dumps(row.values, ensure_ascii=False)[:4000],
+                                       field=pk[0] if len(pk) == 1 else None)
+                        continue
+                yield Record(row.values, ref=ref, observed_at=observed)
         except CsvFileError as exc:
             yield Rejected(ref=path, reason=str(exc))
+
+    def header_problems(self, reads: list[tuple[str, str]]) -> list[str]:
+        """For ``check``: the columns of ``reads`` (column, what reads it) and the primary key
+        that the headers of the stream's files lack, one line each."""
+        assert self.settings.pattern is not None
+        wanted: dict[str, list[str]] = {}
+        for column, use in [*reads, *((c, "") for c in self.primary_key)]:
+            wanted.setdefault(column, []).append(use)
+        files = [f for f in self.fs.list(self.settings.pattern) if self._ours(f)]
+        files.sort(key=lambda f: (f.mtime, f.path), reverse=True)
+        lines = []
+        if len(files) > _CHECK_FILES:
+            lines.append(f"{self.name}: checked the headers of the {_CHECK_FILES} newest of {len(files)} files")
+        for info in sorted(files[:_CHECK_FILES], key=lambda f: f.path):
+            try:
+                header = set(self._header(info.path))
+            except (CsvFileError, OSError) as exc:
+                lines.append(f"warning: {self.name}: cannot read the header of {info.path}: {exc}")
+                continue
+            for column, uses in wanted.items():
+                if column not in header:
+                    mapped = [u for u in uses if u]
+                    what = f"mapped to {', '.join(mapped)}" if mapped else "the primary key"
+                    lines.append(f"warning: {self.name}: {info.path} has no column {column!r} ({what})")
+        return lines
+
+    def _header(self, path: str) -> list[str]:
+        with self.fs.open_read(path) as fh:
+            head = fh.read(_HEAD)
+        # The encoding rule of a read, applied to the head (whole lines: no character cut off).
+        whole = head[: head.rfind(b"\n") + 1] or head
+        encoding = self.settings.encoding or scan_encoding(io.BytesIO(whole)).encoding
+        dialect = detect_dialect(head, encoding=encoding, delimiter=self.settings.delimiter)
+        return read_header(io.BytesIO(head), dialect, source=path)
+
+
+def _duplicate_reason(pk: tuple[str, ...], key: str, first: int, path: str) -> str:
+    shown = key if len(key) <= 80 else key[:77] + "..."
+    where = f"line {first}" if first else "an earlier line"
+    names = ", ".join(pk)
+    return (f"duplicate primary key ({names}): {shown} is already on {where} of {path}; "
+            "the first row with a key is kept, later ones are rejected")
 
 
 class CsvWriteStream(Stream):
@@ -275,13 +379,23 @@ class CsvWriteStream(Stream):
 
     write_mode = "snapshot"
 
-    def __init__(self, name: str, fs: FileSystem, settings: FileStreamSettings):
+    def __init__(self, name: str, fs: FileSystem, settings: FileStreamSettings, tag: str = "",
+                 log: Any = None):
         self.name = name
         self.fs = fs
         self.settings = settings
+        #: Marks this connection's temporary files (:func:`~synchub_files.fs.part_tag`).
+        self.tag = tag
+        self.log = log or logging.getLogger("synchub.connector.files")
 
     def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
+        """Replace the file. The engine calls this under the connection's run lock, so no other
+        write of this connection runs: what a killed one left beside the file is removed first."""
         assert self.settings.file is not None
+        removed = self.fs.remove_stale_parts(self.settings.file, tag=self.tag)
+        if removed:
+            self.log.warning("removed %d temporary file(s) an interrupted export left beside %s: %s",
+                             len(removed), self.settings.file, ", ".join(removed))
         results: list[WriteResult] = []
 
         def rows() -> Iterator[dict[str, Any]]:
@@ -290,7 +404,7 @@ class CsvWriteStream(Stream):
                 yield rec.data
 
         try:
-            with self.fs.write_atomic(self.settings.file) as fh:
+            with self.fs.write_atomic(self.settings.file, tag=self.tag) as fh:
                 write_rows(fh, fields, rows(), self.settings.write_options())
         except CsvEncodeError as exc:  # the old file stays as it was
             raise FatalRunError(f"cannot write {self.settings.file}: {exc}") from None
@@ -340,7 +454,7 @@ class FilesConnector(Connector):
             if ss.pattern is not None:
                 out[name] = CsvReadStream(name, fs, ss, settings.max_file_bytes, self.context.log)
             else:
-                out[name] = CsvWriteStream(name, fs, ss)
+                out[name] = CsvWriteStream(name, fs, ss, part_tag(self.context.name), self.context.log)
         return out
 
     def check(self) -> CheckResult:
@@ -357,6 +471,19 @@ class FilesConnector(Connector):
             else:
                 lines.append(f"{name}: write {stream.describe_target()}")
         return CheckResult(ok, lines)
+
+    def check_mapped_fields(self, reads: dict[str, list[tuple[str, str]]]) -> list[str]:
+        """Warn about each column a stream's mapping reads (``reads``: stream -> (column, field
+        it fills)) or its primary key names that a matching file's header lacks."""
+        lines = []
+        for name, stream in self.streams().items():
+            if not isinstance(stream, CsvReadStream):
+                continue
+            try:
+                lines.extend(stream.header_problems(reads.get(name, [])))
+            except OSError as exc:
+                lines.append(f"warning: {name}: cannot list files: {exc}")
+        return lines
 
 
 @hookimpl

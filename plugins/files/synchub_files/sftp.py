@@ -8,7 +8,9 @@ the known-hosts entries hold, so a server that has several keys shows the one we
 Reads are spooled to a local temporary file while hashed, so a connection dropped mid-download
 never hands half a file to the parser: the download resumes where it broke off on a new
 connection (``retries`` times), and the file is parsed only when it arrived whole and unchanged.
-Writes go to a hidden ``.part`` file beside the target and are renamed over it when complete.
+Writes go to a hidden ``.part`` file beside the target and are renamed over it when complete;
+the leftovers of a killed write are removed at the connection's next write (see
+:mod:`synchub_files.fs`).
 Every path stays inside the base folder: ``..`` and absolute paths are refused before anything
 is sent, and the server's ``realpath`` of each file (which follows symlinks) must lie inside the
 base folder's.
@@ -34,7 +36,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from synchub.errors import FatalRunError
-from synchub_files.fs import FileChanged, FileInfo, PathEscapeError, check_relative
+from synchub_files.fs import (
+    LEGACY_PART_AGE,
+    FileChanged,
+    FileInfo,
+    PathEscapeError,
+    check_relative,
+    part_prefix,
+    removable_part,
+    stale_part,
+)
 
 if TYPE_CHECKING:
     import paramiko
@@ -425,9 +436,11 @@ class SftpFileSystem:
         return sftp.open(self._confined(sftp, path), "rb")  # type: ignore[return-value]
 
     @contextmanager
-    def write_atomic(self, path: str) -> Iterator[BinaryIO]:
+    def write_atomic(self, path: str, *, tag: str = "") -> Iterator[BinaryIO]:
         """Upload to a hidden ``.part`` file beside ``path``, then rename it over ``path``.
-        On any failure the old file stays as it was and the ``.part`` file is removed."""
+        On any failure the old file stays as it was and the ``.part`` file is removed.
+        ``tag`` (:func:`~synchub_files.fs.part_tag`) marks the ``.part`` file as the writing
+        connection's."""
         import paramiko
 
         sftp = self.connect()
@@ -436,7 +449,7 @@ class SftpFileSystem:
             target = self._confined(sftp, path, must_exist=False)
             folder, name = posixpath.split(target)
             self._makedirs(sftp, folder)
-            tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
+            tmp = posixpath.join(folder, f"{part_prefix(name, tag)}{uuid.uuid4().hex[:12]}.part")
             with sftp.open(tmp, "wb") as fh:
                 fh.set_pipelined(True)
                 yield fh  # type: ignore[misc]
@@ -448,6 +461,36 @@ class SftpFileSystem:
             if isinstance(exc, (paramiko.SSHException, EOFError)):
                 raise OSError(f"SFTP upload of {path} to {self.settings.host} broke off: {type(exc).__name__}") from None
             raise
+
+    def remove_stale_parts(self, path: str, *, tag: str, legacy_age: float = LEGACY_PART_AGE) -> list[str]:
+        """Remove what killed uploads of ``path`` by the connection ``tag`` left beside it (see
+        :meth:`synchub_files.fs.LocalFileSystem.remove_stale_parts`); return their names. Call it
+        only while holding the connection's run lock. (``legacy_age`` is measured against the
+        server's modification times: mind clock skew.)"""
+
+        def sweep(sftp: paramiko.SFTPClient) -> list[str]:
+            target = self._confined(sftp, path, must_exist=False)
+            folder, name = posixpath.split(target)
+            try:
+                entries = sftp.listdir_attr(folder)
+            except FileNotFoundError:
+                return []
+            exists = self._exists(sftp, target)
+            removed = []
+            for attr in entries:
+                if stale_part(attr.filename, name, tag) is None or not stat.S_ISREG(attr.st_mode or 0):
+                    continue  # listdir_attr does not follow symlinks: a link is never removed
+                if not removable_part(attr.filename, name, tag, mtime=float(attr.st_mtime or 0),
+                                      target_exists=exists, legacy_age=legacy_age):
+                    continue
+                try:
+                    sftp.remove(posixpath.join(folder, attr.filename))
+                except FileNotFoundError:
+                    continue
+                removed.append(attr.filename)
+            return sorted(removed)
+
+        return self._retrying(f"cleanup beside {path}", sweep)
 
     def move(self, path: str, dest: str) -> str:
         """Move ``path`` to ``dest`` (both inside the base folder); returns where it went."""
