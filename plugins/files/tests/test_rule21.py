@@ -8,6 +8,7 @@ leftovers of an export killed mid-write, and a mapped column missing from a file
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -188,7 +190,7 @@ def test_an_unclosed_quote_followed_by_more_than_the_record_limit_still_loses_no
     """The swallowed text is longer than the record limit: the rows in it are read again."""
     rows = "".join(f"{i};Kunde {i};Berlin\n" for i in range(3, 400))
     data = ('id;name;city\n1;Anna;Wien\n2;"Bernd;Graz\n' + rows + '400;"Quoted";Ulm\n').encode()
-    items = list(sniff_and_iter(__import__("io").BytesIO(data), source="k.csv", max_record_chars=2000))
+    items = list(sniff_and_iter(io.BytesIO(data), source="k.csv", max_record_chars=2000))
     errors = [i for i in items if isinstance(i, CsvRowError)]
     assert [(e.line, "unterminated" in e.reason) for e in errors] == [(3, True)]
     assert [i.values["id"] for i in items if isinstance(i, CsvRow)] == ["1", *map(str, range(3, 401))]
@@ -224,8 +226,6 @@ def test_the_key_index_stays_small_for_many_rows() -> None:
     from synchub_files import FirstLines
 
     index = FirstLines()
-    import tracemalloc
-
     tracemalloc.start()
     try:
         for i in range(100_000):
@@ -436,8 +436,7 @@ def test_check_of_a_hub_connection_warns_about_missing_columns(tmp_path: Path, s
     assert not any("'email'" in line or "'last'" in line for line in result.lines)
 
 
-@pytest.mark.parametrize("kind", ["missing-pk"])
-def test_check_warns_when_the_primary_key_column_is_missing(tmp_path: Path, kind: str) -> None:
+def test_check_warns_when_the_primary_key_column_is_missing(tmp_path: Path) -> None:
     _put(tmp_path, "k.csv", b"Nr;Name\n1;A\n")
     c = _connector(tmp_path, people={"pattern": "*.csv", "primary_key": "Kundennr"})
     assert c.check_mapped_fields({"people": []}) == [
