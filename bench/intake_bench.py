@@ -183,11 +183,19 @@ def report(results: list[dict[str, Any]], code: dict[str, Any]) -> str:
             f"rejected of them: {r['rejects_of_planted_junk']})",
             f"- quarantined by field: {r['quarantined_by_field']}; unverified by field: {r['unverified_by_field']}",
             f"- quarantined values without a reason: {r['values_without_reason']}, without the raw value: {r['values_without_raw']}",
-            f"- valid phone numbers landed as built: {r['valid_phones_landed']:,}; landed as another number although "
-            f"the country was readable: {r['valid_phones_wrong']}; read as another number because the country "
-            f"was misspelled or empty: {r['valid_phones_other_number_country_unreadable']}",
-            f"- landed with nothing identifying (no name, e-mail or phone): {r['landed_without_identity']}",
+            f"- valid phone numbers landed as built: {r['valid_phones_landed']:,}; landed otherwise although "
+            f"the country was readable: {r['valid_phones_wrong']}; of rows whose country was misspelled (read in "
+            f"the default region): {r['valid_phones_country_unreadable'] or 'none'}",
+            f"- landed with nothing identifying (no name, e-mail or phone): {r['landed_without_identity']} "
+            f"(lines {r['landed_without_identity_lines']})",
+            f"- golden records holding several generated people: {r['golden_records_with_several_people']} "
+            f"({r['merges_sharing_a_phone']} of them with a phone number in common, {r['merges_sharing_an_unverified_phone']} "
+            f"with an unverified one in common); people split over several golden records: {r['people_split']}",
         ]
+        if r["valid_phones_country_unreadable_examples"]:
+            out.append("- misread phones, e.g. " + "; ".join(f"`{e}`" for e in r["valid_phones_country_unreadable_examples"][:4]))
+        for ex in r["merge_examples"][:3]:
+            out.append("- merged: " + " + ".join(f"`{e}`" for e in ex))
         if r["invalid_phone_rows"]:
             out.append(f"- rows with an invalid phone: {r['invalid_phone_rows']:,} "
                        f"({_pct(r['invalid_phone_rows'], r['rows'])}): {r['invalid_phone_outcome']}")

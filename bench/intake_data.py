@@ -361,6 +361,9 @@ class DachGenerator:
             t.country_ok = False
             t.bad.append(("address.country", land, "misspelled country", QUARANTINED))
             country_written = None
+            if p["country"] != "DE":  # its national phone numbers are read in the default region, DE
+                t.bad[:] = [(f, raw, f"{defect}, country unreadable", MAY) if f == "phones" else (f, raw, defect, expect)
+                            for f, raw, defect, expect in t.bad]
         elif p["country"] == "DE" and x < 0.025:
             land = ""  # a German shop leaves the country of German customers empty
             t.country_ok = False  # the hub reads it in the default region DE, which is right here
@@ -589,6 +592,8 @@ def _us_invalid(r: random.Random, a: str, e: str, line: str) -> tuple[str, str, 
     if x < 0.45:
         return f"({a}) {r.choice('01')}{e[1:]}-{line}", "exchange starts with 0 or 1", UNVERIFIED
     if x < 0.58:
+        if e == "310":  # 310-XXXX is a valid NANP number of its own (a "310 number", one per region)
+            return f"{e}-{line}", "no area code (7 digits), 310-XXXX", MAY
         return f"{e}-{line}", "no area code (7 digits)", QUARANTINED
     if x < 0.68:
         return f"({a}) {e}-{line[:3]}", "too few digits (9)", QUARANTINED
@@ -849,7 +854,9 @@ def analyse(store: Any, run_id: int, kind: str, truths: list[Truth], examples: i
             data = r.data or {}
             landed[r.source_id] = {"golden": r.golden_id, "phones": data.get("phones") or [],
                                    "emails": data.get("emails") or [], "quarantine": r.quarantine or [],
-                                   "empty": not any(data.get(f) for f in ("first_name", "last_name", "emails", "phones", "company_name"))}
+                                   "empty": not any(data.get(f) for f in ("first_name", "last_name", "emails", "phones", "company_name")),
+                                   "who": " ".join(str(data.get(f) or "") for f in ("first_name", "last_name")).strip(),
+                                   "birth": data.get("birth_date"), "city": (data.get("address") or {}).get("city")}
 
     problems: list[str] = []
 
@@ -936,6 +943,8 @@ def analyse(store: Any, run_id: int, kind: str, truths: list[Truth], examples: i
             if not _as_expected(expect, outcome) and len(mismatches) < 50:
                 mismatches.append(f"line {t.line} {f} {raw!r} ({defect}): expected {expect}, got {outcome}")
         for (f, raw), status in entries.items():
+            if f == "phones" and raw == t.phone_raw and t.phone_e164 and not t.country_ok:
+                continue  # a valid number read in the wrong region: counted below
             if (f, raw) not in planted_keys:
                 unexpected[(f, status)] += 1
                 if len(unexpected_examples) < 20:
@@ -948,20 +957,29 @@ def analyse(store: Any, run_id: int, kind: str, truths: list[Truth], examples: i
                         f"flagged, e.g. {unexpected_examples[:examples]}")
 
     # -- valid phone numbers landed as built ----------------------------------------------
-    phone_ok = phone_wrong = phone_wrong_no_country = 0
+    phone_ok = phone_wrong = 0
     phone_wrong_examples: list[str] = []
+    misread: Counter[str] = Counter()  # valid numbers of rows whose country the hub could not read
+    misread_examples: list[str] = []
     for t in truths:
         if not t.phone_e164 or t.source_id not in landed:
             continue
-        if t.phone_e164 in landed[t.source_id]["phones"]:
+        rec = landed[t.source_id]
+        flagged = next((e.get("status", QUARANTINED) for e in rec["quarantine"]
+                        if e.get("field") == "phones" and e.get("raw") == t.phone_raw), None)
+        if t.phone_e164 in rec["phones"] and flagged is None:
             phone_ok += 1
         elif t.country_ok:
             phone_wrong += 1
             if len(phone_wrong_examples) < examples:
-                phone_wrong_examples.append(f"line {t.line}: {t.phone_raw!r} -> {landed[t.source_id]['phones']} "
-                                            f"(built as {t.phone_e164})")
+                phone_wrong_examples.append(f"line {t.line}: {t.phone_raw!r} -> {rec['phones']} ({flagged or 'landed'}; "
+                                            f"built as {t.phone_e164})")
         else:
-            phone_wrong_no_country += 1
+            outcome = flagged or "landed as another number"
+            misread[outcome] += 1
+            if len(misread_examples) < examples * 2:
+                misread_examples.append(f"line {t.line}: {t.phone_raw!r} (built as {t.phone_e164}) -> "
+                                        f"{rec['phones'] or '-'} ({outcome})")
     if phone_wrong:
         problems.append(f"{phone_wrong} valid phone number(s) of rows with a readable country landed as another "
                         f"number or not at all, e.g. {phone_wrong_examples}")
@@ -981,6 +999,35 @@ def analyse(store: Any, run_id: int, kind: str, truths: list[Truth], examples: i
 
     persons = {t.person for t in truths if t.source_id in landed}
     empty_landed = [t for t in truths if t.source_id in landed and landed[t.source_id]["empty"]]
+
+    # -- matching: golden records that hold several generated people, people split in several
+    people_of: dict[str, set[int]] = {}
+    goldens_of: dict[int, set[str]] = {}
+    rows_of: dict[str, list[Truth]] = {}
+    for t in truths:
+        rec = landed.get(t.source_id) if t.source_id else None
+        if rec is not None:
+            people_of.setdefault(rec["golden"], set()).add(t.person)
+            goldens_of.setdefault(t.person, set()).add(rec["golden"])
+            rows_of.setdefault(rec["golden"], []).append(t)
+    merged_people = {g: ps for g, ps in people_of.items() if len(ps) > 1}
+    shared_phone = shared_unverified = 0  # merges where different people's rows hold the same number
+    for g in merged_people:
+        holders: dict[str, set[int]] = {}
+        unverified_here: set[str] = set()
+        for t in rows_of[g]:
+            rec = landed[t.source_id]
+            for ph in rec["phones"]:
+                holders.setdefault(ph, set()).add(t.person)
+            unverified_here |= {e.get("kept") for e in rec["quarantine"] if e.get("status") == UNVERIFIED}
+        shared = {ph for ph, ps in holders.items() if len(ps) > 1}
+        shared_phone += bool(shared)
+        shared_unverified += bool(shared & unverified_here)
+    merge_examples = []
+    for g, _ps in sorted(merged_people.items(), key=lambda kv: -len(kv[1]))[:examples * 2]:
+        merge_examples.append([f"line {t.line}: {landed[t.source_id]['who']!r}, born {landed[t.source_id]['birth']}, "
+                               f"{landed[t.source_id]['city']}, e-mails {landed[t.source_id]['emails']}, phone {t.phone_raw!r} "
+                               f"-> {landed[t.source_id]['phones']}" for t in rows_of[g][:4]])
     return {
         "export": kind, "rows": n, "run_id": run_id, "status": (run or {}).get("status"),
         "read": read, "landed": len(landed), "rejected": len(rejected),
@@ -1002,9 +1049,15 @@ def analyse(store: Any, run_id: int, kind: str, truths: list[Truth], examples: i
         "unexpected_examples": unexpected_examples,
         "valid_phones_landed": phone_ok, "valid_phones_wrong": phone_wrong,
         "valid_phones_wrong_examples": phone_wrong_examples,
-        "valid_phones_other_number_country_unreadable": phone_wrong_no_country,
+        "valid_phones_country_unreadable": dict(misread), "valid_phones_country_unreadable_examples": misread_examples,
         "invalid_phone_rows": len(invalid_rows), "invalid_phone_outcome": dict(invalid_outcome),
         "golden_active": golden_active, "persons_landed": len(persons),
         "landed_without_identity": len(empty_landed),
+        "landed_without_identity_lines": [t.line for t in empty_landed[:examples]],
+        "golden_records_with_several_people": len(merged_people),
+        "people_merged_into_another": sum(len(ps) - 1 for ps in merged_people.values()),
+        "people_split": sum(len(gs) - 1 for gs in goldens_of.values() if len(gs) > 1),
+        "merges_sharing_a_phone": shared_phone, "merges_sharing_an_unverified_phone": shared_unverified,
+        "merge_examples": merge_examples,
         "problems": problems,
     }
