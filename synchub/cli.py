@@ -134,15 +134,22 @@ def _exit(code: int) -> NoReturn:
 
 
 @app.command()
-def validate() -> None:
-    """Check the config and every mapping it uses; list every problem with file, line and field."""
-    from synchub.config import load_config
+def validate(strict: bool = typer.Option(False, "--strict", help="Fail on warnings too.")) -> None:
+    """Check the config and every mapping it uses; list every problem (errors and warnings) with
+    file, line and field, all in one run."""
+    from synchub.config import check_config
 
-    config = load_config(state.config_path)
+    config, problems = check_config(state.config_path)
+    warnings = [p for p in problems if p.severity == "warning"]
+    if config is None or len(warnings) < len(problems) or (strict and warnings):
+        raise ConfigError(problems or "the config could not be read")
     if state.json:
-        _emit_json({"ok": True, "files": config.source_files, "connections": sorted(config.connections)})
-    else:
-        out.print(f"[green]config is valid[/]: {', '.join(config.source_files)}; connections: {', '.join(sorted(config.connections))}")
+        _emit_json({"ok": True, "files": config.source_files, "connections": sorted(config.connections),
+                    "warnings": [dataclasses.asdict(p) | {"message": redact(p.message)} for p in warnings]})
+        return
+    for p in warnings:
+        err.print(f"  {redact(p)}", markup=False, highlight=False)
+    out.print(f"[green]config is valid[/]: {', '.join(config.source_files)}; connections: {', '.join(sorted(config.connections))}")
 
 
 @app.command()

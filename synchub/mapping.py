@@ -47,7 +47,7 @@ import yaml
 from synchub import quarantine
 from synchub.errors import ConfigError, MappingError, Problem
 from synchub.schema import ENTITY_MODELS, Interaction, InteractionKind, canonical_paths
-from synchub.yamlfile import YamlDoc, load_yaml
+from synchub.yamlfile import YamlDoc, load_yaml, yaml_problem
 
 _LIST_FIELDS = {"emails", "phones", "tags"}
 _TOP_KEYS = ("entity", "direction", "fields", "observed_at", "interactions", "owner", "description")
@@ -259,12 +259,13 @@ def compile_mapping(
     *,
     defaults: dict[str, Any] | None = None,
 ) -> tuple[Mapping | None, list[Problem]]:
-    """Compile a parsed mapping file; returns the mapping (None if unusable) and its problems."""
-    problems: list[Problem] = []
+    """Compile a parsed mapping file; returns the mapping (None if unusable) and its problems
+    (those found while reading the file, such as duplicate keys, come first)."""
+    problems: list[Problem] = list(doc.problems)
     data = doc.data
     name = doc.path.stem
     if not isinstance(data, dict):
-        return None, [doc.problem((), "a mapping must be a YAML mapping with entity, direction, fields")]
+        return None, [*problems, doc.problem((), "a mapping must be a YAML mapping with entity, direction, fields")]
     for key in data:
         if key not in _TOP_KEYS:
             problems.append(doc.problem((key,), f"unknown key (allowed: {', '.join(_TOP_KEYS)})"))
@@ -485,8 +486,7 @@ class MappingLibrary:
         try:
             doc = load_yaml(path)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            return None, [Problem(str(path), mark.line + 1 if mark else None, "", f"not valid YAML: {exc}")]
+            return None, [yaml_problem(path, exc)]
         mapping, problems = compile_mapping(doc, self.transforms, defaults=self.defaults)
         if mapping is not None and not problems:
             self._cache[name] = mapping
