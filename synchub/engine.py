@@ -19,6 +19,7 @@ import gc
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -314,16 +315,16 @@ class Hub:
             # Not a failure: what was read is committed, the cursor stays at the last
             # checkpoint, and the next run after the reset goes on from there.
             summary.status = "paused"
-            summary.error = redact(f"{type(exc).__name__}: {exc}")
+            summary.error = redact(describe_error(exc))
             summary.resume_at = exc.resume_at
             log.warning("run %s of %s paused until %s: %s", run_id, name, exc.resume_at, summary.error)
         except (SynchubError, OSError, sa.exc.SQLAlchemyError) as exc:
             summary.status = "failed"
-            summary.error = redact(f"{type(exc).__name__}: {exc}")
+            summary.error = redact(describe_error(exc))
             log.error("run %s of %s failed: %s", run_id, name, summary.error)
         except BaseException as exc:  # recorded like any failure, then passed on
             summary.status = "failed"
-            summary.error = redact(f"{type(exc).__name__}: {exc}")
+            summary.error = redact(describe_error(exc))
             raised = exc
         finally:
             if connector is not None:
@@ -1368,6 +1369,24 @@ def _reject_row(run_id: int, connection: str, stream: str, ref: str | None, sour
                 field_name: str | None, reason: str, raw: str | None) -> dict[str, Any]:
     return {"run_id": run_id, "connection": connection, "stream": stream, "ref": ref or "", "source_id": source_id,
             "field": field_name, "reason": redact(reason), "raw": raw, "created_at": utcnow()}
+
+
+_QUOTED = re.compile(r"""(["'])(.*?)\1""")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def describe_error(exc: BaseException) -> str:
+    """What a stored or logged run error says: the exception's class and message, never a
+    database statement, its parameters or the values in a driver's message (``DETAIL: Key
+    (email)=(...)``, ``invalid input syntax: "..."``), which can hold customer data."""
+    if isinstance(exc, sa.exc.StatementError):
+        orig = getattr(exc, "orig", None)
+        head = str(orig if orig is not None else exc).strip().split("\n", 1)[0]
+        head = head.split("[SQL:", 1)[0].strip()
+        head = _QUOTED.sub(lambda m: m.group(0) if _IDENTIFIER.fullmatch(m.group(2)) else f"{m.group(1)}…{m.group(1)}", head)
+        kind = type(orig).__name__ if orig is not None else "database error"
+        return f"{type(exc).__name__} ({kind}): {head}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _add_stats(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

@@ -333,7 +333,9 @@ class Store:
 
     def __init__(self, url: str, *, echo: bool = False):
         self.url = url
-        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "future": True}
+        # hide_parameters: statement parameters are customer data; they must never reach an
+        # error message, a log line or a stored run error.
+        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "future": True, "hide_parameters": True}
         if url.startswith("sqlite"):
             db = sa.engine.make_url(url).database
             if db and db != ":memory:" and not db.startswith("file:"):
@@ -383,7 +385,7 @@ class Store:
         """Connections for run locks (:mod:`synchub.locks`): unpooled, so a worker's locks never
         take connections its runs need, and each lock's session ends with its release."""
         if self._lock_engine is None:
-            self._lock_engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool,
+            self._lock_engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool, hide_parameters=True,
                                                  connect_args=dict(_PG_KEEPALIVE))
         return self._lock_engine
 
