@@ -15,7 +15,8 @@ install: $(BIN)/synchub
 
 # Sync the bundled demo data into var/demo.db and write var/export/kunden_bereinigt.csv.
 demo: install
-	$(BIN)/synchub --config config/demo.yaml sync
+	@# The demo data holds three broken rows on purpose: the sync is partial (exit code 6).
+	$(BIN)/synchub --config config/demo.yaml sync || test $$? -eq 6
 
 # The whole test suite, SQLite and PostgreSQL (127.0.0.1:5432, database test).
 test: install

@@ -238,15 +238,16 @@ def _dry_run(hub: Any, connections: list[str] | None) -> None:
 
 def _print_summary(summaries: list[Any], store_url: str, counts: dict[str, int]) -> None:
     table = Table(title="sync summary")
-    for col in ("run", "source", "status", "read", "created", "updated", "unchanged", "duplicates merged", "rejected", "conflicts", "written", "held back", "left", "gone"):
+    for col in ("run", "source", "status", "read", "created", "updated", "unchanged", "duplicates merged", "rejected",
+                "quarantined", "conflicts", "written", "held back", "left", "gone"):
         table.add_column(col, justify="right" if col not in ("source", "status") else "left")
     for s in summaries:
         for stream, c in s.streams.items():
             table.add_row(str(s.run_id), f"{s.connection}/{stream}", s.status, str(c.read), str(c.created), str(c.updated),
-                          str(c.unchanged), str(c.duplicates), str(c.rejected + c.write_rejected), str(c.conflicts), str(c.written),
-                          str(c.skipped), str(c.left), str(c.deleted))
+                          str(c.unchanged), str(c.duplicates), str(c.rejected + c.write_rejected), str(c.quarantined),
+                          str(c.conflicts), str(c.written), str(c.skipped), str(c.left), str(c.deleted))
         if not s.streams:
-            table.add_row(str(s.run_id), s.connection, s.status, *[""] * 11)
+            table.add_row(str(s.run_id), s.connection, s.status, *[""] * 12)
     out.print(table)
     for s in summaries:
         if s.status == "paused":
@@ -264,17 +265,15 @@ def _print_summary(summaries: list[Any], store_url: str, counts: dict[str, int])
             out.print(f"export {s.connection}/{stream}: {target}")
     if any(c.rejected for s in summaries for c in s.streams.values()):
         out.print("rejected rows: synchub runs show <run> lists them with file, line, field and reason")
+    if any(c.quarantined or c.unverified for s in summaries for c in s.streams.values()):
+        out.print("quarantined values (records landed without them): synchub quality lists them with field, raw value and reason")
 
 
 @app.command()
 def check(connection: str) -> None:
     """Verify a connection's credentials and paths; print what it can read and write."""
     hub = _hub()
-    connector = hub.connector(connection)
-    try:
-        result = connector.check()
-    finally:
-        connector.close()
+    result = hub.check(connection)  # the connector's own check, plus mapped columns the source lacks
     if state.json:
         checked: dict[str, Any] = {"ok": result.ok, "lines": result.lines}
         if not result.ok:
@@ -325,8 +324,9 @@ def runs_show(run_id: int) -> None:
     if run is None:
         raise NotFoundError(f"no run {run_id}")
     rejected = store.rejected_for_run(run_id)
+    quarantined = store.quarantined_for_run(run_id)
     if state.json:
-        _emit_json({**run, "rejected": rejected})
+        _emit_json({**run, "rejected": rejected, "quarantined": quarantined})
         return
     out.print(f"run {run['id']} {run['connection']} {run['direction']} \\[{run['status']}] "
               f"{_ts(run['started_at'])} -> {_ts(run['finished_at'])} (trigger {run['trigger']}, worker {run['worker']})")
@@ -343,6 +343,8 @@ def runs_show(run_id: int) -> None:
         for r in rejected:
             table.add_row(r["ref"], r["source_id"] or "", r["field"] or "", r["reason"])
         out.print(table)
+    if quarantined:
+        out.print(_quarantine_table(f"quarantined values ({len(quarantined)}): the records landed without them", quarantined))
 
 
 # ----- customers --------------------------------------------------------------------------------
@@ -377,7 +379,8 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
     sources = store.source_records_of(rec["id"])
     timeline = store.timeline_of(rec["id"])
     if state.json:
-        _emit_json({**rec, "sources": [{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")} for s in sources],
+        _emit_json({**rec, "sources": [{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted", "quarantine")}
+                                       for s in sources],
                     "timeline": [{k: t[k] for k in ("kind", "occurred_at", "connection", "stream", "source_id", "data")} for t in timeline]})
         return
     from synchub.schema import field_units
@@ -406,6 +409,11 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
     out.print(table)
     refs = ", ".join(f"{s['connection']}/{s['stream']}#{s['source_id']}" for s in sources)
     out.print(f"source records: {refs}")
+    for s in sources:
+        for q in (s.get("quarantine") or []) if not s["deleted"] else []:
+            label = "unverified" if q.get("status") == "unverified" else "not usable"
+            out.print(f"{label}: {q['field']} {q.get('raw')!r} from {s['connection']}/{s['stream']}#{s['source_id']}"
+                      f"{' (' + q['source'] + ')' if q.get('source') else ''}: {q['reason']}", markup=False, highlight=False)
     if timeline:
         out.print("timeline:")
         for t in timeline:
@@ -589,6 +597,52 @@ def serve(
 
     hub = _hub()
     run_serve(hub, console=err, metrics_port=metrics_port)
+
+
+def _quarantine_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    for col in ("where", "source id", "field", "source field", "raw value", "status", "reason"):
+        table.add_column(col)
+    for q in rows:
+        where = q.get("ref") or f"{q.get('connection', '')}/{q.get('stream', '')}"
+        table.add_row(where, q.get("source_id") or "", q["field"], q.get("source") or "", str(q.get("raw") or ""),
+                      q.get("status", "quarantined"), q["reason"])
+    return table
+
+
+@app.command()
+def quality(
+    connection: Optional[str] = typer.Option(None, help="Only this connection."),  # noqa: UP045
+    stream: Optional[str] = typer.Option(None, help="Only this stream."),  # noqa: UP045
+    field: Optional[str] = typer.Option(None, help="Only this canonical field, e.g. phones."),  # noqa: UP045
+    status: Optional[str] = typer.Option(None, help="quarantined or unverified (default: both)."),  # noqa: UP045
+    limit: int = typer.Option(1000, help="How many values to list (the summary counts all)."),
+) -> None:
+    """Values the store holds but cannot use (quarantined) or uses unverified, per source record,
+    with field, raw value and reason: what data care should fix at the source."""
+    store = _store()
+    if status not in (None, "quarantined", "unverified"):
+        raise typer.BadParameter("--status must be quarantined or unverified")
+    values = store.quarantined_values(connection=connection, stream=stream, field=field, status=status, limit=None)
+    summary: dict[tuple[str, str, str, str, str], int] = {}
+    for q in values:
+        k = (q["connection"], q["stream"], q["field"], q.get("status", "quarantined"), q.get("rule") or "")
+        summary[k] = summary.get(k, 0) + 1
+    counted = [{"connection": k[0], "stream": k[1], "field": k[2], "status": k[3], "rule": k[4], "count": n}
+               for k, n in sorted(summary.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if state.json:
+        _emit_json({"total": len(values), "summary": counted, "values": values[:limit]})
+        return
+    if not values:
+        out.print("no quarantined or unverified values")
+        return
+    table = Table(title=f"values not usable or unverified: {len(values)}")
+    for col in ("connection/stream", "field", "status", "rule", "count"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    for c in counted:
+        table.add_row(f"{c['connection']}/{c['stream']}", c["field"], c["status"], c["rule"], str(c["count"]))
+    out.print(table)
+    out.print(_quarantine_table(f"values ({min(limit, len(values))} of {len(values)})", values[:limit]))
 
 
 @app.command()

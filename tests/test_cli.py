@@ -104,3 +104,24 @@ def test_review_commands(demo) -> None:
     split = json.loads(demo("--json", "customers", "split", survivor["id"]))
     assert split["split_off"]
     assert json.loads(demo("--json", "dedupe", "--dry-run"))["merges"] == []  # the split pair stays apart
+
+
+def test_quarantined_values_are_shown_by_runs_show_customers_show_and_quality(demo) -> None:
+    data = json.loads(demo("--json", "sync", code=PARTIAL))
+    shop = next(r for r in data["runs"] if r["connection"] == "shop")
+    shown = json.loads(demo("runs", "show", str(shop["run_id"]), "--json"))
+    assert {(q["ref"], q["field"], q["raw"]) for q in shown["quarantined"]} == {
+        ("shop_kunden.csv:32", "birth_date", "31.02.1985"), ("shop_kunden.csv:41", "emails", "mueller(at)example.de")}
+    text = demo("runs", "show", str(shop["run_id"]))
+    assert "quarantined values (2)" in text and "31.02.1985" in text
+    quality = json.loads(demo("quality", "--json"))
+    assert quality["total"] == 3
+    assert {(s["connection"], s["field"], s["count"]) for s in quality["summary"]} == {
+        ("shop", "birth_date", 1), ("shop", "emails", 1), ("newsletter", "consent.email.status", 1)}
+    assert all(v["reason"] and v["raw"] for v in quality["values"])
+    only = json.loads(demo("quality", "--connection", "shop", "--field", "emails", "--json"))
+    assert [v["source_id"] for v in only["values"]] == ["K-10040"]
+    assert "mueller(at)example.de" in demo("quality")
+    found = json.loads(demo("--json", "customers", "search", "Wimmer"))
+    shown_customer = demo("customers", "show", found[0]["id"])
+    assert "not usable: birth_date '31.02.1985'" in shown_customer and "(Geburtsdatum)" in shown_customer
