@@ -169,6 +169,8 @@ _PHONE_TYPES = {
     PhoneNumberType.FIXED_LINE: "fixed",
     PhoneNumberType.FIXED_LINE_OR_MOBILE: "fixed_or_mobile",
     PhoneNumberType.VOIP: "voip",
+    # In no number range of its country: kept only as an unverified value (see normalize_phone_lenient).
+    PhoneNumberType.UNKNOWN: "unverified",
 }
 
 
@@ -302,7 +304,8 @@ def phone_type(e164: str) -> str:
     """Classify a normalised phone number (DACH mobiles by prefix, the rest by phonenumbers).
 
     Returns ``'mobile'``, ``'fixed'``, ``'fixed_or_mobile'`` (numbering plans
-    such as the US one that do not distinguish), ``'voip'`` or ``'other'``
+    such as the US one that do not distinguish), ``'voip'``, ``'unverified'`` (a possible
+    number in no known range, see :func:`normalize_phone_lenient`) or ``'other'``
     (toll-free, premium, personal numbers, pagers, unknown).  Landlines are
     typically shared by a household or company, mobiles are personal; the
     matcher weighs them accordingly.

@@ -514,14 +514,18 @@ def _set_emails(f: Features, raw: Iterable[Any]) -> None:
 def _set_phones(f: Features, raw: Iterable[Any]) -> None:
     phones = {_text(p).strip() for p in raw if p}
     phones.discard("")
-    f.phones = frozenset(phones)
-    mobiles, landlines = set(), set()
+    mobiles, landlines, unverified = set(), set(), set()
     for p in phones:
         t = _phone_kind(p)
-        if t == "mobile":
+        if t == "unverified":
+            # A number in no known range (placeholder, made up, mistyped) is no evidence: two
+            # strangers exported with "(123) 456-7890" must not score as sharing a phone.
+            unverified.add(p)
+        elif t == "mobile":
             mobiles.add(p)
         elif t == "fixed":
             landlines.add(p)
+    f.phones = frozenset(phones - unverified)
     f.mobiles, f.landlines = frozenset(mobiles), frozenset(landlines)
 
 

@@ -214,3 +214,15 @@ def test_identifiable() -> None:
     assert quarantine.identifiable("person", {"phones": ["+491711234567"]})
     assert not quarantine.identifiable("person", {"address": {"city": "Wien"}, "tags": ["vip"]})
     assert quarantine.identifiable("company", {"domain": "example.de"})
+
+
+def test_unverified_phones_are_no_match_evidence(tmp_path: Path, store_url: str) -> None:
+    # Namesakes exported with the same placeholder number: the number says nothing about them.
+    cfg = CONFIG.replace("phone_region: DE", "phone_region: US").replace("keys: [email, phone]", "keys: [email]")
+    path = write_config(tmp_path, cfg, store_url, **{"people__csv": HEADER +
+                        "1;Andrew;Brown;;(123) 456-7890;;;10001;US;;\n2;Andrew;Brown;;(123) 456-7890;;;10001;US;;\n"})
+    (tmp_path / "mappings" / "q_people.yaml").write_text(MAPPING, encoding="utf-8")
+    hub = hub_for(path)
+    [summary] = hub.sync(["shop"])
+    assert summary.streams["people"].created == 2
+    assert len(_goldens(hub)) == 2
