@@ -253,22 +253,9 @@ def normalize_phone(value: str | None, region: str | None = "DE") -> str | None:
     phonenumbers does not consider valid, including spreadsheet-mangled
     values such as ``4.91711234567E+11``.
     """
-    if value is None:
-        return None
-    if isinstance(value, bool) or isinstance(value, float):
-        # A float phone number has always been through a spreadsheet and may
-        # have lost leading zeros or trailing digits.
-        raise NormalizationError(
-            f"not a valid phone number: {value!r} (numeric value; store phone numbers as text)"
-        )
-    raw = value if isinstance(value, str) else str(value)
-    if region is not None:
-        region = region.strip().upper() or None
-    e164, reason = _phone_cached(raw, region)
-    if reason:
-        if reason is _POSSIBLE_ONLY:
-            reason = "not a valid phone number"
-        raise NormalizationError(f"not a valid phone number: {value!r} ({reason})")
+    e164, verified = normalize_phone_lenient(value, region)
+    if not verified:
+        raise NormalizationError(f"not a valid phone number: {value!r} (not a valid phone number)")
     return e164
 
 
@@ -280,6 +267,8 @@ def normalize_phone_lenient(value: str | None, region: str | None = "DE") -> tup
     if value is None:
         return None, True
     if isinstance(value, bool) or isinstance(value, float):
+        # A float phone number has always been through a spreadsheet and may
+        # have lost leading zeros or trailing digits.
         raise NormalizationError(
             f"not a valid phone number: {value!r} (numeric value; store phone numbers as text)"
         )
