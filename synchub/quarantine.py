@@ -62,6 +62,8 @@ def clean_reason(reason: str, raw: Any) -> str:
     if raw is not None and not isinstance(raw, (dict, list)):
         for shown in (repr(raw), repr(str(raw))):
             reason = reason.replace(f": {shown}", "")
+            if reason.startswith(shown + " "):  # "'maybe' is not one of ..." groups by reason too
+                reason = "the value" + reason[len(shown):]
     return redact(reason)
 
 

@@ -226,3 +226,11 @@ def test_unverified_phones_are_no_match_evidence(tmp_path: Path, store_url: str)
     [summary] = hub.sync(["shop"])
     assert summary.streams["people"].created == 2
     assert len(_goldens(hub)) == 2
+
+
+def test_reasons_do_not_repeat_the_raw_value() -> None:
+    e = quarantine.entry("consent.email.status", "maybe", "'maybe' is not one of the allowed values: 'subscribed'",
+                         rule="map_values")
+    assert e["reason"] == "the value is not one of the allowed values: 'subscribed'" and e["raw"] == "maybe"
+    e = quarantine.entry("phones", "12", "not a valid phone number: '12' (too few digits)", rule="phone")
+    assert e["reason"] == "not a valid phone number (too few digits)"
