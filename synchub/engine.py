@@ -665,11 +665,7 @@ class Hub:
         for e in problems:
             if "source" not in e and (src := mapping.source_of(e["field"])):
                 e["source"] = src
-        unverified = {e["kept"] for e in problems if e["status"] == quarantine.UNVERIFIED}
-        # Identity keys never rest on a value the hub could not verify (a made-up number shared by
-        # many rows would merge them all); the value itself stays on the record.
-        keyed = data if not unverified else {**data, "phones": [p for p in data.get("phones", ()) if p not in unverified]}
-        prepared = _Prepared(source_id, item.ref, data, "", observed, keyer.keys(keyed, source_id), item.deleted,
+        prepared = _Prepared(source_id, item.ref, data, "", observed, keyer.keys(data, source_id), item.deleted,
                              interactions, [str(a) for a in item.aliases if str(a) != source_id], dict(item.links),
                              quarantine=problems or None)
         prepared.hash = _content_hash(prepared)
@@ -918,7 +914,7 @@ def _quarantine_rows(run_id: int, connection: str, stream: str, pending: list[_P
     now = utcnow()
     return [
         {"run_id": run_id, "connection": connection, "stream": stream, "ref": p.ref or "", "source_id": p.source_id,
-         "field": e["field"][:200], "source": (e.get("source") or None) and str(e["source"])[:200],
+         "field": e["field"][:200], "source": str(e["source"])[:200] if e.get("source") else None,
          "rule": str(e.get("rule") or "")[:100], "status": e["status"], "raw": e.get("raw"),
          "reason": e["reason"], "created_at": now}
         for p in pending if p.quarantine for e in p.quarantine

@@ -103,7 +103,9 @@ class IdentityKeys:
         if "email" in self.kinds:
             keys.extend(("email", e) for e in data.get("emails") or ())
         if "phone" in self.kinds:
-            keys.extend(("phone", p) for p in data.get("phones") or ())
+            # Never a number in no known range (kept unverified): a made-up number shared by
+            # many rows would merge them all.
+            keys.extend(("phone", p) for p in data.get("phones") or () if phone_type(p) != "unverified")
         elif "phone_mobile" in self.kinds:
             keys.extend(("phone", p) for p in data.get("phones") or () if phone_type(p) == "mobile")
         if "domain" in self.kinds and data.get("domain"):

@@ -17,6 +17,7 @@ A record is rejected only when nothing usable is left to identify it: see :func:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -50,8 +51,6 @@ def _text(raw: Any) -> str | None:
     if raw is None:
         return None
     if isinstance(raw, (dict, list)):
-        import json
-
         return json.dumps(raw, ensure_ascii=False, default=str, sort_keys=True)
     return str(raw)
 

@@ -508,7 +508,7 @@ class Store:
 
     def quarantined_values(self, *, connection: str | None = None, stream: str | None = None,
                            field: str | None = None, status: str | None = None,
-                           golden_id: str | None = None, limit: int | None = 1000) -> list[dict[str, Any]]:
+                           limit: int | None = 1000) -> list[dict[str, Any]]:
         """What the store holds now that is not usable: one row per value of a live source record,
         ``{"connection", "stream", "source_id", "golden_id", "field", "source", "rule", "raw",
         "reason", "status", "changed_at"}``, newest records first. A value fixed at the source
@@ -521,8 +521,6 @@ class Store:
             q = q.where(source_t.c.connection == connection)
         if stream:
             q = q.where(source_t.c.stream == stream)
-        if golden_id:
-            q = q.where(source_t.c.golden_id == golden_id)
         out: list[dict[str, Any]] = []
         with self.engine.connect() as conn:
             for r in conn.execute(q):
