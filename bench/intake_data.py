@@ -227,7 +227,29 @@ def _excel_sci(digits: str) -> str:
     return f"{mantissa.replace('.', ',')}E+{len(digits) - 1}"
 
 
-class DachGenerator:
+class _Generator:
+    """What both exports' generators share: the seed, and which earlier row's person a row is a
+    second account of (a duplicate the hub should find)."""
+
+    export: Export
+
+    def __init__(self, seed: int = 42, *, dup_rate: float = 0.02, junk_every: int = 10_000):
+        self.seed, self.dup_rate, self.junk_every = seed, dup_rate, junk_every
+        self._origin: dict[int, int] = {}
+
+    def person(self, j: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _origin_of(self, r: random.Random, i: int) -> tuple[bool, int]:
+        """(is a duplicate, row of the person it is): one draw, and a second only for duplicates."""
+        if i > 0 and r.random() < self.dup_rate:
+            j = r.randrange(i)
+            self._origin[i] = self._origin.get(j, j)
+            return True, self._origin[i]
+        return False, i
+
+
+class DachGenerator(_Generator):
     """Rows of the German shop export with German, Austrian and Swiss customers."""
 
     export = Export(
@@ -235,10 +257,6 @@ class DachGenerator:
         encoding="cp1252", mapping="shop_kunden", mapping_yaml=None, phone_region="DE",
         match_keys=["email", "phone_mobile"], primary_key="Kundennr",
     )
-
-    def __init__(self, seed: int = 42, *, dup_rate: float = 0.02, junk_every: int = 10_000):
-        self.seed, self.dup_rate, self.junk_every = seed, dup_rate, junk_every
-        self._origin: dict[int, int] = {}
 
     def person(self, j: int) -> dict[str, Any]:
         """The identity of the person first seen in row ``j``."""
@@ -281,12 +299,7 @@ class DachGenerator:
         """Row ``i`` as CSV fields (or, for a broken row, the raw line) and its truth."""
         r = random.Random(self.seed * 1_000_003 + i + 7)
         sid = f"K-{100001 + i}"
-        dup = i > 0 and r.random() < self.dup_rate
-        if dup:
-            j = r.randrange(i)
-            origin = self._origin[i] = self._origin.get(j, j)
-        else:
-            origin = i
+        dup, origin = self._origin_of(r, i)
         p = self.person(origin)
         t = Truth(line=i + 2, source_id=sid, person=origin)
         email = p["email"]
@@ -421,7 +434,7 @@ class DachGenerator:
 
         fields = [sid, p["anrede"] if first or last else "", first, last, email, phone, p["street"], plz, p["city"], land,
                   birth, _date_de(since), bestellungen, umsatz, newsletter, last_order]
-        junk = self._junk(i)
+        junk = _junk_kind(i, self.junk_every)
         if junk == "stub":  # an account whose personal data was blanked, but not cleanly
             fields = [sid, "", "", "", r.choice(_EMAIL_PLACEHOLDERS_DE), r.choice(_PHONE_PLACEHOLDERS_DE[:4]),
                       "", "", "", "", "", _date_de(since), "0", "0,00", "nein", ""]
@@ -434,9 +447,6 @@ class DachGenerator:
         if junk:
             return fields, _mark_junk(t, junk)
         return fields, t
-
-    def _junk(self, i: int) -> str | None:
-        return _junk_kind(i, self.junk_every)
 
 
 def _junk_kind(i: int, every: int) -> str | None:
@@ -607,7 +617,7 @@ def _us_invalid(r: random.Random, a: str, e: str, line: str) -> tuple[str, str, 
     return f"{int(digits) / 10 ** 9:.5f}".rstrip("0").rstrip(".") + "E+09", "spreadsheet number", QUARANTINED
 
 
-class UsGenerator:
+class UsGenerator(_Generator):
     """Rows of a US shop's customer export; every fifth row (``i % 5 == 2``) has an invalid phone."""
 
     export = Export(
@@ -615,10 +625,6 @@ class UsGenerator:
         encoding="utf-8", mapping="us_customers", mapping_yaml=US_MAPPING, phone_region="US",
         match_keys=["email", "phone"], primary_key="Customer ID",
     )
-
-    def __init__(self, seed: int = 42, *, dup_rate: float = 0.02, junk_every: int = 10_000):
-        self.seed, self.dup_rate, self.junk_every = seed, dup_rate, junk_every
-        self._origin: dict[int, int] = {}
 
     def person(self, j: int) -> dict[str, Any]:
         r = random.Random(self.seed * 10_000_079 + j)
@@ -642,12 +648,7 @@ class UsGenerator:
     def row(self, i: int) -> tuple[list[str] | str, Truth]:
         r = random.Random(self.seed * 1_000_033 + i + 11)
         sid = str(500001 + i)
-        dup = i > 0 and r.random() < self.dup_rate
-        if dup:
-            j = r.randrange(i)
-            origin = self._origin[i] = self._origin.get(j, j)
-        else:
-            origin = i
+        dup, origin = self._origin_of(r, i)
         p = self.person(origin)
         t = Truth(line=i + 2, source_id=sid, person=origin)
         email = p["email"]
