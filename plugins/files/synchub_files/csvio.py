@@ -926,14 +926,7 @@ def _iter_records(
     max_record_chars: int,
     header_only: list[str] | None = None,
 ) -> Iterator[CsvRow | CsvRowError]:
-    reader = csv.reader(
-        feeder,
-        delimiter=dialect.delimiter,
-        quotechar=dialect.quotechar,
-        doublequote=True,
-        skipinitialspace=True,
-        strict=False,
-    )
+    reader = _csv_reader(feeder, dialect, strict=False)
     next_record = reader.__next__
     # A field can only exceed the byte limit if the record has more than a
     # quarter of that many characters (UTF-8 uses at most 4 bytes each).
@@ -1038,21 +1031,22 @@ def _unterminated(
     return broken and _row_of_width(lines[1:], width, dialect)
 
 
-def _csv_strict(lines: Iterable[str], dialect: CsvDialect) -> Iterator[list[str]]:
+def _csv_reader(lines: Iterable[str], dialect: CsvDialect, *, strict: bool) -> Iterator[list[str]]:
+    """The csv module's reader for ``dialect``; ``strict`` makes a stray quote an error."""
     return csv.reader(
         lines,
         delimiter=dialect.delimiter,
         quotechar=dialect.quotechar,
         doublequote=True,
         skipinitialspace=True,
-        strict=True,
+        strict=strict,
     )
 
 
 def _strict_single_record(lines: list[str], dialect: CsvDialect) -> bool:
     """``lines`` are one well-formed record (no text after a closing quote)."""
     try:
-        records = list(_csv_strict(lines, dialect))
+        records = list(_csv_reader(lines, dialect, strict=True))
     except csv.Error:
         return False
     return len(records) == 1
@@ -1070,16 +1064,13 @@ def _row_of_width(lines: list[str], width: int, dialect: CsvDialect) -> bool:
         exhausted = True
 
     try:
-        for row in _csv_strict(feed(), dialect):
+        for row in _csv_reader(feed(), dialect, strict=True):
             if any(field.strip() for field in row):
                 return len(row) == width
     except csv.Error:
         if not exhausted:
             return False
-        lenient = csv.reader(
-            lines, delimiter=dialect.delimiter, quotechar=dialect.quotechar, skipinitialspace=True
-        )
-        for row in lenient:
+        for row in _csv_reader(lines, dialect, strict=False):
             if any(field.strip() for field in row):
                 return 2 <= len(row) <= width
     return False
