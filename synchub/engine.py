@@ -647,6 +647,7 @@ class Hub:
             observed = mapping.observed(item.data, problems) or item.observed_at or run_started
             if keyer is None:  # a timeline-only stream: entries, no party
                 entries = [] if item.deleted else mapping.interactions_of(item.data, observed, problems)
+                _name_sources(problems, mapping)
                 prepared = _Prepared(source_id, item.ref, {}, "", observed, [], item.deleted, entries,
                                      owner=mapping.owner_of(item.data), quarantine=problems or None)
                 prepared.hash = _content_hash(prepared)
@@ -662,9 +663,7 @@ class Hub:
             rejects.append(_reject_row(run_id, connection, stream_name, item.ref, source_id, exc.field, reason, _raw(item.data)))
             log.warning("rejected %s/%s %s: field %s", connection, stream_name, item.ref or source_id, exc.field or "-")
             return None
-        for e in problems:
-            if "source" not in e and (src := mapping.source_of(e["field"])):
-                e["source"] = src
+        _name_sources(problems, mapping)
         prepared = _Prepared(source_id, item.ref, data, "", observed, keyer.keys(data, source_id), item.deleted,
                              interactions, [str(a) for a in item.aliases if str(a) != source_id], dict(item.links),
                              quarantine=problems or None)
@@ -908,6 +907,13 @@ def _content_hash(p: _Prepared) -> str:
         digest = hashlib.sha1((digest + json.dumps(p.quarantine, sort_keys=True, ensure_ascii=False)).encode(),
                               usedforsecurity=False).hexdigest()
     return digest
+
+
+def _name_sources(problems: list[dict[str, Any]], mapping: Mapping) -> None:
+    """Give each quarantined value the source field it came from, where the mapping names one."""
+    for e in problems:
+        if "source" not in e and (src := mapping.source_of(e["field"])):
+            e["source"] = src
 
 
 def _quarantine_rows(run_id: int, connection: str, stream: str, pending: list[_Prepared]) -> list[dict[str, Any]]:

@@ -104,8 +104,14 @@ class Mapping:
         return None if value in (None, "") else str(value).strip()
 
     def source_of(self, dest: str) -> str | None:
-        """The source field a destination field is mapped from (the first, for list fields)."""
-        for fm in self.fields:
+        """The source field a destination field is mapped from (the first, for list fields);
+        ``interaction.<field>`` looks in the timeline entries' fields."""
+        if dest.startswith("interaction."):
+            dest = dest.removeprefix("interaction.")
+            fields = [fm for imap in self.interactions for fm in imap.fields]
+        else:
+            fields = self.fields
+        for fm in fields:
             if fm.dest == dest and fm.source:
                 return fm.source
         return None
@@ -158,8 +164,7 @@ class Mapping:
                 continue
             data["kind"] = imap.kind
             data.setdefault("occurred_at", default_time)
-            sources = {fm.dest: fm.source for fm in imap.fields if fm.source}
-            obj = quarantine.validate(Interaction, data, problems, prefix="interaction.", sources=sources)
+            obj = quarantine.validate(Interaction, data, problems, prefix="interaction.")
             out.append(obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"kind": imap.kind})
         return out
 
@@ -179,8 +184,7 @@ class Mapping:
             if not consent:
                 del data["consent"]
         model = ENTITY_MODELS[self.entity]
-        sources = {fm.dest: fm.source for fm in self.fields if fm.source}
-        obj = quarantine.validate(model, data, problems, sources=sources)
+        obj = quarantine.validate(model, data, problems)
         dumped = obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         dumped["kind"] = self.entity
         return dumped

@@ -91,7 +91,7 @@ def identifiable(kind: str, data: dict[str, Any]) -> bool:
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], problems: list[Entry] | None, *,
-             prefix: str = "", sources: dict[str, str] | None = None) -> BaseModel:
+             prefix: str = "") -> BaseModel:
     """``model.model_validate(data)``; with ``problems``, each value the model refuses is taken
     out of ``data`` (in place) and recorded there instead, until the rest validates. Without
     ``problems`` (or when nothing can be taken out) the first error raises
@@ -110,8 +110,7 @@ def validate(model: type[BaseModel], data: dict[str, Any], problems: list[Entry]
                 raise RecordValidationError(f"{name}: {err['msg']}", field=name) from None
             path, value = popped
             field = prefix + ".".join(str(p) for p in path if not isinstance(p, int))
-            problems.append(entry(field, value, err["msg"], rule=err["type"],
-                                  source=(sources or {}).get(field.removeprefix(prefix))))
+            problems.append(entry(field, value, err["msg"], rule=err["type"]))
     raise RecordValidationError("too many invalid values", field=None)
 
 

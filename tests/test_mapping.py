@@ -114,3 +114,26 @@ def test_every_shipped_mapping_compiles() -> None:
     for f in files:
         mapping, problems = compile_mapping(load_yaml(f), get_transforms())
         assert problems == [] and mapping is not None, (f, problems)
+
+
+def test_quarantined_values_name_their_source_field(tmp_path: Path) -> None:
+    m = _mapping(tmp_path, """
+entity: person
+fields:
+  phones: [tel, mobil]
+  address.country: land
+interactions:
+  - kind: order
+    fields:
+      summary: note
+      amount: betrag
+""")
+    default = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    problems: list[dict] = []
+    entries = m.interactions_of({"note": "order 1", "betrag": "viel"}, default, problems)
+    assert entries and "amount" not in entries[0]
+    assert [(p["field"], p["raw"]) for p in problems] == [("interaction.amount", "viel")]
+    assert m.source_of("interaction.amount") == "betrag"
+    assert m.source_of("address.country") == "land"
+    assert m.source_of("phones") == "tel"  # the first of several sources
+    assert m.source_of("interaction.summary") == "note" and m.source_of("birth_date") is None
