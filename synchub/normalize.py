@@ -3,7 +3,8 @@ from __future__ import annotations
 __doc__ = """Normalisation of customer-data values.
 
 Everything in this module is a pure function: no I/O, no global state beyond
-import-time lookup tables and bounded ``functools.lru_cache`` caches.  The
+import-time lookup tables (and the phone fast path's per-region tables, compiled from
+phonenumbers' metadata at first use) and bounded ``functools.lru_cache`` caches.  The
 functions run on every record of every sync, so the common path avoids
 expensive work (ASCII fast paths, pre-compiled regular expressions, caches
 for inputs that repeat a lot such as phone numbers, first names and country
@@ -275,7 +276,8 @@ def normalize_phone_lenient(value: str | None, region: str | None = "DE") -> tup
     raw = value if isinstance(value, str) else str(value)
     if region is not None:
         region = region.strip().upper() or None
-    e164, reason = _phone_cached(raw, region)
+    fast = _phone_fast(raw, region) if _PHONE_FASTPATH else None
+    e164, reason = fast if fast is not None else _phone_cached(raw, region)
     if reason is _POSSIBLE_ONLY:
         return e164, False
     if reason:
@@ -303,6 +305,10 @@ def phone_type(e164: str) -> str:
     """
     if _DACH_MOBILE.match(e164):
         return "mobile"
+    if _PHONE_FASTPATH:
+        kind = _phone_type_fast(e164)
+        if kind is not None:
+            return kind
     return _phone_type_slow(e164)
 
 
@@ -313,6 +319,318 @@ def _phone_type_slow(e164: str) -> str:
     except phonenumbers.NumberParseException as exc:
         raise NormalizationError(f"not an E.164 phone number: {e164!r}") from exc
     return _PHONE_TYPES.get(phonenumbers.number_type(number), "other")
+
+
+# --- phone fast path ----------------------------------------------------------
+#
+# ``phonenumbers.parse`` + ``is_valid_number`` cost tens of microseconds, most of it generic
+# machinery (extension and RFC 3966 handling, IDD detection, object construction) that plain
+# numbers such as ``0171 1234567`` or ``+49 (0)89 123456`` never need. ``_phone_fast`` redoes,
+# for those plain shapes only, the steps of phonenumbers that matter for them, with the same
+# metadata (compiled once per region, at first use) and in the same order, and answers what
+# ``_phone_cached`` would answer. Whenever an input leaves the narrow road (letters, extensions,
+# non-ASCII, an IDD other than the ``00`` rewritten to ``+``, a national-prefix rule with a
+# transform or carrier code, an unknown country code, non-geographic codes, numbers phonenumbers
+# would reject while parsing) it returns None and the caller takes the phonenumbers path. The
+# two paths are compared on a million generated inputs by ``bench/phone_corpus.py`` and in
+# ``tests/test_phone_fastpath.py``.
+
+#: Off only to compare against (or time) the phonenumbers path; see bench/phone_corpus.py.
+_PHONE_FASTPATH = True
+
+# phonenumbers' bounds (phonenumberutil._MIN/_MAX_LENGTH_FOR_NSN): a national significant number
+# outside them is a parse error there; the fast path leaves those to it.
+_NSN_MIN, _NSN_MAX = 2, 17
+_PHONE_SEPARATORS = str.maketrans("", "", "+ ()/.-")
+_E164_SHAPE_RE = re.compile(r"\+[1-9][0-9]{2,20}")
+_LITERAL_PREFIXES_RE = re.compile(r"[0-9]+(?:\|[0-9]+)*")
+_VR = phonenumbers.ValidationResult
+_KEEP_PREFIX = frozenset({_VR.TOO_SHORT, _VR.IS_POSSIBLE_LOCAL_ONLY, _VR.INVALID_LENGTH})
+_UNKNOWN_TYPE = PhoneNumberType.UNKNOWN
+#: "49" -> 49 for every country calling code phonenumbers knows.
+_CC_BY_TEXT = {str(cc): cc for cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+
+
+def _compile_desc(desc: Any) -> tuple[frozenset[int] | None, Any] | None:
+    """(possible lengths or None for "any", fullmatch) of a PhoneNumberDesc; None never matches."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    lengths = frozenset(desc.possible_length) if desc.possible_length else None
+    return lengths, re.compile(desc.national_number_pattern).fullmatch
+
+
+class _PhonePlan:
+    """One region's phonenumbers metadata, compiled for the fast path."""
+
+    __slots__ = ("any_type", "cc", "cc_text", "fixed", "general", "general_full", "idd", "leading",
+                 "local_lengths", "mobile", "np_complex", "np_literals", "possible_lengths",
+                 "same_fixed_mobile", "special")
+
+    def __init__(self, meta: Any):
+        self.cc = meta.country_code
+        self.cc_text = str(meta.country_code)
+        gd = meta.general_desc
+        self.general = _compile_desc(gd)
+        self.general_full = self.general[1] if self.general else None
+        self.possible_lengths = tuple(gd.possible_length)
+        self.local_lengths = tuple(gd.possible_length_local_only)
+        self.special = tuple(
+            (t, d) for t, d in (
+                (PhoneNumberType.PREMIUM_RATE, _compile_desc(meta.premium_rate)),
+                (PhoneNumberType.TOLL_FREE, _compile_desc(meta.toll_free)),
+                (PhoneNumberType.SHARED_COST, _compile_desc(meta.shared_cost)),
+                (PhoneNumberType.VOIP, _compile_desc(meta.voip)),
+                (PhoneNumberType.PERSONAL_NUMBER, _compile_desc(meta.personal_number)),
+                (PhoneNumberType.PAGER, _compile_desc(meta.pager)),
+                (PhoneNumberType.UAN, _compile_desc(meta.uan)),
+                (PhoneNumberType.VOICEMAIL, _compile_desc(meta.voicemail)),
+            ) if d is not None
+        )
+        self.fixed = _compile_desc(meta.fixed_line)
+        self.mobile = _compile_desc(meta.mobile)
+        self.same_fixed_mobile = bool(meta.same_mobile_and_fixed_line_pattern)
+        # The descriptions that make a number valid (any type but UNKNOWN), likeliest first.
+        self.any_type = tuple(d for d in (
+            self.fixed, None if self.same_fixed_mobile else self.mobile, *(d for _t, d in self.special)
+        ) if d is not None)
+        self.leading = re.compile(meta.leading_digits).match if meta.leading_digits is not None else None
+        # A pattern that can never match a string of digits stands for "no IDD" (as in phonenumbers).
+        self.idd = re.compile(meta.international_prefix).match if meta.international_prefix is not None else None
+        # National prefix for parsing: none; literal alternatives such as "0" or "0|180020" (the
+        # first one the number starts with is stripped, as a regex alternation would); or anything
+        # else (groups, carrier codes, transform rules): the fast path gives up when it matches.
+        npp = meta.national_prefix_for_parsing
+        self.np_literals: tuple[str, ...] | None = None
+        self.np_complex = None
+        if npp:
+            if _LITERAL_PREFIXES_RE.fullmatch(npp) and not meta.national_prefix_transform_rule:
+                self.np_literals = tuple(npp.split("|"))
+            else:
+                self.np_complex = re.compile(npp).match
+
+    def length_result(self, n: int) -> int:
+        """``ValidationResult`` of a national number of ``n`` digits (phonenumbers' test, type UNKNOWN)."""
+        if n in self.local_lengths:
+            return _VR.IS_POSSIBLE_LOCAL_ONLY
+        lengths = self.possible_lengths
+        if lengths[0] == n:
+            return _VR.IS_POSSIBLE
+        if lengths[0] > n:
+            return _VR.TOO_SHORT
+        if lengths[-1] < n:
+            return _VR.TOO_LONG
+        return _VR.IS_POSSIBLE if n in lengths[1:] else _VR.INVALID_LENGTH
+
+    def strip_national_prefix(self, number: str) -> str | None:
+        """``number`` without its national prefix where phonenumbers would strip it (else unchanged);
+        None when the region's rule is not a literal one and applies to ``number``."""
+        if not number:
+            return number
+        if self.np_literals is not None:
+            for prefix in self.np_literals:
+                if number.startswith(prefix):
+                    rest = number[len(prefix):]
+                    full = self.general_full
+                    if full is not None and full(number) and not full(rest):
+                        return number  # the number is viable as it is and would not be without
+                    return rest
+            return number
+        if self.np_complex is not None and self.np_complex(number):
+            return None
+        return number
+
+    def is_valid(self, nsn: str) -> bool:
+        """Whether ``number_type`` is not UNKNOWN (the same descriptions, in a cheaper order)."""
+        n = len(nsn)
+        desc = self.general
+        if desc is None or (desc[0] is not None and n not in desc[0]) or not desc[1](nsn):
+            return False
+        for lengths, full in self.any_type:
+            if (lengths is None or n in lengths) and full(nsn):
+                return True
+        return False
+
+    def number_type(self, nsn: str) -> int:
+        """phonenumbers' ``_number_type_helper`` for this region."""
+        n = len(nsn)
+        desc = self.general
+        if desc is None or (desc[0] is not None and n not in desc[0]) or not desc[1](nsn):
+            return _UNKNOWN_TYPE
+        for kind, (lengths, full) in self.special:
+            if (lengths is None or n in lengths) and full(nsn):
+                return kind
+        fixed, mobile = self.fixed, self.mobile
+        if fixed is not None and (fixed[0] is None or n in fixed[0]) and fixed[1](nsn):
+            if self.same_fixed_mobile or (
+                mobile is not None and (mobile[0] is None or n in mobile[0]) and mobile[1](nsn)
+            ):
+                return PhoneNumberType.FIXED_LINE_OR_MOBILE
+            return PhoneNumberType.FIXED_LINE
+        if (not self.same_fixed_mobile and mobile is not None
+                and (mobile[0] is None or n in mobile[0]) and mobile[1](nsn)):
+            return PhoneNumberType.MOBILE
+        return _UNKNOWN_TYPE
+
+
+_PLANS: dict[str, _PhonePlan | None] = {}
+
+
+def _phone_plan(region: str) -> _PhonePlan | None:
+    """The compiled plan of a region phonenumbers supports, built at first use; else None."""
+    try:
+        return _PLANS[region]
+    except KeyError:
+        pass
+    plan = None
+    if region in phonenumbers.SUPPORTED_REGIONS:
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+        # An empty list of possible lengths would make phonenumbers itself fail: leave it alone.
+        if meta is not None and meta.general_desc is not None and meta.general_desc.possible_length:
+            plan = _PhonePlan(meta)
+    _PLANS[region] = plan
+    return plan
+
+
+def _main_plan(cc: int) -> _PhonePlan | None:
+    """The plan of the main region of a country calling code (None for non-geographic codes)."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(cc)
+    if not regions or regions[0] not in phonenumbers.SUPPORTED_REGIONS:
+        return None
+    plan = _phone_plan(regions[0])
+    return plan if plan is not None and plan.cc == cc else None
+
+
+#: A region of the country code has no plan: the caller falls back to phonenumbers.
+_UNSURE: Any = object()
+
+
+def _region_plan(cc: int, nsn: str) -> Any:
+    """The plan of the region phonenumbers' ``region_code_for_number`` gives +cc nsn, None
+    when it gives none, ``_UNSURE`` when a region involved has no plan."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[cc]
+    if len(regions) == 1:
+        plan = _phone_plan(regions[0])
+        return plan if plan is not None and plan.cc == cc else _UNSURE
+    # Regions sharing a code: the first whose leading digits match, or (without leading digits)
+    # in which the number is valid.
+    for region in regions:
+        plan = _phone_plan(region)
+        if plan is None or plan.cc != cc:
+            return _UNSURE
+        if plan.leading is not None:
+            if plan.leading(nsn):
+                return plan
+        elif plan.is_valid(nsn):
+            return plan
+    return None
+
+
+def _national_number(number: str, plan: _PhonePlan) -> str | None:
+    """The national significant number phonenumbers.parse ends with for ``number`` (digits after
+    the country code, or the whole national number) under ``plan``; None when unsure."""
+    if len(number) < _NSN_MIN:
+        return None
+    stripped = plan.strip_national_prefix(number)
+    if stripped is None:
+        return None
+    # Only strip when what remains still has a possible length (it may be a short number).
+    if plan.length_result(len(stripped)) not in _KEEP_PREFIX:
+        number = stripped
+    if len(number) > _NSN_MAX:
+        return None
+    return number
+
+
+def _phone_fast(raw: str, region: str | None) -> tuple[str | None, str | None] | None:
+    """What ``_phone_cached(raw, region)`` returns, computed without phonenumbers' parser for
+    plain numbers; None when the input is not one of the shapes handled here."""
+    if not raw.isascii():
+        return None
+    text = raw.strip()
+    if not text:
+        return None, None
+    if len(text) > 60 or not _PHONE_SIMPLE_RE.fullmatch(text):
+        return None
+    # The same rewrites as _phone_cached's plain branch.
+    if text.startswith(("00", "+00")):
+        text = _IDD_RE.sub("+", text)
+    if "(0)" in text:
+        text = _TRUNK_AFTER_CC_RE.sub(r"\1 ", text)
+    digits = text.translate(_PHONE_SEPARATORS)
+    if len(digits) < 3:  # phonenumbers' viability rules for 1-2 digits: left to it
+        return None
+    if text[0] == "+":
+        if digits[0] == "0":
+            return None
+        cc = _CC_BY_TEXT.get(digits[0]) or _CC_BY_TEXT.get(digits[:2]) or _CC_BY_TEXT.get(digits[:3])
+        if cc is None:
+            return None
+        plan = _main_plan(cc)
+        if plan is None:
+            return None
+        national = digits[len(str(cc)):]
+    else:
+        if region is None:
+            return None
+        plan = _phone_plan(region)
+        if plan is None:
+            return None
+        if plan.idd is not None and plan.idd(digits):
+            return None  # an IDD phonenumbers would strip (or look at): its business
+        cc = plan.cc
+        national = digits
+        if digits.startswith(plan.cc_text):
+            # phonenumbers takes a leading country code without "+" as such when the number
+            # is not valid with it but is without it, or is too long with it.
+            rest = plan.strip_national_prefix(digits[len(plan.cc_text):])
+            if rest is None:
+                return None
+            full = plan.general_full
+            if (full is not None and not full(digits) and full(rest)) or (
+                plan.length_result(len(digits)) == _VR.TOO_LONG
+            ):
+                plan = _main_plan(cc)
+                if plan is None:
+                    return None
+                national = rest
+    nsn = _national_number(national, plan)
+    if nsn is None:
+        return None
+    home = _region_plan(cc, nsn)
+    if home is _UNSURE:
+        return None
+    e164 = f"+{cc}{nsn}"
+    if home is not None and home.is_valid(nsn):
+        return e164, None
+    main = _main_plan(cc)
+    if main is None:
+        return None
+    possible = main.length_result(len(nsn))
+    if possible == _VR.IS_POSSIBLE:
+        if len(nsn) < _MIN_UNVERIFIED_DIGITS:
+            return None, "too few digits"
+        return e164, _POSSIBLE_ONLY
+    return None, _IMPOSSIBLE.get(possible, "not a valid phone number")
+
+
+def _phone_type_fast(e164: str) -> str | None:
+    """What ``_phone_type_slow(e164)`` returns for a plain ``+digits`` string; None when unsure."""
+    if type(e164) is not str or not _E164_SHAPE_RE.fullmatch(e164):
+        return None
+    digits = e164[1:]
+    cc = _CC_BY_TEXT.get(digits[0]) or _CC_BY_TEXT.get(digits[:2]) or _CC_BY_TEXT.get(digits[:3])
+    if cc is None:
+        return None
+    plan = _main_plan(cc)
+    if plan is None:
+        return None
+    nsn = _national_number(digits[len(str(cc)):], plan)
+    if nsn is None:
+        return None
+    home = _region_plan(cc, nsn)
+    if home is _UNSURE:
+        return None
+    return _PHONE_TYPES.get(home.number_type(nsn) if home is not None else _UNKNOWN_TYPE, "other")
 
 
 # ---------------------------------------------------------------------------
