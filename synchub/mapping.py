@@ -35,6 +35,7 @@ eval anywhere.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,8 +47,13 @@ import yaml
 
 from synchub import quarantine
 from synchub.errors import ConfigError, MappingError, Problem
-from synchub.schema import ENTITY_MODELS, Interaction, InteractionKind, canonical_paths
+from synchub.schema import ENTITY_MODELS, Interaction, InteractionKind, canonical_paths, fast_dump
 from synchub.yamlfile import YamlDoc, load_yaml, yaml_problem
+
+#: Map and validate through the compiled plan and :func:`synchub.schema.fast_dump` (False: the
+#: reference path, field by field and through pydantic models; both give identical results, see
+#: ``tests/test_prepare_equivalence.py`` and ``bench/prepare_corpus.py``).
+FAST_PATH = True
 
 _LIST_FIELDS = {"emails", "phones", "tags"}
 _TOP_KEYS = ("entity", "direction", "fields", "observed_at", "interactions", "owner", "description")
@@ -71,6 +77,7 @@ class InteractionMap:
     kind: str
     fields: list[FieldMap]
     paths: dict[str, tuple[str, ...]]
+    _plan: list[_Step] | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass
@@ -90,6 +97,8 @@ class Mapping:
     #: the record holds that record's id.
     owner_stream: str | None = None
     owner_path: str | None = None
+    #: The fields compiled for :func:`_apply_fast` (built on first use).
+    _plan: list[_Step] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def timeline_only(self) -> bool:
@@ -150,6 +159,11 @@ class Mapping:
     def apply(self, record: dict[str, Any], problems: list[quarantine.Entry] | None = None) -> dict[str, Any]:
         """Map one record. Raises :class:`MappingError` naming the field and the source value;
         with ``problems``, a value that cannot be mapped is recorded there and left out."""
+        if FAST_PATH:
+            plan = self._plan
+            if plan is None:
+                plan = self._plan = _compile_plan(self.fields, self._paths)
+            return _apply_fast(plan, record, problems)
         return _apply(self.fields, self._paths, record, problems)
 
     def interactions_of(self, record: dict[str, Any], default_time: datetime,
@@ -158,14 +172,24 @@ class Mapping:
         skipped; one without a time of its own gets ``default_time``). With ``problems``, values
         that cannot be used are recorded there and left out of their entry."""
         out = []
+        fast = FAST_PATH
         for imap in self.interactions:
-            data = _apply(imap.fields, imap.paths, record, problems, prefix="interaction.")
+            if fast:
+                plan = imap._plan
+                if plan is None:
+                    plan = imap._plan = _compile_plan(imap.fields, imap.paths)
+                data = _apply_fast(plan, record, problems, "interaction.")
+            else:
+                data = _apply(imap.fields, imap.paths, record, problems, prefix="interaction.")
             if not data:
                 continue
             data["kind"] = imap.kind
             data.setdefault("occurred_at", default_time)
-            obj = quarantine.validate(Interaction, data, problems, prefix="interaction.")
-            out.append(obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"kind": imap.kind})
+            dumped = fast_dump(Interaction, data) if fast else None
+            if dumped is None:
+                obj = quarantine.validate(Interaction, data, problems, prefix="interaction.")
+                dumped = obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+            out.append(dumped | {"kind": imap.kind})
         return out
 
     def to_canonical(self, record: dict[str, Any], problems: list[quarantine.Entry] | None = None) -> dict[str, Any]:
@@ -184,8 +208,12 @@ class Mapping:
             if not consent:
                 del data["consent"]
         model = ENTITY_MODELS[self.entity]
-        obj = quarantine.validate(model, data, problems)
-        dumped = obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        # Valid data (nearly every record) is dumped without building the model; anything the
+        # fast path is unsure of is validated as always, quarantining value by value.
+        dumped = fast_dump(model, data) if FAST_PATH else None
+        if dumped is None:
+            obj = quarantine.validate(model, data, problems)
+            dumped = obj.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         dumped["kind"] = self.entity
         return dumped
 
@@ -218,6 +246,98 @@ def _apply(fields: list[FieldMap], paths: dict[str, tuple[str, ...]], record: di
     return out
 
 
+#: One compiled field: (source key | None, (constant,) | None, getter, transform calls as
+#: (name, call(value), accepts_none), destination parts, top-level key | None, is_list, FieldMap).
+_Step = tuple[Any, ...]
+#: Results of these types are remembered per input string for transforms marked ``pure``.
+_MEMO_TYPES = frozenset({str, int, float, bool, type(None)})
+_MEMO_MAX = 65536
+_MISS = object()
+
+
+def _memoized(fn: Callable[..., Any], args: dict[str, Any]) -> Callable[[Any], Any]:
+    """``fn(value, **args)``, remembered per input string (the same names, countries, dates and
+    yes/no words come back in every file); errors are never remembered, so they are raised
+    again, word for word."""
+    cache: dict[str, Any] = {}
+
+    def call(value: Any) -> Any:
+        if type(value) is not str:
+            return fn(value, **args)
+        hit = cache.get(value, _MISS)
+        if hit is not _MISS:
+            return hit
+        result = fn(value, **args)
+        if type(result) in _MEMO_TYPES:
+            if len(cache) >= _MEMO_MAX:
+                cache.clear()
+            cache[value] = result
+        return result
+
+    return call
+
+
+def _compile_plan(fields: list[FieldMap], paths: dict[str, tuple[str, ...]]) -> list[_Step]:
+    """What :func:`_apply_fast` needs per field, worked out once per mapping: the source key of a
+    plain path, the value of a constant, each transform as a one-argument call (remembered when
+    the transform is pure), where the value goes."""
+    plan: list[_Step] = []
+    for fm in fields:
+        key = getattr(fm.getter, "key", None)
+        constant = getattr(fm.getter, "constant", None)
+        calls = []
+        for name, fn, args in fm.steps:
+            if getattr(fn, "pure", False):
+                call = _memoized(fn, args)
+            elif args:
+                call = functools.partial(fn, **args)
+            else:
+                call = fn
+            calls.append((name, call, bool(getattr(fn, "accepts_none", False))))
+        parts = paths[fm.dest]
+        top = parts[0] if len(parts) == 1 and not fm.is_list else None
+        plan.append((key, constant, fm.getter, tuple(calls), parts, top, fm.is_list, fm))
+    return plan
+
+
+def _apply_fast(plan: list[_Step], record: dict[str, Any], problems: list[quarantine.Entry] | None = None,
+                prefix: str = "") -> dict[str, Any]:
+    """:func:`_apply` on a compiled plan: the same values, problems and errors, in the same order."""
+    out: dict[str, Any] = {}
+    for key, constant, getter, calls, parts, top, is_list, fm in plan:
+        if key is not None:
+            value = raw = record.get(key)
+        elif constant is not None:
+            value = raw = constant[0]
+        else:
+            value = raw = getter(record)
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "":
+                value = None
+        if calls:
+            step = ""
+            try:
+                for name, call, accepts_none in calls:
+                    if value is None and not accepts_none:
+                        break
+                    step = name
+                    value = call(value)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                if problems is None:
+                    src = f" (from {fm.source!r})" if fm.source else ""
+                    raise MappingError(f"{prefix}{fm.dest}{src}: {exc}", field=prefix + fm.dest) from None
+                problems.append(quarantine.entry(prefix + fm.dest, raw, str(exc), rule=step, source=fm.source))
+                continue
+        if value is None or value == "" or value == []:
+            continue
+        if top is not None:
+            out[top] = value
+        else:
+            _set(out, parts, value, is_list)
+    return out
+
+
 def _set(out: dict[str, Any], parts: tuple[str, ...], value: Any, is_list: bool) -> None:
     target = out
     for p in parts[:-1]:
@@ -235,7 +355,9 @@ def _set(out: dict[str, Any], parts: tuple[str, ...], value: Any, is_list: bool)
 
 def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
     if "." not in path:
-        return lambda rec: rec.get(path)
+        simple = lambda rec: rec.get(path)  # noqa: E731
+        simple.key = path  # type: ignore[attr-defined]  # _compile_plan reads the key directly
+        return simple
     parts = path.split(".")
 
     def get(rec: dict[str, Any]) -> Any:
@@ -403,6 +525,7 @@ def _compile_one(
     else:
         constant = spec["value"]
         getter = lambda rec: constant  # noqa: E731
+        getter.constant = (constant,)  # type: ignore[attr-defined]  # read by _compile_plan
     raw_steps: list[Any] = []
     if "transform" in spec:
         raw_steps.append({"name": spec["transform"], "args": spec.get("args") or {}})

@@ -24,6 +24,12 @@ Conventions shared by all built-ins:
   decimals so that no precision is lost).
 * Simple string transforms (``trim``, ``lower``, ``upper``, ``title``)
   leave non-string values (numbers, lists) unchanged.
+* A transform with the attribute ``pure = True`` gives the same result for
+  the same input and arguments every time, changes nothing and reads no
+  state of its own, so the mapping engine may remember its result per input
+  string (see ``synchub.mapping._memoized``; only str, number, bool and None
+  results are remembered, errors never).  All built-ins are pure except
+  ``phone_e164`` (cached in :mod:`synchub.normalize` already) and ``default``.
 
 The registry is :func:`builtin_transforms`; it is contributed to the plugin
 manager through the ``register_transforms`` hook implemented here.
@@ -376,6 +382,15 @@ def default(current: Any, /, *, value: Any) -> Any:
 
 
 default.accepts_none = True  # type: ignore[attr-defined]
+
+#: Pure in the sense of the module docstring: results may be remembered per input.
+_PURE = (
+    trim, lower, upper, title, email, country_iso, postal_code, split_name, parse_date, format_date,
+    parse_datetime, parse_decimal, format_decimal, map_values, join, split, to_bool, prefix, strip_prefix,
+)
+for _fn in _PURE:
+    _fn.pure = True  # type: ignore[attr-defined]
+del _fn
 
 
 _BUILTINS: dict[str, Callable[..., Any]] = {
