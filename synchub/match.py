@@ -209,11 +209,47 @@ class BatchMatcher:
         self.apart: set[tuple[str, str]] = set()
         self.possible: list[PossibleDuplicate] = []
         self._bkeys: list[list[Key]] = []
+        #: Preloaded (a bulk load): everything the store knows is in memory, batches add to it,
+        #: and the store is never asked again. Blocks past ``MAX_BLOCK`` are ignored as the
+        #: store's stop keys would be.
+        self.preloaded = False
+        self.stopped: set[Key] = set()
+
+    def preload(self) -> None:
+        """Read the store's whole matching state of this kind once (identity keys, blocking keys,
+        golden records' features, keep-apart decisions): a bulk load then matches in memory.
+        Costs in proportion to the store, so it is for stores small against their input."""
+        from synchub import store as st
+
+        self.resolver = Resolver(st.all_keys(self.conn, self.kind))
+        if self.fuzzy:
+            self.block_owners = {k: gs for k, gs in st.all_match_keys(self.conn, self.kind).items()
+                                 if len(gs) <= self.sim.MAX_BLOCK}
+            self.stopped = st.all_stop_keys(self.conn, self.kind)
+        for gid, data in st.iter_active_golden_data(self.conn, self.kind):
+            self.views[gid] = [self.sim.features(data, self.kind)]
+        self.apart = st.load_keep_apart(self.conn, None)
+        self.preloaded = True
+
+    def absorb(self, loser: str, survivor: str) -> None:
+        """The store merged golden record ``loser`` into ``survivor`` (outside the matcher)."""
+        assert self.resolver is not None
+        if loser != survivor:
+            self.resolver._parent[loser] = survivor
+            self.views.setdefault(survivor, []).extend(self.views.pop(loser, []))
+
+    def batch_done(self) -> None:
+        """The batch is written: its new golden records are stored ones from now on."""
+        assert self.resolver is not None
+        self.resolver.created.clear()
+        self.possible = []
 
     def prepare(self, records: list[tuple[list[Key], dict[str, Any], str | None]]) -> list[Any]:
         """Look up every candidate of the batch at once; returns the records' features."""
         from synchub import store as st
 
+        if self.preloaded:
+            return [self.sim.features(data, self.kind) if (self.fuzzy or keys) else None for keys, data, _c in records]
         exact = {k for keys, _d, _c in records for k in keys}
         owners = st.lookup_keys(self.conn, self.kind, exact)
         self.resolver = Resolver(owners)
@@ -239,7 +275,10 @@ class BatchMatcher:
         the work per record small however crowded the blocks are."""
         shared: dict[str, int] = {}
         for k in bkeys:
-            for g in self.block_owners.get(k, ()):
+            owners = self.block_owners.get(k, ())
+            if self.preloaded and (len(owners) > self.sim.MAX_BLOCK or k in self.stopped):
+                continue  # a stop key in the store
+            for g in owners:
                 g = find(g)
                 shared[g] = shared.get(g, 0) + 1
         return sorted(shared, key=lambda g: (-shared[g], g))[:MAX_CANDIDATES]

@@ -722,6 +722,61 @@ def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, 
     return {k: v for k, v in out.items() if len(v) <= max_block}
 
 
+def count_source_records(conn: sa.Connection, connection: str, stream: str, *, limit: int = 1) -> int:
+    """How many source records the store holds for one stream, counting no further than ``limit``."""
+    q = sa.select(source_t.c.id).where(source_t.c.connection == connection, source_t.c.stream == stream).limit(limit)
+    return len(conn.execute(q).all())
+
+
+def count_golden(conn: sa.Connection, kind: str, *, limit: int) -> int:
+    """How many golden records of ``kind`` the store holds (any status), counting no further than ``limit``."""
+    q = sa.select(golden_t.c.id).where(golden_t.c.kind == kind).limit(limit)
+    return len(conn.execute(q).all())
+
+
+def count_interactions(conn: sa.Connection, connection: str, stream: str, *, limit: int = 1) -> int:
+    """How many timeline entries the store holds from one stream, counting no further than ``limit``."""
+    q = sa.select(interaction_t.c.id).where(interaction_t.c.connection == connection, interaction_t.c.stream == stream).limit(limit)
+    return len(conn.execute(q).all())
+
+
+def all_source_records(conn: sa.Connection, connection: str, stream: str) -> dict[str, sa.Row[Any]]:
+    """:func:`lookup_source_records` for every record of one stream (a bulk load reads them once)."""
+    q = sa.select(source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source_t.c.content_hash, source_t.c.deleted).where(
+        source_t.c.connection == connection, source_t.c.stream == stream)
+    return {row.source_id: row for row in conn.execute(q)}
+
+
+def all_keys(conn: sa.Connection, kind: str) -> dict[tuple[str, str], set[str]]:
+    """:func:`lookup_keys` for every identity key of ``kind``."""
+    out: dict[tuple[str, str], set[str]] = {}
+    q = sa.select(key_t.c.key_type, key_t.c.key_value, key_t.c.golden_id).where(key_t.c.kind == kind)
+    for row in conn.execute(q):
+        out.setdefault((row.key_type, row.key_value), set()).add(row.golden_id)
+    return out
+
+
+def all_match_keys(conn: sa.Connection, kind: str) -> dict[tuple[str, str], set[str]]:
+    """Every stored blocking key of ``kind`` with its golden ids (stop keys have no rows)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    q = sa.select(match_key_t.c.key_type, match_key_t.c.key_value, match_key_t.c.golden_id).where(match_key_t.c.kind == kind)
+    for row in conn.execute(q):
+        out.setdefault((row.key_type, row.key_value), set()).add(row.golden_id)
+    return out
+
+
+def all_stop_keys(conn: sa.Connection, kind: str) -> set[tuple[str, str]]:
+    q = sa.select(stop_t.c.key_type, stop_t.c.key_value).where(stop_t.c.kind == kind)
+    return {(r.key_type, r.key_value) for r in conn.execute(q)}
+
+
+def iter_active_golden_data(conn: sa.Connection, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(id, data) of every active golden record of ``kind``."""
+    q = sa.select(golden_t.c.id, golden_t.c.data).where(golden_t.c.kind == kind, golden_t.c.status == "active")
+    for r in conn.execute(q):
+        yield r.id, r.data
+
+
 def load_golden_data(conn: sa.Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Data of the active golden records among ``ids``."""
     out: dict[str, dict[str, Any]] = {}
