@@ -157,11 +157,15 @@ def sync(
     connections: list[str] = typer.Argument(None, help="Connections to run (default: all)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what a push would create, update, untag or archive, "
                                  "and what consent rules would hold back; write nothing, read nothing into the store."),
+    bulk: bool | None = typer.Option(None, "--bulk/--no-bulk", help="Load in bulk (match in memory, commit in large "
+                                     "units) or batch by batch; default: defaults.bulk_load in the config."),
 ) -> None:
     """Pull from inbound connections, match and merge, then push to outbound connections."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     hub = _hub()
+    if bulk is not None:
+        hub.bulk = bulk
     if dry_run:
         _dry_run(hub, connections)
         return

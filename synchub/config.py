@@ -149,6 +149,10 @@ class EntityMatchConfig(_Strict):
 class Defaults(_Strict):
     phone_region: str = "DE"
     batch_size: int = Field(default=1000, ge=1, le=100_000)
+    #: Bulk loads (match in memory, commit in units of 50,000 records): ``auto`` for a stream the
+    #: store has never seen, ``always``, or ``never`` (every stream batch by batch). ``synchub
+    #: sync --bulk/--no-bulk`` overrides it for one run.
+    bulk_load: Literal["auto", "always", "never"] = "auto"
 
 
 class ServeConfig(_Strict):

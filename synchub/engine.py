@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from synchub import match, purchases, quarantine
+from synchub import bulk, match, purchases, quarantine
 from synchub import store as st
 from synchub.config import Config, ConnectionConfig, StreamConfig, register_settings_secrets
 from synchub.connector import (
@@ -169,6 +169,8 @@ class Hub:
         self.mappings = MappingLibrary(folders, get_transforms(), {"phone_region": config.defaults.phone_region})
         self._mergers: dict[str, Merger] = {}
         self._batches = 0
+        #: Bulk loads (:mod:`synchub.bulk`): None chooses per stream, True/False force them.
+        self.bulk: bool | None = {"auto": None, "always": True, "never": False}[config.defaults.bulk_load]
         #: Set to stop every run at its next batch or cursor boundary (``synchub serve`` on SIGTERM).
         self.stopping = threading.Event()
         #: Called with each finished run's summary (``synchub serve`` feeds its metrics so).
@@ -589,12 +591,19 @@ class Hub:
               counts: StreamCounts, progress: ProgressFn | None) -> None:
         state = self.store.get_state(connection, stream_name)
         batch_size = self.config.defaults.batch_size
+        loading = self._bulk_state(connection, stream_name, mapping)
+        if loading is not None:
+            batch_size = bulk.UNIT
         pending: list[_Prepared] = []
         rejects: list[dict[str, Any]] = []
         run_started = utcnow()
         keyer = None if mapping.timeline_only else match.IdentityKeys(self.config.match_config(mapping.entity).keys, connection, stream_name)
         items = iter(stream.read(state))
         while True:
+            if self.stopping.is_set() and loading is not None and (pending or rejects):
+                # A bulk unit can be long: commit what was read now rather than at its end.
+                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
+                pending, rejects = [], []
             if self.stopping.is_set() and not pending and not rejects:
                 # At a boundary: everything read is committed (and the cursor saved, if the
                 # stream gave a checkpoint). Stopping here loses nothing.
@@ -607,7 +616,7 @@ class Hub:
             except Exception:
                 # The read broke off (quota spent, API down): keep what arrived. The cursor stays
                 # at the last checkpoint, so the next run reads these again and finds them unchanged.
-                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
                 raise
             if isinstance(item, Record):
                 counts.read += 1
@@ -615,7 +624,7 @@ class Hub:
                 if prepared is not None:
                     pending.append(prepared)
                 if len(pending) + len(rejects) >= batch_size:
-                    self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                    self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
                     pending, rejects = [], []
                 if progress and counts.read % 500 == 0:
                     progress(connection, stream_name, counts.read)
@@ -624,18 +633,33 @@ class Hub:
                 log.warning("rejected %s/%s %s: %s", connection, stream_name, item.ref, "unreadable record")
                 rejects.append(_reject_row(run_id, connection, stream_name, item.ref, None, item.field, item.reason, item.raw))
             elif isinstance(item, Reconcile):
-                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
                 pending, rejects = [], []
                 self._reconcile(connection, stream_name, mapping, item, run_id, counts)
             elif isinstance(item, Checkpoint):
-                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
                 pending, rejects = [], []
                 # The data above is committed; only now may the cursor move past it.
                 self._check_lock(connection)
                 self.store.save_state(connection, stream_name, item.state, run_id)
-        self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts)
+        self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
         if progress:
             progress(connection, stream_name, counts.read)
+
+    def _bulk_state(self, connection: str, stream_name: str, mapping: Mapping) -> bulk.BulkState | bool | None:
+        """The bulk load of this pull (see :mod:`synchub.bulk`), or None for the incremental path.
+        A timeline-only stream loads in bulk without matching state: ``True``."""
+        with self.store.engine.connect() as conn:
+            if mapping.timeline_only:
+                if self.bulk is not None:
+                    return True if self.bulk else None
+                return True if st.count_interactions(conn, connection, stream_name) == 0 else None
+            if not (self.bulk if self.bulk is not None else bulk.wanted(conn, connection, stream_name, mapping.entity)):
+                return None
+            mcfg = self.config.match_config(mapping.entity)
+            log.info("%s/%s: bulk load", connection, stream_name)
+            return bulk.BulkState(conn, connection, stream_name, mapping.entity, list(mcfg.keys),
+                                  mcfg.score_config(mapping.entity), mcfg.fuzzy)
 
     def _prepare(self, item: Record, stream: Stream, mapping: Mapping, keyer: match.IdentityKeys | None,
                  run_started: datetime, connection: str, stream_name: str, run_id: int,
@@ -671,7 +695,8 @@ class Hub:
         return prepared
 
     def _flush(self, connection: str, stream: str, mapping: Mapping, pending: list[_Prepared],
-               rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts) -> None:
+               rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts,
+               loading: bulk.BulkState | bool | None = None) -> None:
         """Commit one batch: its rejects, then its records. Records of a timeline-only stream
         (orders) replace the entries the hub held for them, on their owner's timeline, and the
         owners' purchase summaries are derived again."""
@@ -703,7 +728,8 @@ class Hub:
                 _resolve_links(conn, connection, pending)
                 mcfg = self.config.match_config(kind)
                 _apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor,
-                             identity_kinds=list(mcfg.keys), score_cfg=mcfg.score_config(kind), fuzzy=mcfg.fuzzy)
+                             identity_kinds=list(mcfg.keys), score_cfg=mcfg.score_config(kind), fuzzy=mcfg.fuzzy,
+                             loading=loading if isinstance(loading, bulk.BulkState) else None)
 
     def _reconcile(self, connection: str, stream: str, mapping: Mapping, item: Reconcile, run_id: int,
                    counts: StreamCounts) -> None:
@@ -761,7 +787,9 @@ class Hub:
 
 def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pending: list[_Prepared],
                  run_id: int, counts: StreamCounts, merger: Merger, actor: str, *,
-                 identity_kinds: list[str], score_cfg: Any, fuzzy: bool) -> None:
+                 identity_kinds: list[str], score_cfg: Any, fuzzy: bool, loading: bulk.BulkState | None = None) -> None:
+    """Match, merge and store one batch of source records of an entity stream. ``loading``: the
+    bulk load this batch belongs to; its matcher and source index stand in for the store's."""
     now = utcnow()
     # Later occurrences of a source id in one batch replace earlier ones (at-least-once reads).
     latest: dict[str, _Prepared] = {}
@@ -769,8 +797,16 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
         if p.source_id in latest:
             counts.unchanged += 1
         latest[p.source_id] = p
-    rekeyed = _rekey_aliases(conn, connection, stream, [p for p in latest.values() if p.aliases], now, actor)
-    existing = st.lookup_source_records(conn, connection, stream, latest)
+    with_aliases = [p for p in latest.values() if p.aliases]
+    absorbed = _rekey_aliases(conn, connection, stream, with_aliases, now, actor)
+    if loading is not None:
+        if with_aliases:
+            loading.refresh(conn, {a for p in with_aliases for a in p.aliases} | {p.source_id for p in with_aliases})
+        for loser, survivor in absorbed:
+            loading.matcher.absorb(loser, survivor)
+        existing: dict[str, Any] = loading.lookup(latest)
+    else:
+        existing = st.lookup_source_records(conn, connection, stream, latest)
     changed: list[_Prepared] = []
     for p in latest.values():
         ex = existing.get(p.source_id)
@@ -781,16 +817,20 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
         else:
             changed.append(p)
     _keep_opt_outs(conn, changed, existing)
-    if rekeyed:
-        counts.duplicates += len(rekeyed)
-        rederive(conn, kind, {g for g in rekeyed if g}, merger, now, actor, run_id, fuzzy=fuzzy)
+    if absorbed:
+        counts.duplicates += len(absorbed)
+        rederive(conn, kind, {s for _l, s in absorbed}, merger, now, actor, run_id, fuzzy=fuzzy)
     if not changed:
         return
-    matcher = match.BatchMatcher(conn, kind, identity_kinds, score_cfg, fuzzy=fuzzy)
+    if loading is not None:
+        matcher = loading.matcher
+    else:
+        matcher = match.BatchMatcher(conn, kind, identity_kinds, score_cfg, fuzzy=fuzzy)
     feats = matcher.prepare([(p.keys, p.data, existing[p.source_id].golden_id if p.source_id in existing else None)
                              for p in changed])
     resolver = matcher.resolver
     assert resolver is not None
+    done_before = set(resolver._parent)
     assignment: dict[str, str] = {}
     outcome: dict[str, str] = {}
     created_by: dict[str, str] = {}
@@ -805,9 +845,9 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             created_by[a.target] = p.source_id
         else:
             outcome[p.source_id] = "duplicates"
-    new_goldens = resolver.created
-    # Golden records merged because one record matched several.
-    merges = resolver.merges
+    new_goldens = set(resolver.created)
+    # Golden records merged because one record matched several (in this batch).
+    merges = {loser: resolver.find(loser) for loser in resolver._parent if loser not in done_before}
     stored_merges = {}
     for loser, survivor in merges.items():
         if loser in new_goldens:  # created earlier in this batch: never written, nothing to move
@@ -837,13 +877,11 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
         ids = [u["_id"] for u in updates]
         for chunk in st._chunks(ids):
             conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
-    record_ids = {u["_id"]: None for u in updates}
     sid_to_rowid = {p.source_id: existing[p.source_id].id for p in changed if p.source_id in existing}
     if inserts:
         result = conn.execute(st.source_t.insert().returning(st.source_t.c.id, st.source_t.c.source_id, sort_by_parameter_order=True), inserts)
         for row in result:
             sid_to_rowid[row.source_id] = row.id
-    del record_ids
     key_rows = [
         {"kind": kind, "key_type": t, "key_value": v, "golden_id": assignment[p.source_id], "source_record_id": sid_to_rowid[p.source_id]}
         for p in changed if not p.deleted for (t, v) in p.keys
@@ -854,8 +892,11 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     adopted = _adopt_entries(conn, connection, stream, {p.source_id: assignment[p.source_id] for p in changed if p.source_id not in existing})
     touched = {assignment[p.source_id] for p in changed} | set(merges.values()) | adopted
     touched = {resolver.find(g) for g in touched}
+    fresh = _fresh_goldens(connection, stream, changed, assignment, new_goldens, set(stored_merges.values()) | adopted, existing)
     # The matcher read the block sizes after the re-keyed records above were written back.
-    golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id, fuzzy=fuzzy, known_blocks=matcher.block_sizes)
+    known = loading.block_sizes if loading is not None else matcher.block_sizes
+    golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id, fuzzy=fuzzy, known_blocks=known,
+                              fresh=fresh, on_match_keys=loading.written_keys if loading is not None else None)
     possible = [(resolver.find(d.golden_id), resolver.find(d.other_id), d) for d in matcher.possible]
     golden_changes["__conflicts__"] += log_possible_duplicates(conn, [(a, b, d.score, d.reasons) for a, b, d in possible if a != b], now)
     for p in changed:
@@ -864,6 +905,36 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
             o = "unchanged"
         setattr(counts, o, getattr(counts, o) + 1)
     counts.conflicts += golden_changes.get("__conflicts__", 0)
+    if loading is not None:
+        loading.remember([(p.source_id, sid_to_rowid[p.source_id], assignment[p.source_id], p.hash, p.deleted) for p in changed])
+        matcher.batch_done()
+
+
+def _fresh_goldens(connection: str, stream: str, changed: list[_Prepared], assignment: dict[str, str],
+                   new_goldens: set[str], absorbed: set[str], existing: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Golden records created by this batch whose every source record is in it: they derive
+    from the batch in memory, without reading back what was just written. Not those that
+    absorbed a stored golden record or timeline entries, nor those with orders of their own
+    (their purchase summary is derived from the stored timeline)."""
+    fresh: dict[str, list[dict[str, Any]]] = {}
+    spoiled: set[str] = set(absorbed)
+    for p in changed:
+        g = assignment[p.source_id]
+        if g not in new_goldens or g in spoiled:
+            continue
+        if p.source_id in existing or any(i.get("kind") == "order" for i in p.interactions):
+            spoiled.add(g)
+            fresh.pop(g, None)
+            continue
+        fresh.setdefault(g, []).append({
+            "golden_id": g, "connection": connection, "stream": stream, "source_id": p.source_id,
+            "data": p.data, "observed_at": _utc(p.observed_at), "deleted": p.deleted})
+    return fresh
+
+
+def _utc(moment: datetime) -> datetime:
+    """A moment as the store gives it back: aware, in UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 #: Consent statuses that say "do not contact".
@@ -949,13 +1020,14 @@ def _resolve_links(conn: sa.Connection, connection: str, pending: list[_Prepared
 
 
 def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: list[_Prepared],
-                   now: datetime, actor: str) -> list[str]:
+                   now: datetime, actor: str) -> list[tuple[str, str]]:
     """The source merged records: what the hub holds under a retired id now belongs to the
     surviving id. Returns the golden records that absorbed another one (to derive again).
 
     A retired id whose survivor the hub does not know yet is renamed to it (the survivor's record
     then arrives as an update); otherwise the retired source record is dropped and its golden
     record merged into the survivor's, as the source system said they are one customer.
+    Returns the (merged, surviving) golden ids of those merges.
     """
     if not pending:
         return []
@@ -964,7 +1036,7 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
     if not found:
         return []
     survivors = st.lookup_source_records(conn, connection, stream, {p.source_id: None for p in pending})
-    absorbed: list[str] = []
+    absorbed: list[tuple[str, str]] = []
     for alias, row in found.items():
         target = aliases[alias]
         surv = survivors.get(target)
@@ -986,7 +1058,7 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
                          f"{connection}/{stream} merged record {alias} into {target}")
         conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
                                                   st.outbound_t.c.external_id == alias))
-        absorbed.append(surv.golden_id)
+        absorbed.append((row.golden_id, surv.golden_id))
     return absorbed
 
 
@@ -1224,23 +1296,29 @@ def _as_datetime(value: str) -> datetime:
 
 
 def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
-              actor: str, run_id: int, *, fuzzy: bool = True, known_blocks: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:
+              actor: str, run_id: int, *, fuzzy: bool = True, known_blocks: dict[tuple[str, str], int] | None = None,
+              fresh: dict[str, list[dict[str, Any]]] | None = None,
+              on_match_keys: Callable[[dict[str, list[tuple[str, str]]]], None] | None = None) -> dict[str, Any]:
     """Derive each touched golden record again from all its source records and write what changed.
     ``known_blocks``: blocking-key block sizes read earlier in this transaction, with no match
-    keys written since (see :func:`store.replace_match_keys`)."""
+    keys written since (see :func:`store.replace_match_keys`). ``fresh``: golden records not
+    in the store yet, with all their source records (nothing to read back for them).
+    ``on_match_keys`` is told the blocking keys written."""
     from synchub import similarity
 
     ids = sorted(golden_ids)
-    sources: dict[str, list[dict[str, Any]]] = {g: [] for g in ids}
+    fresh = fresh or {}
+    sources: dict[str, list[dict[str, Any]]] = {g: fresh.get(g, []) for g in ids}
     current: dict[str, Any] = {}
     overrides: dict[str, dict[str, Any]] = {}
     orders: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
-    for chunk in st._chunks(ids):
+    for chunk in st._chunks([g for g in ids if g not in fresh]):
         q = sa.select(st.source_t.c.golden_id, st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id,
                       st.source_t.c.data, st.source_t.c.observed_at, st.source_t.c.deleted).where(st.source_t.c.golden_id.in_(chunk))
         for r in conn.execute(q):
             sources[r.golden_id].append(dict(r._mapping))
-        q2 = sa.select(st.golden_t.c.id, st.golden_t.c.data, st.golden_t.c.status, st.golden_t.c.version).where(st.golden_t.c.id.in_(chunk))
+        q2 = sa.select(st.golden_t.c.id, st.golden_t.c.data, st.golden_t.c.provenance, st.golden_t.c.status,
+                       st.golden_t.c.version).where(st.golden_t.c.id.in_(chunk))
         for r in conn.execute(q2):
             current[r.id] = r
         q3 = sa.select(st.override_t).where(st.override_t.c.golden_id.in_(chunk))
@@ -1251,6 +1329,7 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
         for r in conn.execute(q4):
             orders.setdefault(r.golden_id, []).append((r.data, _aware(r.occurred_at)))
     inserts, updates, audits, conflicts = [], [], [], []
+    explained: list[dict[str, Any]] = []
     changed: dict[str, Any] = {}
     match_keys: dict[str, list[tuple[str, str]]] = {}
     for g in ids:
@@ -1274,6 +1353,10 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
             audits.append({"at": now, "actor": actor, "action": "update" if alive else "delete", "golden_id": g,
                            "details": {"fields": sorted(_diff_units(cur.data, derived.data))}})
             changed[g] = True
+        elif cur.provenance != derived.provenance:
+            # Same values, other reasons (a duplicate joined and lost, a source changed to a
+            # losing value): the provenance must still say so. Not a new version of the record.
+            explained.append({"_id": g, "provenance": derived.provenance})
         for note in derived.conflicts:
             conflicts.append((g, note))
         if g in changed and fuzzy:
@@ -1283,10 +1366,14 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
     if updates:
         _update_by_id(conn, st.golden_t, updates, ("data", "provenance", "display_name", "search_text", "status",
                                                    "merged_into", "updated_at", "version"))
+    if explained:
+        _update_by_id(conn, st.golden_t, explained, ("provenance",))
     if audits:
         conn.execute(st.audit_t.insert(), audits)
     if match_keys:
         st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK, known=known_blocks)
+        if on_match_keys is not None:
+            on_match_keys(match_keys)
     changed["__conflicts__"] = _log_conflicts(conn, conflicts, now)
     return changed
 

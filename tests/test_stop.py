@@ -117,6 +117,7 @@ def _stoptest(tmp_path: Path, store_url: str) -> Iterator[Any]:
               eager: {mapping: st_out}
         """, store_url)
     hub = hub_for(cfg)
+    hub.bulk = False  # batch by batch, as on every sync after the first (see the bulk test below)
     STOP["event"] = hub.stopping
     yield hub
     plugins.unregister(plugin)
@@ -138,6 +139,23 @@ def test_a_stopped_read_commits_its_batch_keeps_its_cursor_and_the_next_run_goes
     assert second.status == "succeeded"
     assert second.streams["people"].read == PEOPLE - 20  # from the saved cursor
     assert second.streams["people"].unchanged == 8  # 20..27 landed before: no duplicates
+    assert len(rows(hub.store, source_t)) == PEOPLE
+
+
+def test_a_stopped_bulk_load_commits_what_it_read_at_once_and_the_next_run_goes_on(stoptest: Any) -> None:
+    hub = stoptest
+    hub.bulk = True  # units of 50,000 records: a stop must not wait for the unit's end
+    STOP["read_at"] = 25
+    first = hub.run_connection("src", "in")
+    assert first.status == "interrupted"
+    # The stop arrived while record 25 was read: records 0..25 are committed, none waits.
+    assert len(rows(hub.store, source_t)) == 26 and first.streams["people"].read == 26
+    assert hub.store.get_state("src", "people") == {"next": 20}
+    hub.stopping.clear()
+    STOP.pop("read_at")
+    second = hub.run_connection("src", "in")
+    assert second.status == "succeeded"
+    assert second.streams["people"].unchanged == 6  # 20..25 landed before: no duplicates
     assert len(rows(hub.store, source_t)) == PEOPLE
 
 

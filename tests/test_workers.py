@@ -27,7 +27,8 @@ TOTAL = FILES * ROWS_PER_FILE
 
 def _write_setup(tmp: Path, store_url: str, *, interval: str = "2s", files: int = FILES, batch: int = 100,
                  total: int = TOTAL) -> Path:
-    """``total`` people in ``files`` CSV files, read in batches of ``batch``."""
+    """``total`` people in ``files`` CSV files, read in batches of ``batch`` (never in bulk: these
+    tests stop runs between batches; bulk loads are stopped in test_stop)."""
     data = tmp / "data"
     data.mkdir()
     per_file = total // files
@@ -42,7 +43,7 @@ def _write_setup(tmp: Path, store_url: str, *, interval: str = "2s", files: int 
     cfg.write_text(textwrap.dedent(f"""\
         store: '{store_url}'
         mappings_dir: [mappings]
-        defaults: {{batch_size: {batch}}}
+        defaults: {{batch_size: {batch}, bulk_load: never}}
         serve: {{metrics_port: 0}}
         match:
           person: {{keys: [email], fuzzy: true}}

@@ -1,0 +1,88 @@
+"""Bulk load: the path of a first sync, and of any input much larger than the store.
+
+The incremental path asks the store, batch after batch, which golden records own the batch's
+identity and blocking keys, and reads those records back to score them: right for a small
+change against a big store, but a first sync of 100,000 customers pays those lookups 100 times
+against a store that only holds what the sync itself just wrote.
+
+A bulk load reads the store's matching state of the entity once (:meth:`BatchMatcher.preload`:
+identity keys, blocking keys, golden records' features, keep-apart decisions; nothing at all
+for an empty store) and the stream's source records, then matches every record in memory,
+in the order read, with the same scorer and the same rules as the incremental path. Records
+are committed in large units (a checkpoint of the source, or ``UNIT`` records), so a crash
+loses at most the uncommitted unit, which the next run reads again; the cursor moves only after
+its unit is committed, as on the incremental path.
+
+Chosen automatically for a stream the store has never seen, while the store holds fewer than
+``PRELOAD_MAX`` golden records of its kind; ``synchub sync --bulk`` / ``--no-bulk`` force it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from synchub import match
+from synchub import store as st
+
+#: Records committed at once by a bulk load (fewer when the source checkpoints sooner).
+UNIT = 50_000
+#: Largest store (golden records of the entity) a bulk load is chosen for on its own.
+PRELOAD_MAX = 100_000
+
+
+class SourceRef(NamedTuple):
+    """What the hub holds of one source record (the columns :func:`store.lookup_source_records` reads)."""
+
+    id: int
+    source_id: str
+    golden_id: str
+    content_hash: str
+    deleted: bool
+
+
+def wanted(conn: sa.Connection, connection: str, stream: str, kind: str) -> bool:
+    """Whether a pull of this stream should load in bulk: the store never saw the stream, and
+    holds few enough golden records of its kind to read them all into memory."""
+    return (st.count_source_records(conn, connection, stream) == 0
+            and st.count_golden(conn, kind, limit=PRELOAD_MAX + 1) <= PRELOAD_MAX)
+
+
+class BulkState:
+    """The in-memory side of one stream's bulk load, kept across its units."""
+
+    def __init__(self, conn: sa.Connection, connection: str, stream: str, kind: str, identity_kinds: list[str],
+                 score_cfg: Any, fuzzy: bool):
+        self.connection, self.stream = connection, stream
+        self.matcher = match.BatchMatcher(conn, kind, identity_kinds, score_cfg, fuzzy=fuzzy)
+        self.matcher.preload()
+        self.sources: dict[str, SourceRef] = {
+            sid: SourceRef(r.id, r.source_id, r.golden_id, r.content_hash, r.deleted)
+            for sid, r in st.all_source_records(conn, connection, stream).items()}
+        #: Blocking-key block sizes in the store as far as this load knows (for the stop-key
+        #: check of :func:`store.replace_match_keys`; an overestimate only costs a count).
+        self.block_sizes: dict[tuple[str, str], int] = {k: len(gs) for k, gs in self.matcher.block_owners.items()}
+
+    def lookup(self, source_ids: Any) -> dict[str, SourceRef]:
+        return {sid: self.sources[sid] for sid in source_ids if sid in self.sources}
+
+    def refresh(self, conn: sa.Connection, source_ids: set[str]) -> None:
+        """Read these source records again (after the store renamed or dropped some)."""
+        found = st.lookup_source_records(conn, self.connection, self.stream, source_ids)
+        for sid in source_ids:
+            r = found.get(sid)
+            if r is None:
+                self.sources.pop(sid, None)
+            else:
+                self.sources[sid] = SourceRef(r.id, r.source_id, r.golden_id, r.content_hash, r.deleted)
+
+    def remember(self, rows: list[tuple[str, int, str, str, bool]]) -> None:
+        """Source records just written: (source id, row id, golden id, content hash, deleted)."""
+        for sid, rid, golden, digest, deleted in rows:
+            self.sources[sid] = SourceRef(rid, sid, golden, digest, deleted)
+
+    def written_keys(self, keys_by_golden: dict[str, list[tuple[str, str]]]) -> None:
+        for keys in keys_by_golden.values():
+            for k in keys:
+                self.block_sizes[k] = self.block_sizes.get(k, 0) + 1
