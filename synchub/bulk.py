@@ -27,7 +27,7 @@ from synchub import match
 from synchub import store as st
 
 #: Records committed at once by a bulk load (fewer when the source checkpoints sooner).
-UNIT = 50_000
+UNIT = 10_000
 #: Largest store (golden records of the entity) a bulk load is chosen for on its own.
 PRELOAD_MAX = 100_000
 

@@ -887,7 +887,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
         for p in changed if not p.deleted for (t, v) in p.keys
     ]
     if key_rows:
-        conn.execute(st.key_t.insert(), key_rows)
+        st.insert_rows(conn, st.key_t, key_rows)
     _write_interactions(conn, connection, stream, changed, assignment, existing)
     adopted = _adopt_entries(conn, connection, stream, {p.source_id: assignment[p.source_id] for p in changed if p.source_id not in existing})
     touched = {assignment[p.source_id] for p in changed} | set(merges.values()) | adopted
@@ -1211,7 +1211,7 @@ def _write_interactions(conn: sa.Connection, connection: str, stream: str, chang
                 "occurred_at": _as_datetime(occurred) if occurred else p.observed_at, "data": item,
             })
     if rows:
-        conn.execute(st.interaction_t.insert(), rows)
+        st.insert_rows(conn, st.interaction_t, rows)
 
 
 def _move_owner(conn: sa.Connection, connection: str, stream: str, old: str, new: str) -> None:
@@ -1285,7 +1285,7 @@ def _apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_str
             st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
             st.interaction_t.c.record_id.in_(chunk)))
     if rows:
-        conn.execute(st.interaction_t.insert(), rows)
+        st.insert_rows(conn, st.interaction_t, rows)
     return touched
 
 
@@ -1362,16 +1362,17 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
         if g in changed and fuzzy:
             match_keys[g] = similarity.blocking_keys(similarity.features(derived.data, kind)) if alive else []
     if inserts:
-        conn.execute(st.golden_t.insert(), inserts)
+        st.insert_rows(conn, st.golden_t, inserts)
     if updates:
         _update_by_id(conn, st.golden_t, updates, ("data", "provenance", "display_name", "search_text", "status",
                                                    "merged_into", "updated_at", "version"))
     if explained:
         _update_by_id(conn, st.golden_t, explained, ("provenance",))
     if audits:
-        conn.execute(st.audit_t.insert(), audits)
+        st.insert_rows(conn, st.audit_t, audits)
     if match_keys:
-        st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK, known=known_blocks)
+        st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK, known=known_blocks,
+                              new={i["id"] for i in inserts})
         if on_match_keys is not None:
             on_match_keys(match_keys)
     changed["__conflicts__"] = _log_conflicts(conn, conflicts, now)
