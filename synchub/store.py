@@ -338,21 +338,20 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
             conn.execute(table.insert(), rows)
         return
     dialect = conn.dialect
-    names = list(rows[0])
-    columns = [table.c[n] for n in names]
-    for c in table.columns:  # Python-side defaults of the columns not given
+    given = list(rows[0])
+    defaults: dict[str, Any] = {}  # Python-side defaults of the columns not given
+    for c in table.columns:
         if c.name not in rows[0] and c.default is not None:
             if not c.default.is_scalar:
                 conn.execute(table.insert(), rows)
                 return
-            names.append(c.name)
-            columns.append(c)
-    fixed = {c.name: c.default.arg for c in columns if c.name not in rows[0]}  # type: ignore[union-attr]
-    procs = [c.type._cached_bind_processor(dialect) for c in columns]
-    given = [n for n in names if n not in fixed]
+            defaults[c.name] = c.default.arg  # type: ignore[attr-defined]
+    names = given + list(defaults)
+    procs = [table.c[n].type._cached_bind_processor(dialect) for n in names]
+    tail = list(defaults.values())
 
     def values(row: dict[str, Any]) -> tuple[Any, ...]:
-        raw = [row[n] for n in given] + [fixed[n] for n in names[len(given):]]
+        raw = [row[n] for n in given] + tail
         return tuple(v if p is None else p(v) for p, v in zip(procs, raw, strict=True))
 
     quote = dialect.identifier_preparer
@@ -767,22 +766,25 @@ def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, 
     return {k: v for k, v in out.items() if len(v) <= max_block}
 
 
+def _count_upto(conn: sa.Connection, q: sa.Select[Any], limit: int) -> int:
+    """Rows of ``q`` (a select of one column), counting no further than ``limit``."""
+    return len(conn.execute(q.limit(limit)).all())
+
+
 def count_source_records(conn: sa.Connection, connection: str, stream: str, *, limit: int = 1) -> int:
     """How many source records the store holds for one stream, counting no further than ``limit``."""
-    q = sa.select(source_t.c.id).where(source_t.c.connection == connection, source_t.c.stream == stream).limit(limit)
-    return len(conn.execute(q).all())
+    return _count_upto(conn, sa.select(source_t.c.id).where(source_t.c.connection == connection, source_t.c.stream == stream), limit)
 
 
 def count_golden(conn: sa.Connection, kind: str, *, limit: int) -> int:
     """How many golden records of ``kind`` the store holds (any status), counting no further than ``limit``."""
-    q = sa.select(golden_t.c.id).where(golden_t.c.kind == kind).limit(limit)
-    return len(conn.execute(q).all())
+    return _count_upto(conn, sa.select(golden_t.c.id).where(golden_t.c.kind == kind), limit)
 
 
 def count_interactions(conn: sa.Connection, connection: str, stream: str, *, limit: int = 1) -> int:
     """How many timeline entries the store holds from one stream, counting no further than ``limit``."""
-    q = sa.select(interaction_t.c.id).where(interaction_t.c.connection == connection, interaction_t.c.stream == stream).limit(limit)
-    return len(conn.execute(q).all())
+    return _count_upto(conn, sa.select(interaction_t.c.id).where(interaction_t.c.connection == connection,
+                                                                   interaction_t.c.stream == stream), limit)
 
 
 def all_source_records(conn: sa.Connection, connection: str, stream: str) -> dict[str, sa.Row[Any]]:
@@ -792,22 +794,22 @@ def all_source_records(conn: sa.Connection, connection: str, stream: str) -> dic
     return {row.source_id: row for row in conn.execute(q)}
 
 
-def all_keys(conn: sa.Connection, kind: str) -> dict[tuple[str, str], set[str]]:
-    """:func:`lookup_keys` for every identity key of ``kind``."""
+def _owners_by_key(conn: sa.Connection, table: sa.Table, kind: str) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
-    q = sa.select(key_t.c.key_type, key_t.c.key_value, key_t.c.golden_id).where(key_t.c.kind == kind)
+    q = sa.select(table.c.key_type, table.c.key_value, table.c.golden_id).where(table.c.kind == kind)
     for row in conn.execute(q):
         out.setdefault((row.key_type, row.key_value), set()).add(row.golden_id)
     return out
+
+
+def all_keys(conn: sa.Connection, kind: str) -> dict[tuple[str, str], set[str]]:
+    """:func:`lookup_keys` for every identity key of ``kind``."""
+    return _owners_by_key(conn, key_t, kind)
 
 
 def all_match_keys(conn: sa.Connection, kind: str) -> dict[tuple[str, str], set[str]]:
     """Every stored blocking key of ``kind`` with its golden ids (stop keys have no rows)."""
-    out: dict[tuple[str, str], set[str]] = {}
-    q = sa.select(match_key_t.c.key_type, match_key_t.c.key_value, match_key_t.c.golden_id).where(match_key_t.c.kind == kind)
-    for row in conn.execute(q):
-        out.setdefault((row.key_type, row.key_value), set()).add(row.golden_id)
-    return out
+    return _owners_by_key(conn, match_key_t, kind)
 
 
 def all_stop_keys(conn: sa.Connection, kind: str) -> set[tuple[str, str]]:
