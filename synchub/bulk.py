@@ -27,7 +27,7 @@ from synchub import match
 from synchub import store as st
 
 #: Records committed at once by a bulk load (fewer when the source checkpoints sooner).
-UNIT = 10_000
+UNIT = 5_000
 #: Largest store (golden records of the entity) a bulk load is chosen for on its own.
 PRELOAD_MAX = 100_000
 
@@ -60,9 +60,8 @@ class BulkState:
         self.sources: dict[str, SourceRef] = {
             sid: SourceRef(r.id, r.source_id, r.golden_id, r.content_hash, r.deleted)
             for sid, r in st.all_source_records(conn, connection, stream).items()}
-        #: Blocking-key block sizes in the store as far as this load knows (for the stop-key
-        #: check of :func:`store.replace_match_keys`; an overestimate only costs a count).
-        self.block_sizes: dict[tuple[str, str], int] = {k: len(gs) for k, gs in self.matcher.block_owners.items()}
+        #: Blocking-key block sizes for the stop-key check of :func:`store.replace_match_keys`.
+        self.block_sizes = _BlockSizes(self.matcher)
 
     def lookup(self, source_ids: Any) -> dict[str, SourceRef]:
         return {sid: self.sources[sid] for sid in source_ids if sid in self.sources}
@@ -83,6 +82,27 @@ class BulkState:
             self.sources[sid] = SourceRef(rid, sid, golden, digest, deleted)
 
     def written_keys(self, keys_by_golden: dict[str, list[tuple[str, str]]]) -> None:
-        for keys in keys_by_golden.values():
+        """Blocking keys just stored: the matcher's index holds every stored key, as the
+        store's ``match_key`` table does for the incremental path."""
+        index = self.matcher.block_owners
+        for golden_id, keys in keys_by_golden.items():
             for k in keys:
-                self.block_sizes[k] = self.block_sizes.get(k, 0) + 1
+                match.add_owner(index, match.block_id(k), golden_id)
+
+
+class _BlockSizes:
+    """What the store's stop-key check reads (``key in sizes``, ``sizes[key]``), answered from
+    the preloaded matcher instead of a count per new key: its index holds every stored blocking
+    key with at least the golden records stored under it (merged-away ones too, so an
+    overestimate, which only costs a count). A key it does not hold has no rows; a stop key
+    or a block too large to preload is not known, so the store counts it."""
+
+    def __init__(self, matcher: match.BatchMatcher):
+        self.matcher = matcher
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return match.block_id(key) not in self.matcher.stopped
+
+    def __getitem__(self, key: tuple[str, str]) -> int:
+        owners = self.matcher.block_owners.get(match.block_id(key))
+        return 0 if owners is None else match.size(owners)

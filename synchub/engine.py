@@ -1296,7 +1296,7 @@ def _as_datetime(value: str) -> datetime:
 
 
 def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
-              actor: str, run_id: int, *, fuzzy: bool = True, known_blocks: dict[tuple[str, str], int] | None = None,
+              actor: str, run_id: int, *, fuzzy: bool = True, known_blocks: st.BlockSizes | None = None,
               fresh: dict[str, list[dict[str, Any]]] | None = None,
               on_match_keys: Callable[[dict[str, list[tuple[str, str]]]], None] | None = None) -> dict[str, Any]:
     """Derive each touched golden record again from all its source records and write what changed.

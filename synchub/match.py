@@ -12,7 +12,7 @@ key lookup and decides the target; a scoring stage adds candidates and decisions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +28,39 @@ from synchub.normalize import (
 )
 
 Key = tuple[str, str]
+#: Golden ids under one key: most keys have one owner, held as the bare id (a set costs 216
+#: bytes, and a bulk load holds about ten keys per record).
+Owners = str | set[str]
 #: Fuzzy candidates scored per record at most (those sharing the most blocking keys).
 MAX_CANDIDATES = 8
+
+
+def each(owners: Owners | tuple[()]) -> Iterable[str]:
+    """The golden ids of an :data:`Owners` value."""
+    return (owners,) if isinstance(owners, str) else owners
+
+
+def size(owners: Owners) -> int:
+    return 1 if isinstance(owners, str) else len(owners)
+
+
+def block_id(key: Key) -> int:
+    """How the matcher's index holds a blocking key: as its hash, 32 bytes instead of a tuple
+    of two strings (about 180 bytes with the value), for the ten keys per record a bulk load
+    keeps. Two keys with one hash (about one pair in 10^19) only make a candidate more, which
+    the scorer then judges like any other."""
+    return hash(key)
+
+
+def add_owner(index: dict[Any, Owners], key: Hashable, golden_id: str) -> None:
+    held = index.get(key)
+    if held is None:
+        index[key] = golden_id
+    elif isinstance(held, str):
+        if held != golden_id:
+            index[key] = {held, golden_id}
+    else:
+        held.add(golden_id)
 
 
 def normalize_record(data: dict[str, Any], region: str | None,
@@ -120,9 +151,8 @@ class Resolver:
     it as records of the batch claim keys, so duplicates inside one batch meet too.
     """
 
-    def __init__(self, owners: dict[Key, set[str]]):
+    def __init__(self, owners: dict[Key, Owners]):
         self.owners = owners
-        self.known: set[str] = {g for gs in owners.values() for g in gs}
         self.created: set[str] = set()
         self._parent: dict[str, str] = {}
 
@@ -138,7 +168,7 @@ class Resolver:
 
     def assign(self, keys: list[Key], current: str | None, new_id: Callable[[], str]) -> tuple[str, str]:
         """Return (golden id, outcome): outcome is ``created``, ``matched`` or ``kept``."""
-        found = {self.find(g) for k in keys for g in self.owners.get(k, ())}
+        found = {self.find(g) for k in keys for g in each(self.owners.get(k, ()))}
         if current is not None:
             found.add(self.find(current))
         if not found:
@@ -156,7 +186,7 @@ class Resolver:
                 self._parent[other] = target
             outcome = "kept" if current is not None and len(found) == 1 else "matched"
         for k in keys:
-            self.owners[k] = {target}
+            self.owners[k] = target
         return target, outcome
 
 
@@ -204,7 +234,7 @@ class BatchMatcher:
         self.keys = IdentityKeys(identity_kinds, "", "")
         self.resolver: Resolver | None = None
         self.views: dict[str, list[Any]] = {}  # golden id -> features of what we know of it
-        self.block_owners: dict[Key, set[str]] = {}
+        self.block_owners: dict[int, Owners] = {}  # by block_id(key)
         self.block_sizes: dict[Key, int] = {}  # stored block sizes before this batch
         self.apart: set[tuple[str, str]] = set()
         self.possible: list[PossibleDuplicate] = []
@@ -213,7 +243,7 @@ class BatchMatcher:
         #: and the store is never asked again. Blocks past ``MAX_BLOCK`` are ignored as the
         #: store's stop keys would be.
         self.preloaded = False
-        self.stopped: set[Key] = set()
+        self.stopped: set[int] = set()  # block ids
 
     def preload(self) -> None:
         """Read the store's whole matching state of this kind once (identity keys, blocking keys,
@@ -223,9 +253,12 @@ class BatchMatcher:
 
         self.resolver = Resolver(st.all_keys(self.conn, self.kind))
         if self.fuzzy:
-            self.block_owners = {k: gs for k, gs in st.all_match_keys(self.conn, self.kind).items()
-                                 if len(gs) <= self.sim.MAX_BLOCK}
-            self.stopped = st.all_stop_keys(self.conn, self.kind)
+            self.block_owners = st.all_match_keys(self.conn, self.kind, key=block_id)
+            self.stopped = {block_id(k) for k in st.all_stop_keys(self.conn, self.kind)}
+            # A block past the limit (only stop keys should be) is ignored like one.
+            for k in [k for k, gs in self.block_owners.items() if size(gs) > self.sim.MAX_BLOCK]:
+                del self.block_owners[k]
+                self.stopped.add(k)
         for gid, data in st.iter_active_golden_data(self.conn, self.kind):
             self.views[gid] = [self.sim.features(data, self.kind)]
         self.apart = st.load_keep_apart(self.conn, None)
@@ -255,12 +288,12 @@ class BatchMatcher:
         self.resolver = Resolver(owners)
         # Without fuzzy matching, features are only needed to check exact-key candidates.
         feats = [self.sim.features(data, self.kind) if (self.fuzzy or keys) else None for keys, data, _c in records]
-        candidate_ids = {g for gs in owners.values() for g in gs} | {c for _k, _d, c in records if c}
+        candidate_ids = {g for gs in owners.values() for g in each(gs)} | {c for _k, _d, c in records if c}
         if self.fuzzy:
             self._bkeys = [self.sim.blocking_keys(f) for f in feats]
-            self.block_owners = st.lookup_match_keys(
+            self.block_owners = {block_id(k): gs for k, gs in st.lookup_match_keys(
                 self.conn, self.kind, {k for keys in self._bkeys for k in keys}, max_block=self.sim.MAX_BLOCK,
-                sizes=self.block_sizes)
+                sizes=self.block_sizes).items()}
             # Only the best-ranked candidates of each record are scored, so only those are loaded.
             for keys in self._bkeys:
                 candidate_ids.update(self._ranked(keys, lambda g: g))
@@ -275,9 +308,16 @@ class BatchMatcher:
         the work per record small however crowded the blocks are."""
         shared: dict[str, int] = {}
         for k in bkeys:
-            owners = self.block_owners.get(k, ())
-            if self.preloaded and (len(owners) > self.sim.MAX_BLOCK or k in self.stopped):
-                continue  # a stop key in the store
+            h = block_id(k)
+            owners = self.block_owners.get(h)
+            if owners is None:
+                continue
+            if isinstance(owners, str):
+                owners = (owners,)
+            elif self.preloaded and len(owners) > self.sim.MAX_BLOCK:
+                continue  # as a stop key in the store
+            if self.preloaded and h in self.stopped:
+                continue
             for g in owners:
                 g = find(g)
                 shared[g] = shared.get(g, 0) + 1
@@ -299,7 +339,7 @@ class BatchMatcher:
     def assign(self, keys: list[Key], feat: Any, current: str | None, new_id: Callable[[], str]) -> Assignment:
         assert self.resolver is not None
         r = self.resolver
-        found_exact = {r.find(g) for k in keys for g in r.owners.get(k, ())}
+        found_exact = {r.find(g) for k in keys for g in each(r.owners.get(k, ()))}
         found_fuzzy: set[str] = set()
         bkeys = self.sim.blocking_keys(feat) if self.fuzzy else []
         if bkeys:
@@ -342,9 +382,9 @@ class BatchMatcher:
             if p.golden_id == "":
                 p.golden_id = target
         for k in keys:
-            r.owners[k] = {target}
+            r.owners[k] = target
         if feat is not None:
             self.views.setdefault(target, []).append(feat)
         for k in bkeys:
-            self.block_owners.setdefault(k, set()).add(target)
+            add_owner(self.block_owners, block_id(k), target)
         return Assignment(target, outcome, joined)

@@ -494,10 +494,19 @@ def _gender(salutation: str) -> str:
 _birth_cached = lru_cache(maxsize=65536)(_birth)
 
 
+_EMPTY: frozenset[Any] = frozenset()
+
+
+def _frozen(values: set[str]) -> frozenset[str]:
+    """One shared empty set: features are kept for every golden record of a bulk load, and
+    most of their sets (landlines, company e-mail domains) are empty."""
+    return frozenset(values) if values else _EMPTY
+
+
 def _set_emails(f: Features, raw: Iterable[Any]) -> None:
     emails = {_text(e).strip().lower() for e in raw if e}
     emails.discard("")
-    f.emails = frozenset(emails)
+    f.emails = _frozen(emails)
     locals_: set[str] = set()
     domains: set[str] = set()
     for e in emails:
@@ -507,8 +516,8 @@ def _set_emails(f: Features, raw: Iterable[Any]) -> None:
             locals_.add(local)
         if dom and dom not in _FREEMAIL:
             domains.add(dom)
-    f.email_locals = frozenset(locals_)
-    f.email_domains = frozenset(domains)
+    f.email_locals = _frozen(locals_)
+    f.email_domains = _frozen(domains)
 
 
 def _set_phones(f: Features, raw: Iterable[Any]) -> None:
@@ -525,8 +534,10 @@ def _set_phones(f: Features, raw: Iterable[Any]) -> None:
             mobiles.add(p)
         elif t == "fixed":
             landlines.add(p)
-    f.phones = frozenset(phones - unverified)
-    f.mobiles, f.landlines = frozenset(mobiles), frozenset(landlines)
+    f.phones = _frozen(phones - unverified)
+    # Usually every verified number is a mobile or every one a landline: share the set.
+    f.mobiles = f.phones if mobiles == f.phones else _frozen(mobiles)
+    f.landlines = f.phones if landlines == f.phones else _frozen(landlines)
 
 
 def features(record: dict[str, Any], kind: str = "person") -> Features:

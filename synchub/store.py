@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -33,6 +33,16 @@ from sqlmodel import Field, SQLModel
 
 from synchub.errors import StoreError
 from synchub.redact import redact
+
+if TYPE_CHECKING:
+    from synchub.match import Owners
+
+
+class BlockSizes(Protocol):
+    """Blocking-key block sizes known to a caller (a dict, or a bulk load's view of its index)."""
+
+    def __contains__(self, key: object, /) -> bool: ...
+    def __getitem__(self, key: tuple[str, str], /) -> int: ...
 
 
 def utcnow() -> datetime:
@@ -794,22 +804,28 @@ def all_source_records(conn: sa.Connection, connection: str, stream: str) -> dic
     return {row.source_id: row for row in conn.execute(q)}
 
 
-def _owners_by_key(conn: sa.Connection, table: sa.Table, kind: str) -> dict[tuple[str, str], set[str]]:
-    out: dict[tuple[str, str], set[str]] = {}
+def _owners_by_key(conn: sa.Connection, table: sa.Table, kind: str,
+                   key: Callable[[tuple[str, str]], Any] | None = None) -> dict[Any, Owners]:
+    from synchub.match import add_owner
+
+    out: dict[Any, Owners] = {}
     q = sa.select(table.c.key_type, table.c.key_value, table.c.golden_id).where(table.c.kind == kind)
     for row in conn.execute(q):
-        out.setdefault((row.key_type, row.key_value), set()).add(row.golden_id)
+        k = (row.key_type, row.key_value)
+        add_owner(out, k if key is None else key(k), row.golden_id)
     return out
 
 
-def all_keys(conn: sa.Connection, kind: str) -> dict[tuple[str, str], set[str]]:
-    """:func:`lookup_keys` for every identity key of ``kind``."""
+def all_keys(conn: sa.Connection, kind: str) -> dict[tuple[str, str], Owners]:
+    """:func:`lookup_keys` for every identity key of ``kind`` (a single owner as its bare id)."""
     return _owners_by_key(conn, key_t, kind)
 
 
-def all_match_keys(conn: sa.Connection, kind: str) -> dict[tuple[str, str], set[str]]:
-    """Every stored blocking key of ``kind`` with its golden ids (stop keys have no rows)."""
-    return _owners_by_key(conn, match_key_t, kind)
+def all_match_keys(conn: sa.Connection, kind: str,
+                   key: Callable[[tuple[str, str]], Any] | None = None) -> dict[Any, Owners]:
+    """Every stored blocking key of ``kind`` (or ``key(key)`` of it) with its golden ids, a
+    single one as its bare id (stop keys have no rows)."""
+    return _owners_by_key(conn, match_key_t, kind, key)
 
 
 def all_stop_keys(conn: sa.Connection, kind: str) -> set[tuple[str, str]]:
@@ -854,7 +870,7 @@ def load_keep_apart(conn: sa.Connection, ids: Iterable[str] | None) -> set[tuple
 
 
 def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str, list[tuple[str, str]]], *, max_block: int = 50,
-                       known: dict[tuple[str, str], int] | None = None, new: set[str] | frozenset[str] = frozenset()) -> None:
+                       known: BlockSizes | None = None, new: set[str] | frozenset[str] = frozenset()) -> None:
     """Store the blocking keys of these golden records (replacing their old ones). A key whose
     block grows past ``max_block`` becomes a stop key: its rows are deleted and it is neither
     stored nor looked up again, so no block ever holds more than ``max_block`` plus one batch.
