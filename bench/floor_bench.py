@@ -4,7 +4,7 @@ Times, on the same synthetic shop export as ``sync_bench.py`` and with the same 
 process and without touching the store:
 
 1. ``read``    - the files connector parsing the CSV into records;
-2. ``prepare`` - what the engine does to every record before matching (``Hub._prepare``): map it
+2. ``prepare`` - what the engine does to every record before matching (``synchub.prepare.Preparer.prepare``): map it
                  through ``mappings/shop_kunden.yaml``, validate it against the canonical model,
                  normalise e-mails, phones (E.164), names and dates, derive identity keys and the
                  content hash;
@@ -30,10 +30,11 @@ import sync_bench  # the generator and config of the sync benchmark
 
 
 def measure(n: int, seed: int, dup_rate: float) -> dict[str, float]:
-    from synchub import match, similarity
+    from synchub import similarity
     from synchub.config import load_config
     from synchub.connector import Record
     from synchub.engine import Hub, tune_gc
+    from synchub.prepare import Preparer
     from synchub.store import utcnow
 
     tune_gc()  # as the CLI does
@@ -46,17 +47,21 @@ def measure(n: int, seed: int, dup_rate: float) -> dict[str, float]:
         stream = hub.connector("shop").streams()["customers"]
         mapping = hub._stream_mapping(hub.config.connections["shop"].streams["customers"], "in")
         assert mapping is not None
-        keyer = match.IdentityKeys(hub.config.match_config(mapping.entity).keys, "shop", "customers")
+        preparer = Preparer(mapping, stream, list(hub.config.match_config(mapping.entity).keys),
+                            hub.config.defaults.phone_region, utcnow())
         out: dict[str, float] = {}
 
         t = time.perf_counter()
         items = [i for i in stream.read({}) if isinstance(i, Record)]
         out["read"] = time.perf_counter() - t
 
-        rejects: list[dict] = []
-        now = utcnow()
+        rejects: list[tuple] = []
+
+        def reject(*why: object) -> None:
+            rejects.append(why)
+
         t = time.perf_counter()
-        prepared = [hub._prepare(i, stream, mapping, keyer, now, "shop", "customers", 0, rejects) for i in items]
+        prepared = [preparer.prepare(i, reject) for i in items]
         out["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()

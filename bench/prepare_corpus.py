@@ -139,7 +139,7 @@ def compare(corpora: list[Corpus], report: Report, max_examples: int = 10) -> Re
 
 
 def prepare_part(m: Mapping, record: dict[str, Any]) -> None:
-    """What ``Hub._prepare`` asks of the mapping for a party record."""
+    """What ``Preparer.prepare`` asks of the mapping for a party record."""
     problems: list[dict[str, Any]] = []
     try:
         observed = m.observed(record, problems) or DEFAULT_TIME
@@ -432,7 +432,7 @@ def build(tmp: Path, *, shop: int, intake: int, api: int, fuzz: int, seed: int =
 
 
 def floor_prepare(n: int) -> tuple[float, float]:
-    """floor_bench's prepare step (``Hub._prepare``), µs per record, reference vs fast."""
+    """floor_bench's prepare step (``Preparer.prepare``), µs per record, reference vs fast."""
     import floor_bench
 
     res = {}

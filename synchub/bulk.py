@@ -40,6 +40,7 @@ class SourceRef(NamedTuple):
     golden_id: str
     content_hash: str
     deleted: bool
+    raw_hash: str | None
 
 
 def wanted(conn: sa.Connection, connection: str, stream: str, kind: str) -> bool:
@@ -58,7 +59,7 @@ class BulkState:
         self.matcher = match.BatchMatcher(conn, kind, identity_kinds, score_cfg, fuzzy=fuzzy)
         self.matcher.preload()
         self.sources: dict[str, SourceRef] = {
-            sid: SourceRef(r.id, r.source_id, r.golden_id, r.content_hash, r.deleted)
+            sid: SourceRef(r.id, r.source_id, r.golden_id, r.content_hash, r.deleted, r.raw_hash)
             for sid, r in st.all_source_records(conn, connection, stream).items()}
         #: Blocking-key block sizes for the stop-key check of :func:`store.replace_match_keys`.
         self.block_sizes = _BlockSizes(self.matcher)
@@ -74,12 +75,21 @@ class BulkState:
             if r is None:
                 self.sources.pop(sid, None)
             else:
-                self.sources[sid] = SourceRef(r.id, r.source_id, r.golden_id, r.content_hash, r.deleted)
+                self.sources[sid] = SourceRef(r.id, r.source_id, r.golden_id, r.content_hash, r.deleted, r.raw_hash)
 
-    def remember(self, rows: list[tuple[str, int, str, str, bool]]) -> None:
-        """Source records just written: (source id, row id, golden id, content hash, deleted)."""
-        for sid, rid, golden, digest, deleted in rows:
-            self.sources[sid] = SourceRef(rid, sid, golden, digest, deleted)
+    def raw_hashes(self, source_ids: Any) -> dict[str, str]:
+        """:func:`store.lookup_raw_hashes` from memory."""
+        return {sid: ref.raw_hash for sid in source_ids if (ref := self.sources.get(sid)) is not None and ref.raw_hash}
+
+    def remember(self, rows: list[tuple[str, int, str, str, bool, str | None]]) -> None:
+        """Source records just written: (source id, row id, golden id, content hash, deleted, raw hash)."""
+        for sid, rid, golden, digest, deleted, raw in rows:
+            self.sources[sid] = SourceRef(rid, sid, golden, digest, deleted, raw)
+
+    def rehashed(self, raw_hashes: dict[str, str | None]) -> None:
+        """Raw hashes just stored for unchanged records."""
+        for sid, raw in raw_hashes.items():
+            self.sources[sid] = self.sources[sid]._replace(raw_hash=raw)
 
     def written_keys(self, keys_by_golden: dict[str, list[tuple[str, str]]]) -> None:
         """Blocking keys just stored: the matcher's index holds every stored key, as the

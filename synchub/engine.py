@@ -46,13 +46,14 @@ from synchub.connector import (
     Stream,
     WriteResult,
 )
-from synchub.errors import ConfigError, QuotaExhausted, RecordError, SynchubError
+from synchub.errors import ConfigError, QuotaExhausted, SynchubError
 from synchub.http import HttpClientFactory
 from synchub.locks import RunLock, connection_lock
 from synchub.mapping import Mapping, MappingLibrary
 from synchub.merge import Merger
 from synchub.normalize import fold
 from synchub.plugins import get_connectors, get_mapping_paths, get_transforms
+from synchub.prepare import Prepared, Preparer, content_hash
 from synchub.redact import redact
 from synchub.segment import compile_filter
 from synchub.store import Store, utcnow
@@ -124,24 +125,6 @@ class RunSummary:
             "streams": {k: asdict(v) for k, v in self.streams.items()}, "targets": self.targets,
             "api": self.api,
         }
-
-
-@dataclass
-class _Prepared:
-    source_id: str
-    ref: str | None
-    data: dict[str, Any]
-    hash: str
-    observed_at: datetime
-    keys: list[tuple[str, str]]
-    deleted: bool = False
-    interactions: list[dict[str, Any]] = field(default_factory=list)
-    aliases: list[str] = field(default_factory=list)
-    links: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: Timeline-only streams (orders): the source id of the record the entries belong to.
-    owner: str | None = None
-    #: Values the hub could not use (or keeps unverified); None when every value was usable.
-    quarantine: list[dict[str, Any]] | None = None
 
 
 #: ``RunSummary.error`` of a follow-up push skipped because the connection was busy.
@@ -594,16 +577,20 @@ class Hub:
         loading = self._bulk_state(connection, stream_name, mapping)
         if loading is not None:
             batch_size = bulk.UNIT
-        pending: list[_Prepared] = []
+        pending: list[Record] = []
         rejects: list[dict[str, Any]] = []
-        run_started = utcnow()
-        keyer = None if mapping.timeline_only else match.IdentityKeys(self.config.match_config(mapping.entity).keys, connection, stream_name)
+        preparer = Preparer(mapping, stream, None if mapping.timeline_only else list(self.config.match_config(mapping.entity).keys),
+                            self.config.defaults.phone_region, utcnow())
+
+        def flush() -> None:
+            self._flush(connection, stream_name, mapping, preparer, pending, rejects, run_id, counts, loading)
+            pending.clear()
+            rejects.clear()
         items = iter(stream.read(state))
         while True:
             if self.stopping.is_set() and loading is not None and (pending or rejects):
                 # A bulk unit can be long: commit what was read now rather than at its end.
-                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
-                pending, rejects = [], []
+                flush()
             if self.stopping.is_set() and not pending and not rejects:
                 # At a boundary: everything read is committed (and the cursor saved, if the
                 # stream gave a checkpoint). Stopping here loses nothing.
@@ -616,16 +603,13 @@ class Hub:
             except Exception:
                 # The read broke off (quota spent, API down): keep what arrived. The cursor stays
                 # at the last checkpoint, so the next run reads these again and finds them unchanged.
-                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
+                flush()
                 raise
             if isinstance(item, Record):
                 counts.read += 1
-                prepared = self._prepare(item, stream, mapping, keyer, run_started, connection, stream_name, run_id, rejects)
-                if prepared is not None:
-                    pending.append(prepared)
+                pending.append(item)
                 if len(pending) + len(rejects) >= batch_size:
-                    self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
-                    pending, rejects = [], []
+                    flush()
                 if progress and counts.read % 500 == 0:
                     progress(connection, stream_name, counts.read)
             elif isinstance(item, Rejected):
@@ -633,16 +617,14 @@ class Hub:
                 log.warning("rejected %s/%s %s: %s", connection, stream_name, item.ref, "unreadable record")
                 rejects.append(_reject_row(run_id, connection, stream_name, item.ref, None, item.field, item.reason, item.raw))
             elif isinstance(item, Reconcile):
-                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
-                pending, rejects = [], []
+                flush()
                 self._reconcile(connection, stream_name, mapping, item, run_id, counts)
             elif isinstance(item, Checkpoint):
-                self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
-                pending, rejects = [], []
+                flush()
                 # The data above is committed; only now may the cursor move past it.
                 self._check_lock(connection)
                 self.store.save_state(connection, stream_name, item.state, run_id)
-        self._flush(connection, stream_name, mapping, pending, rejects, run_id, counts, loading)
+        flush()
         if progress:
             progress(connection, stream_name, counts.read)
 
@@ -661,45 +643,51 @@ class Hub:
             return bulk.BulkState(conn, connection, stream_name, mapping.entity, list(mcfg.keys),
                                   mcfg.score_config(mapping.entity), mcfg.fuzzy)
 
-    def _prepare(self, item: Record, stream: Stream, mapping: Mapping, keyer: match.IdentityKeys | None,
-                 run_started: datetime, connection: str, stream_name: str, run_id: int,
-                 rejects: list[dict[str, Any]]) -> _Prepared | None:
-        source_id = None
-        problems: list[dict[str, Any]] = []
-        try:
-            source_id = _primary_key(item.data, stream.primary_key)
-            observed = mapping.observed(item.data, problems) or item.observed_at or run_started
-            if keyer is None:  # a timeline-only stream: entries, no party
-                entries = [] if item.deleted else mapping.interactions_of(item.data, observed, problems)
-                _name_sources(problems, mapping)
-                prepared = _Prepared(source_id, item.ref, {}, "", observed, [], item.deleted, entries,
-                                     owner=mapping.owner_of(item.data), quarantine=problems or None)
-                prepared.hash = _content_hash(prepared)
-                return prepared
-            data = mapping.to_canonical(item.data, problems)
-            data = match.normalize_record(data, self.config.defaults.phone_region, problems)
-            interactions = mapping.interactions_of(item.data, observed, problems) if mapping.interactions else []
-            if problems and not item.deleted and not quarantine.identifiable(mapping.entity, data):
-                lost = "; ".join(f"{e['field']}: {e['reason']}" for e in problems if e["status"] == quarantine.QUARANTINED)
-                raise RecordError(f"nothing usable is left to identify the record ({lost})", field="identity")
-        except RecordError as exc:
-            reason = str(exc)
-            rejects.append(_reject_row(run_id, connection, stream_name, item.ref, source_id, exc.field, reason, _raw(item.data)))
-            log.warning("rejected %s/%s %s: field %s", connection, stream_name, item.ref or source_id, exc.field or "-")
-            return None
-        _name_sources(problems, mapping)
-        prepared = _Prepared(source_id, item.ref, data, "", observed, keyer.keys(data, source_id), item.deleted,
-                             interactions, [str(a) for a in item.aliases if str(a) != source_id], dict(item.links),
-                             quarantine=problems or None)
-        prepared.hash = _content_hash(prepared)
-        return prepared
+    def _prepare_batch(self, connection: str, stream: str, preparer: Preparer, items: list[Record],
+                       rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts,
+                       loading: bulk.BulkState | bool | None) -> list[Prepared]:
+        """Prepare the records read for one batch, except those whose raw row the hub prepared
+        before, unchanged (:mod:`synchub.prepare`): they count as unchanged at once."""
+        raw: list[str | None] = [None] * len(items)
+        last: dict[str, int] = {}  # source id -> index of its last occurrence in the batch
+        if preparer.skips:
+            for i, item in enumerate(items):
+                raw[i] = preparer.raw_hash(item)
+                sid = preparer.source_id(item)
+                if sid is not None:
+                    last[sid] = i
+        known: dict[str, str] = {}
+        if any(h is not None for h in raw):
+            if isinstance(loading, bulk.BulkState):
+                known = loading.raw_hashes(last)
+            else:
+                with self.store.engine.connect() as conn:
+                    known = st.lookup_raw_hashes(conn, connection, stream, last)
+        # A source id whose last occurrence is unchanged is unchanged; its earlier ones in
+        # the batch are superseded by it, as on the path that prepares them.
+        unchanged = {sid for sid, i in last.items() if raw[i] is not None and known.get(sid) == raw[i]}
 
-    def _flush(self, connection: str, stream: str, mapping: Mapping, pending: list[_Prepared],
+        def reject(ref: str | None, source_id: str | None, field_name: str | None, reason: str, data: dict[str, Any]) -> None:
+            rejects.append(_reject_row(run_id, connection, stream, ref, source_id, field_name, reason, _raw(data)))
+            log.warning("rejected %s/%s %s: field %s", connection, stream, ref or source_id, field_name or "-")
+
+        out: list[Prepared] = []
+        for item, h in zip(items, raw, strict=True):
+            if unchanged and preparer.source_id(item) in unchanged:
+                counts.unchanged += 1
+                continue
+            p = preparer.prepare(item, reject, h)
+            if p is not None:
+                out.append(p)
+        return out
+
+    def _flush(self, connection: str, stream: str, mapping: Mapping, preparer: Preparer, items: list[Record],
                rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts,
                loading: bulk.BulkState | bool | None = None) -> None:
         """Commit one batch: its rejects, then its records. Records of a timeline-only stream
         (orders) replace the entries the hub held for them, on their owner's timeline, and the
         owners' purchase summaries are derived again."""
+        pending = self._prepare_batch(connection, stream, preparer, items, rejects, run_id, counts, loading)
         if not pending and not rejects:
             return
         self._check_lock(connection)
@@ -761,8 +749,8 @@ class Hub:
                         sa.select(st.source_t.c.id, st.source_t.c.data).where(st.source_t.c.id.in_(chunk)))}
                     _update_by_id(conn, st.source_t, [
                         {"_id": rid, "data": data, "deleted": True, "content_hash": "deleted:", "changed_at": now,
-                         "quarantine": None}
-                        for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at", "quarantine"))
+                         "quarantine": None, "raw_hash": None}
+                        for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at", "quarantine", "raw_hash"))
                     conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
                 touched = {r.golden_id for r in gone_src}
                 if gone:
@@ -785,14 +773,14 @@ class Hub:
             rederive(conn, kind, ids, self.merger(kind), utcnow(), actor, run_id, fuzzy=self.config.match_config(kind).fuzzy)
 
 
-def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pending: list[_Prepared],
+def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pending: list[Prepared],
                  run_id: int, counts: StreamCounts, merger: Merger, actor: str, *,
                  identity_kinds: list[str], score_cfg: Any, fuzzy: bool, loading: bulk.BulkState | None = None) -> None:
     """Match, merge and store one batch of source records of an entity stream. ``loading``: the
     bulk load this batch belongs to; its matcher and source index stand in for the store's."""
     now = utcnow()
     # Later occurrences of a source id in one batch replace earlier ones (at-least-once reads).
-    latest: dict[str, _Prepared] = {}
+    latest: dict[str, Prepared] = {}
     for p in pending:
         if p.source_id in latest:
             counts.unchanged += 1
@@ -807,15 +795,22 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
         existing: dict[str, Any] = loading.lookup(latest)
     else:
         existing = st.lookup_source_records(conn, connection, stream, latest)
-    changed: list[_Prepared] = []
+    changed: list[Prepared] = []
+    rehashed: dict[str, tuple[int, str | None]] = {}  # source id -> (row id, new raw hash)
     for p in latest.values():
         ex = existing.get(p.source_id)
         if ex is not None and ex.content_hash == p.hash:
             counts.unchanged += 1
+            if ex.raw_hash != p.raw_hash:  # prepared again (new code, mapping, raw spelling): same record
+                rehashed[p.source_id] = (ex.id, p.raw_hash)
         elif ex is None and p.deleted:
             counts.unchanged += 1  # deleted at the source before the hub ever saw it
         else:
             changed.append(p)
+    if rehashed:
+        _update_by_id(conn, st.source_t, [{"_id": rid, "raw_hash": h} for rid, h in rehashed.values()], ("raw_hash",))
+        if loading is not None:
+            loading.rehashed({sid: h for sid, (_rid, h) in rehashed.items()})
     _keep_opt_outs(conn, changed, existing)
     if absorbed:
         counts.duplicates += len(absorbed)
@@ -864,6 +859,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
         row = {
             "golden_id": assignment[p.source_id], "data": p.data, "content_hash": p.hash,
             "observed_at": p.observed_at, "changed_at": now, "deleted": p.deleted, "quarantine": p.quarantine,
+            "raw_hash": p.raw_hash,
         }
         ex = existing.get(p.source_id)
         if ex is not None:
@@ -873,7 +869,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
                             "kind": kind, "first_seen_at": now})
     if updates:
         _update_by_id(conn, st.source_t, updates,
-                      ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted", "quarantine"))
+                      ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted", "quarantine", "raw_hash"))
         ids = [u["_id"] for u in updates]
         for chunk in st._chunks(ids):
             conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
@@ -906,11 +902,12 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
         setattr(counts, o, getattr(counts, o) + 1)
     counts.conflicts += golden_changes.get("__conflicts__", 0)
     if loading is not None:
-        loading.remember([(p.source_id, sid_to_rowid[p.source_id], assignment[p.source_id], p.hash, p.deleted) for p in changed])
+        loading.remember([(p.source_id, sid_to_rowid[p.source_id], assignment[p.source_id], p.hash, p.deleted, p.raw_hash)
+                          for p in changed])
         matcher.batch_done()
 
 
-def _fresh_goldens(connection: str, stream: str, changed: list[_Prepared], assignment: dict[str, str],
+def _fresh_goldens(connection: str, stream: str, changed: list[Prepared], assignment: dict[str, str],
                    new_goldens: set[str], absorbed: set[str], existing: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Golden records created by this batch whose every source record is in it: they derive
     from the batch in memory, without reading back what was just written. Not those that
@@ -941,7 +938,7 @@ def _utc(moment: datetime) -> datetime:
 OPT_OUTS = frozenset({"unsubscribed", "cleaned"})
 
 
-def _keep_opt_outs(conn: sa.Connection, changed: list[_Prepared], existing: dict[str, Any]) -> None:
+def _keep_opt_outs(conn: sa.Connection, changed: list[Prepared], existing: dict[str, Any]) -> None:
     """Silence does not revoke an opt-out: when a source record that said "unsubscribed" (or
     "cleaned") for a channel changes and now says nothing about that channel (an archived
     Mailchimp member, an export without the consent column), the opt-out stays on the record.
@@ -966,28 +963,7 @@ def _opt_outs_only(data: dict[str, Any] | None) -> dict[str, Any]:
     return {"consent": kept} if kept else {}
 
 
-def _content_hash(p: _Prepared) -> str:
-    digest = hashlib.sha1(json.dumps(p.data, sort_keys=True, ensure_ascii=False).encode(), usedforsecurity=False).hexdigest()
-    if p.deleted:
-        digest = "deleted:" + digest
-    if p.interactions:
-        digest = hashlib.sha1((digest + json.dumps(p.interactions, sort_keys=True)).encode(), usedforsecurity=False).hexdigest()
-    if p.quarantine:
-        # Only records with quarantined values hash them, so no other record's hash changes: a
-        # different bad value (or a fixed one) is a change; the same bad value again is not.
-        digest = hashlib.sha1((digest + json.dumps(p.quarantine, sort_keys=True, ensure_ascii=False)).encode(),
-                              usedforsecurity=False).hexdigest()
-    return digest
-
-
-def _name_sources(problems: list[dict[str, Any]], mapping: Mapping) -> None:
-    """Give each quarantined value the source field it came from, where the mapping names one."""
-    for e in problems:
-        if "source" not in e and (src := mapping.source_of(e["field"])):
-            e["source"] = src
-
-
-def _quarantine_rows(run_id: int, connection: str, stream: str, pending: list[_Prepared]) -> list[dict[str, Any]]:
+def _quarantine_rows(run_id: int, connection: str, stream: str, pending: list[Prepared]) -> list[dict[str, Any]]:
     now = utcnow()
     return [
         {"run_id": run_id, "connection": connection, "stream": stream, "ref": p.ref or "", "source_id": p.source_id,
@@ -998,7 +974,7 @@ def _quarantine_rows(run_id: int, connection: str, stream: str, pending: list[_P
     ]
 
 
-def _resolve_links(conn: sa.Connection, connection: str, pending: list[_Prepared]) -> None:
+def _resolve_links(conn: sa.Connection, connection: str, pending: list[Prepared]) -> None:
     """Fill linked fields (a contact's company) with the golden id of the linked source record.
     One lookup per linked stream and batch; a link the hub does not know yet stays empty, and the
     record's hash changes once it resolves, so a later read fills it in."""
@@ -1016,10 +992,12 @@ def _resolve_links(conn: sa.Connection, connection: str, pending: list[_Prepared
             row = found[stream].get(sid)
             if row is not None and not row.deleted:
                 p.data[fname] = row.golden_id
-        p.hash = _content_hash(p)
+            else:
+                p.raw_hash = None  # resolves on a later read of the same row
+        p.hash = content_hash(p)
 
 
-def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: list[_Prepared],
+def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: list[Prepared],
                    now: datetime, actor: str) -> list[tuple[str, str]]:
     """The source merged records: what the hub holds under a retired id now belongs to the
     surviving id. Returns the golden records that absorbed another one (to derive again).
@@ -1041,7 +1019,7 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
         target = aliases[alias]
         surv = survivors.get(target)
         if surv is None:
-            conn.execute(st.source_t.update().where(st.source_t.c.id == row.id).values(source_id=target, changed_at=now))
+            conn.execute(st.source_t.update().where(st.source_t.c.id == row.id).values(source_id=target, changed_at=now, raw_hash=None))
             _move_owner(conn, connection, stream, alias, target)
             # Writes go to the surviving id from now on.
             conn.execute(st.outbound_t.update().where(st.outbound_t.c.connection == connection,
@@ -1192,7 +1170,7 @@ def _update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any
     conn.execute(stmt, rows)
 
 
-def _write_interactions(conn: sa.Connection, connection: str, stream: str, changed: list[_Prepared],
+def _write_interactions(conn: sa.Connection, connection: str, stream: str, changed: list[Prepared],
                         assignment: dict[str, str], existing: dict[str, Any]) -> None:
     """Replace the timeline entries of every changed source record (idempotent on re-runs)."""
     stale = [p.source_id for p in changed if p.source_id in existing]
@@ -1239,9 +1217,9 @@ def _adopt_entries(conn: sa.Connection, connection: str, stream: str, owners: di
 
 
 def _apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stream: str,
-                    pending: list[_Prepared], counts: StreamCounts) -> set[str]:
+                    pending: list[Prepared], counts: StreamCounts) -> set[str]:
     """Store a batch of timeline-only records; returns the golden ids whose timeline changed."""
-    latest: dict[str, _Prepared] = {}
+    latest: dict[str, Prepared] = {}
     for p in pending:
         if p.source_id in latest:
             counts.unchanged += 1
@@ -1437,18 +1415,6 @@ def _search_fields(kind: str, data: dict[str, Any]) -> tuple[str, str]:
     text = " ".join(fold(p) for p in parts if p)
     text = " ".join([text, *emails, *(data.get("phones") or [])])
     return display, text.strip()
-
-
-def _primary_key(data: dict[str, Any], fields: tuple[str, ...]) -> str:
-    if not fields:
-        raise RecordError("the stream has no primary key configured", field=None)
-    parts = []
-    for f in fields:
-        v = data.get(f)
-        if v is None or (isinstance(v, str) and not v.strip()):
-            raise RecordError(f"primary key field {f!r} is empty", field=f)
-        parts.append(str(v).strip())
-    return "|".join(parts)
 
 
 def _raw(data: dict[str, Any]) -> str:

@@ -36,7 +36,9 @@ eval anywhere.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -97,6 +99,9 @@ class Mapping:
     #: the record holds that record's id.
     owner_stream: str | None = None
     owner_path: str | None = None
+    #: Hash of the mapping's document and the defaults it was compiled with (see
+    #: :mod:`synchub.prepare`: a changed mapping prepares every row again).
+    fingerprint: str = ""
     #: The fields compiled for :func:`_apply_fast` (built on first use).
     _plan: list[_Step] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -459,7 +464,9 @@ def compile_mapping(
     if "observed_at" in data:
         observed = _compile_one(doc, ("observed_at",), "observed_at", data["observed_at"], transforms, defaults, problems, valid_paths, "in")
     mapping = Mapping(name=name, entity=entity, direction=direction, fields=compiled, path=doc.path, _paths=paths,
-                      observed_at=observed, interactions=interactions, owner_stream=owner_stream, owner_path=owner_path)
+                      observed_at=observed, interactions=interactions, owner_stream=owner_stream, owner_path=owner_path,
+                      fingerprint=hashlib.sha1(json.dumps([data, defaults], sort_keys=True, default=str).encode(),
+                                               usedforsecurity=False).hexdigest())
     return mapping, problems
 
 

@@ -118,6 +118,9 @@ class SourceRecord(SQLModel, table=True):
     #: or uses unverified, each ``{"field", "source", "rule", "raw", "reason", "status"}``;
     #: NULL when every value was usable. Replaced whenever the source sends the record again.
     quarantine: list[dict[str, Any]] | None = Field(default=None, sa_column=sa.Column(JSONOrNull, nullable=True))
+    #: Hash of the raw row the record was prepared from (:mod:`synchub.prepare`); NULL: prepare
+    #: it again on its next read.
+    raw_hash: str | None = Field(default=None, max_length=64)
 
 
 class IdentityKey(SQLModel, table=True):
@@ -324,6 +327,9 @@ match_key_t = T["match_key"]
 stop_t = T["match_key_stop"]
 decision_t = T["match_decision"]
 override_t = T["field_override"]
+#: What the sync needs to know of a stored source record (:func:`lookup_source_records`).
+_SOURCE_REF = (source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source_t.c.content_hash, source_t.c.deleted,
+               source_t.c.raw_hash)
 
 # SQLite caps bound parameters per statement; PostgreSQL's cap is 65535. Chunk IN lists below both.
 _IN_CHUNK = 900
@@ -705,11 +711,22 @@ def save_state(conn: sa.Connection, connection: str, stream: str, state: dict[st
         conn.execute(state_t.insert().values(connection=connection, stream=stream, state=state, run_id=run_id, updated_at=now))
 
 
+def lookup_raw_hashes(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str]) -> dict[str, str]:
+    """The raw hash of each of these source records that has one (see :mod:`synchub.prepare`)."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(source_ids))):
+        q = sa.select(source_t.c.source_id, source_t.c.raw_hash).where(
+            source_t.c.connection == connection, source_t.c.stream == stream, source_t.c.source_id.in_(chunk),
+            source_t.c.raw_hash.is_not(None))
+        found.update((r.source_id, r.raw_hash) for r in conn.execute(q))
+    return found
+
+
 def lookup_source_records(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str]) -> dict[str, sa.Row[Any]]:
     ids = list(set(source_ids))
     found: dict[str, sa.Row[Any]] = {}
     for chunk in _chunks(ids):
-        q = sa.select(source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source_t.c.content_hash, source_t.c.deleted).where(
+        q = sa.select(*_SOURCE_REF).where(
             source_t.c.connection == connection, source_t.c.stream == stream, source_t.c.source_id.in_(chunk)
         )
         for row in conn.execute(q):
@@ -799,8 +816,7 @@ def count_interactions(conn: sa.Connection, connection: str, stream: str, *, lim
 
 def all_source_records(conn: sa.Connection, connection: str, stream: str) -> dict[str, sa.Row[Any]]:
     """:func:`lookup_source_records` for every record of one stream (a bulk load reads them once)."""
-    q = sa.select(source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source_t.c.content_hash, source_t.c.deleted).where(
-        source_t.c.connection == connection, source_t.c.stream == stream)
+    q = sa.select(*_SOURCE_REF).where(source_t.c.connection == connection, source_t.c.stream == stream)
     return {row.source_id: row for row in conn.execute(q)}
 
 
