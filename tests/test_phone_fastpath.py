@@ -6,8 +6,6 @@ smaller seeded corpus and on hand-picked edge cases; plus checks that the compar
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from bench import phone_corpus as pc
@@ -68,13 +66,11 @@ def _edge_cases() -> list[pc.Case]:
 
 
 def test_seeded_corpus_has_no_mismatches() -> None:
-    start = time.perf_counter()
     result = pc.compare(pc.cases(30_000, seed=11))
     assert result["compared"] == 60_000
     assert result["mismatches"] == 0, result["examples"][:5]
     # The comparison is worth something only if the fast path answered most plain numbers.
     assert result["handled"]["plain"] / result["total"]["plain"] > 0.75
-    assert time.perf_counter() - start < 20
 
 
 def test_edge_cases_have_no_mismatches() -> None:
