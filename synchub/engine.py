@@ -22,7 +22,6 @@ import logging
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -649,11 +648,12 @@ class Hub:
         """Prepare the records read for one batch, except those whose raw row the hub prepared
         before, unchanged (:mod:`synchub.prepare`): they count as unchanged at once."""
         raw: list[str | None] = [None] * len(items)
+        sids: list[str | None] = [None] * len(items)
         last: dict[str, int] = {}  # source id -> index of its last occurrence in the batch
         if preparer.skips:
             for i, item in enumerate(items):
                 raw[i] = preparer.raw_hash(item)
-                sid = preparer.source_id(item)
+                sids[i] = sid = preparer.source_id(item)
                 if sid is not None:
                     last[sid] = i
         known: dict[str, str] = {}
@@ -672,8 +672,8 @@ class Hub:
             log.warning("rejected %s/%s %s: field %s", connection, stream, ref or source_id, field_name or "-")
 
         out: list[Prepared] = []
-        for item, h in zip(items, raw, strict=True):
-            if unchanged and preparer.source_id(item) in unchanged:
+        for item, h, sid in zip(items, raw, sids, strict=True):
+            if unchanged and sid in unchanged:
                 counts.unchanged += 1
                 continue
             p = preparer.prepare(item, reject, h)
@@ -831,7 +831,7 @@ def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, p
     created_by: dict[str, str] = {}
     for p, feat in zip(changed, feats, strict=True):
         ex = existing.get(p.source_id)
-        a = matcher.assign(p.keys, feat, ex.golden_id if ex is not None else None, lambda: uuid.uuid4().hex)
+        a = matcher.assign(p.keys, feat, ex.golden_id if ex is not None else None, st.new_golden_id)
         assignment[p.source_id] = a.target
         if ex is not None:
             outcome[p.source_id] = "updated"

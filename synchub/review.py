@@ -8,7 +8,6 @@ clears it), and a resolved conflict is not logged again.
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -93,7 +92,7 @@ def split_sources(hub: Hub, golden_id: str, refs: list[str], *, by: str = "cli")
             raise ReviewError(f"not source records of {g.id}: {', '.join(unknown)} (it has: {', '.join(sorted(by_ref))})")
         if len(set(refs)) >= len(by_ref):
             raise ReviewError("at least one source record must stay with the customer")
-        new_id = uuid.uuid4().hex
+        new_id = st.new_golden_id()
         ids = [by_ref[r] for r in refs]
         _move_sources(conn, ids, new_id)
         _keep_apart(conn, g.id, new_id, by, "split by admin")
