@@ -15,6 +15,8 @@ its unit is committed, as on the incremental path.
 
 Chosen automatically for a stream the store has never seen, while the store holds fewer than
 ``PRELOAD_MAX`` golden records of its kind; ``synchub sync --bulk`` / ``--no-bulk`` force it.
+A load that comes to hold more than ``HOLD_MAX`` golden records goes on incrementally after
+its last committed unit.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from synchub import store as st
 UNIT = 5_000
 #: Largest store (golden records of the entity) a bulk load is chosen for on its own.
 PRELOAD_MAX = 100_000
+#: Golden records a bulk load holds in memory at most (about 3 KB each: features, blocking
+#: and identity keys, the source index). Past it, the rest of the stream loads incrementally,
+#: so a first sync of millions of customers stays within memory.
+HOLD_MAX = 120_000
 
 
 class SourceRef(NamedTuple):
@@ -63,6 +69,10 @@ class BulkState:
             for sid, r in st.all_source_records(conn, connection, stream).items()}
         #: Blocking-key block sizes for the stop-key check of :func:`store.replace_match_keys`.
         self.block_sizes = _BlockSizes(self.matcher)
+
+    def held(self) -> int:
+        """Golden records the matcher holds (the preloaded ones and those this load made)."""
+        return len(self.matcher.views)
 
     def lookup(self, source_ids: Any) -> dict[str, SourceRef]:
         return {sid: self.sources[sid] for sid in source_ids if sid in self.sources}

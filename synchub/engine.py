@@ -582,9 +582,17 @@ class Hub:
                             self.config.defaults.phone_region, utcnow())
 
         def flush() -> None:
+            nonlocal loading, batch_size
             self._flush(connection, stream_name, mapping, preparer, pending, rejects, run_id, counts, loading)
             pending.clear()
             rejects.clear()
+            if isinstance(loading, bulk.BulkState) and loading.held() > bulk.HOLD_MAX:
+                # Everything so far is committed: the incremental path goes on from the store.
+                log.info("%s/%s: the bulk load holds %d golden records in memory, its limit; the rest of the "
+                         "stream loads incrementally", connection, stream_name, loading.held())
+                loading = None
+                batch_size = self.config.defaults.batch_size
+
         items = iter(stream.read(state))
         while True:
             if self.stopping.is_set() and loading is not None and (pending or rejects):

@@ -235,6 +235,27 @@ def test_fuzzy_duplicates_form_the_same_clusters_either_way(store_url: str, seco
     assert_same(snap, snapshot(inc_hub.store))
 
 
+def test_a_bulk_load_past_its_memory_limit_goes_on_incrementally(store_url: str, second_url: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from synchub import bulk
+
+    monkeypatch.setattr(bulk, "UNIT", 400)
+    monkeypatch.setattr(bulk, "HOLD_MAX", 300)
+    bulk_hub = hub_for(_febrl_files(tmp_path / "a", store_url, halves=False))
+    inc_hub = hub_for(_febrl_files(tmp_path / "b", second_url, halves=False))
+    inc_hub.config.defaults.batch_size = 100
+    held: list[int] = []
+    real = bulk.BulkState.held
+    monkeypatch.setattr(bulk.BulkState, "held", lambda self: held.append(real(self)) or held[-1])
+    with caplog.at_level("INFO", logger="synchub.engine"):
+        _sync(bulk_hub, True)
+    assert "the rest of the stream loads incrementally" in caplog.text
+    assert max(held) <= 300 + 400, "the limit is checked after every unit"
+    _sync(inc_hub, False)
+    assert_same(snapshot(bulk_hub.store), snapshot(inc_hub.store))
+
+
 def test_a_new_stream_against_admin_decisions_gives_the_same_store_either_way(
         store_url: str, second_url: str, tmp_path: Path) -> None:
     """The second connection arrives once the first is synced and an admin kept two of its
