@@ -1,15 +1,16 @@
-"""One sync run, start to finish.
+"""One sync run, start to finish: the orchestration of the stages.
 
-Inbound, per stream: read new/changed records from the saved cursor -> map -> normalise ->
-match to golden records by exact identity keys -> derive the touched golden records by the merge
-rules -> commit the batch -> *then* save the cursor the stream checkpointed. Outbound: push golden
-records that changed since the last push, mapped through the outbound mapping; remember what was
-pushed so an unchanged re-run writes nothing.
+Inbound, per stream, in the order of the modules that do it: the connector **reads** new and
+changed records from the saved cursor (:mod:`synchub.connector`); they are **prepared**, mapped,
+normalised, keyed and hashed, unless their raw row is known unchanged (:mod:`synchub.prepare`);
+each batch is **matched** to golden records (:mod:`synchub.apply`, :mod:`synchub.match`, and
+:mod:`synchub.bulk` for a first load), **merged** and **written** (:mod:`synchub.golden`,
+:mod:`synchub.store`) in one transaction, and *then* the cursor the stream checkpointed is saved.
+Outbound: push golden records that changed since the last push, mapped through the outbound
+mapping; remember what was pushed so an unchanged re-run writes nothing.
 
-Batches are committed in one transaction each, with one lookup and one bulk write per table, so
-the cost per record stays flat as the store grows. Reads are at-least-once: after a crash the
-stream resumes from the last saved cursor and the re-read records upsert idempotently (a record
-whose canonical content hash is unchanged costs one indexed lookup and no write).
+Reads are at-least-once: after a crash the stream resumes from the last saved cursor and the
+re-read records upsert idempotently (a record whose content hash is unchanged is not written).
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from synchub import bulk, match, purchases, quarantine
+from synchub import bulk, quarantine
 from synchub import store as st
+from synchub.apply import (
+    StreamCounts,
+    apply_batch,
+    apply_timeline,
+    opt_outs_only,
+    quarantine_rows,
+    resolve_links,
+)
 from synchub.config import Config, ConnectionConfig, StreamConfig, register_settings_secrets
 from synchub.connector import (
     Checkpoint,
@@ -46,13 +55,13 @@ from synchub.connector import (
     WriteResult,
 )
 from synchub.errors import ConfigError, QuotaExhausted, SynchubError
+from synchub.golden import log_attention, rederive, update_by_id
 from synchub.http import HttpClientFactory
 from synchub.locks import RunLock, connection_lock
 from synchub.mapping import Mapping, MappingLibrary
 from synchub.merge import Merger
-from synchub.normalize import fold
 from synchub.plugins import get_connectors, get_mapping_paths, get_transforms
-from synchub.prepare import Prepared, Preparer, content_hash
+from synchub.prepare import Prepared, Preparer
 from synchub.redact import redact
 from synchub.segment import compile_filter
 from synchub.store import Store, utcnow
@@ -67,32 +76,6 @@ ANALYZE_EVERY = 50
 PUSH_COMMIT_EVERY = 100
 #: ``outbound_state.payload_hash`` of a record that left the stream's segment.
 LEFT = "left"
-
-
-@dataclass
-class StreamCounts:
-    read: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    conflicts: int = 0
-    written: int = 0
-    write_rejected: int = 0
-    #: Outbound: held back by a rule (consent), and taken out of a segment (untagged/archived).
-    skipped: int = 0
-    left: int = 0
-    #: Inbound: records a full listing showed gone from the source (see ``Reconcile``).
-    deleted: int = 0
-    #: Inbound: values left out of records that landed (see :mod:`synchub.quarantine`), and
-    #: values kept but flagged unverified.
-    quarantined: int = 0
-    unverified: int = 0
-
-    def add(self, other: StreamCounts) -> None:
-        for k, v in asdict(other).items():
-            setattr(self, k, getattr(self, k) + v)
 
 
 @dataclass
@@ -709,7 +692,7 @@ class Hub:
             if rejects:
                 conn.execute(st.rejected_t.insert(), rejects)
                 counts.rejected += len(rejects)
-            quarantined = _quarantine_rows(run_id, connection, stream, pending)
+            quarantined = quarantine_rows(run_id, connection, stream, pending)
             if quarantined:
                 conn.execute(st.quarantined_t.insert(), quarantined)
                 q, u = quarantine.counts(quarantined)
@@ -718,12 +701,12 @@ class Hub:
                 log.info("%s/%s: %d values quarantined, %d kept unverified in this batch", connection, stream, q, u)
             if pending and mapping.timeline_only:
                 assert mapping.owner_stream is not None
-                touched = _apply_timeline(conn, connection, stream, mapping.owner_stream, pending, counts)
+                touched = apply_timeline(conn, connection, stream, mapping.owner_stream, pending, counts)
                 self._rederive_any(conn, touched, actor, run_id)
             elif pending:
-                _resolve_links(conn, connection, pending)
+                resolve_links(conn, connection, pending)
                 mcfg = self.config.match_config(kind)
-                _apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor,
+                apply_batch(conn, connection, stream, kind, pending, run_id, counts, self.merger(kind), actor,
                              identity_kinds=list(mcfg.keys), score_cfg=mcfg.score_config(kind), fuzzy=mcfg.fuzzy,
                              loading=loading if isinstance(loading, bulk.BulkState) else None)
 
@@ -753,9 +736,9 @@ class Hub:
                 for chunk in st._chunks([r.id for r in gone_src]):
                     # An opt-out outlives the record: it is the evidence that this person must
                     # not be contacted, and erasing it could let an older opt-in elsewhere win.
-                    kept = {r.id: _opt_outs_only(r.data) for r in conn.execute(
+                    kept = {r.id: opt_outs_only(r.data) for r in conn.execute(
                         sa.select(st.source_t.c.id, st.source_t.c.data).where(st.source_t.c.id.in_(chunk)))}
-                    _update_by_id(conn, st.source_t, [
+                    update_by_id(conn, st.source_t, [
                         {"_id": rid, "data": data, "deleted": True, "content_hash": "deleted:", "changed_at": now,
                          "quarantine": None, "raw_hash": None}
                         for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at", "quarantine", "raw_hash"))
@@ -779,650 +762,6 @@ class Hub:
                 by_kind.setdefault(r.kind, set()).add(r.id)
         for kind, ids in by_kind.items():
             rederive(conn, kind, ids, self.merger(kind), utcnow(), actor, run_id, fuzzy=self.config.match_config(kind).fuzzy)
-
-
-def _apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pending: list[Prepared],
-                 run_id: int, counts: StreamCounts, merger: Merger, actor: str, *,
-                 identity_kinds: list[str], score_cfg: Any, fuzzy: bool, loading: bulk.BulkState | None = None) -> None:
-    """Match, merge and store one batch of source records of an entity stream. ``loading``: the
-    bulk load this batch belongs to; its matcher and source index stand in for the store's."""
-    now = utcnow()
-    # Later occurrences of a source id in one batch replace earlier ones (at-least-once reads).
-    latest: dict[str, Prepared] = {}
-    for p in pending:
-        if p.source_id in latest:
-            counts.unchanged += 1
-        latest[p.source_id] = p
-    with_aliases = [p for p in latest.values() if p.aliases]
-    absorbed = _rekey_aliases(conn, connection, stream, with_aliases, now, actor)
-    if loading is not None:
-        if with_aliases:
-            loading.refresh(conn, {a for p in with_aliases for a in p.aliases} | {p.source_id for p in with_aliases})
-        for loser, survivor in absorbed:
-            loading.matcher.absorb(loser, survivor)
-        existing: dict[str, Any] = loading.lookup(latest)
-    else:
-        existing = st.lookup_source_records(conn, connection, stream, latest)
-    changed: list[Prepared] = []
-    rehashed: dict[str, tuple[int, str | None]] = {}  # source id -> (row id, new raw hash)
-    for p in latest.values():
-        ex = existing.get(p.source_id)
-        if ex is not None and ex.content_hash == p.hash:
-            counts.unchanged += 1
-            if ex.raw_hash != p.raw_hash:  # prepared again (new code, mapping, raw spelling): same record
-                rehashed[p.source_id] = (ex.id, p.raw_hash)
-        elif ex is None and p.deleted:
-            counts.unchanged += 1  # deleted at the source before the hub ever saw it
-        else:
-            changed.append(p)
-    if rehashed:
-        _update_by_id(conn, st.source_t, [{"_id": rid, "raw_hash": h} for rid, h in rehashed.values()], ("raw_hash",))
-        if loading is not None:
-            loading.rehashed({sid: h for sid, (_rid, h) in rehashed.items()})
-    _keep_opt_outs(conn, changed, existing)
-    if absorbed:
-        counts.duplicates += len(absorbed)
-        rederive(conn, kind, {s for _l, s in absorbed}, merger, now, actor, run_id, fuzzy=fuzzy)
-    if not changed:
-        return
-    if loading is not None:
-        matcher = loading.matcher
-    else:
-        matcher = match.BatchMatcher(conn, kind, identity_kinds, score_cfg, fuzzy=fuzzy)
-    feats = matcher.prepare([(p.keys, p.data, existing[p.source_id].golden_id if p.source_id in existing else None)
-                             for p in changed])
-    resolver = matcher.resolver
-    assert resolver is not None
-    done_before = set(resolver._parent)
-    assignment: dict[str, str] = {}
-    outcome: dict[str, str] = {}
-    created_by: dict[str, str] = {}
-    for p, feat in zip(changed, feats, strict=True):
-        ex = existing.get(p.source_id)
-        a = matcher.assign(p.keys, feat, ex.golden_id if ex is not None else None, st.new_golden_id)
-        assignment[p.source_id] = a.target
-        if ex is not None:
-            outcome[p.source_id] = "updated"
-        elif a.outcome == "created":
-            outcome[p.source_id] = "created"
-            created_by[a.target] = p.source_id
-        else:
-            outcome[p.source_id] = "duplicates"
-    new_goldens = set(resolver.created)
-    # Golden records merged because one record matched several (in this batch).
-    merges = {loser: resolver.find(loser) for loser in resolver._parent if loser not in done_before}
-    stored_merges = {}
-    for loser, survivor in merges.items():
-        if loser in new_goldens:  # created earlier in this batch: never written, nothing to move
-            outcome[created_by[loser]] = "duplicates"
-            continue
-        stored_merges[loser] = survivor
-    merge_goldens(conn, stored_merges, now, actor, "matched by a new or changed record")
-    counts.duplicates += len(stored_merges)
-    for sid, g in list(assignment.items()):
-        assignment[sid] = resolver.find(g)
-    # Source records: update changed ones, insert new ones.
-    updates, inserts = [], []
-    for p in changed:
-        row = {
-            "golden_id": assignment[p.source_id], "data": p.data, "content_hash": p.hash,
-            "observed_at": p.observed_at, "changed_at": now, "deleted": p.deleted, "quarantine": p.quarantine,
-            "raw_hash": p.raw_hash,
-        }
-        ex = existing.get(p.source_id)
-        if ex is not None:
-            updates.append({**row, "_id": ex.id})
-        else:
-            inserts.append({**row, "connection": connection, "stream": stream, "source_id": p.source_id,
-                            "kind": kind, "first_seen_at": now})
-    if updates:
-        _update_by_id(conn, st.source_t, updates,
-                      ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted", "quarantine", "raw_hash"))
-        ids = [u["_id"] for u in updates]
-        for chunk in st._chunks(ids):
-            conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
-    sid_to_rowid = {p.source_id: existing[p.source_id].id for p in changed if p.source_id in existing}
-    if inserts:
-        result = conn.execute(st.source_t.insert().returning(st.source_t.c.id, st.source_t.c.source_id, sort_by_parameter_order=True), inserts)
-        for row in result:
-            sid_to_rowid[row.source_id] = row.id
-    key_rows = [
-        {"kind": kind, "key_type": t, "key_value": v, "golden_id": assignment[p.source_id], "source_record_id": sid_to_rowid[p.source_id]}
-        for p in changed if not p.deleted for (t, v) in p.keys
-    ]
-    if key_rows:
-        st.insert_rows(conn, st.key_t, key_rows)
-    _write_interactions(conn, connection, stream, changed, assignment, existing)
-    adopted = _adopt_entries(conn, connection, stream, {p.source_id: assignment[p.source_id] for p in changed if p.source_id not in existing})
-    touched = {assignment[p.source_id] for p in changed} | set(merges.values()) | adopted
-    touched = {resolver.find(g) for g in touched}
-    fresh = _fresh_goldens(connection, stream, changed, assignment, new_goldens, set(stored_merges.values()) | adopted, existing)
-    # The matcher read the block sizes after the re-keyed records above were written back.
-    known = loading.block_sizes if loading is not None else matcher.block_sizes
-    golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id, fuzzy=fuzzy, known_blocks=known,
-                              fresh=fresh, on_match_keys=loading.written_keys if loading is not None else None)
-    possible = [(resolver.find(d.golden_id), resolver.find(d.other_id), d) for d in matcher.possible]
-    golden_changes["__conflicts__"] += log_possible_duplicates(conn, [(a, b, d.score, d.reasons) for a, b, d in possible if a != b], now)
-    for p in changed:
-        o = outcome[p.source_id]
-        if o == "updated" and not golden_changes.get(assignment[p.source_id]):
-            o = "unchanged"
-        setattr(counts, o, getattr(counts, o) + 1)
-    counts.conflicts += golden_changes.get("__conflicts__", 0)
-    if loading is not None:
-        loading.remember([(p.source_id, sid_to_rowid[p.source_id], assignment[p.source_id], p.hash, p.deleted, p.raw_hash)
-                          for p in changed])
-        matcher.batch_done()
-
-
-def _fresh_goldens(connection: str, stream: str, changed: list[Prepared], assignment: dict[str, str],
-                   new_goldens: set[str], absorbed: set[str], existing: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Golden records created by this batch whose every source record is in it: they derive
-    from the batch in memory, without reading back what was just written. Not those that
-    absorbed a stored golden record or timeline entries, nor those with orders of their own
-    (their purchase summary is derived from the stored timeline)."""
-    fresh: dict[str, list[dict[str, Any]]] = {}
-    spoiled: set[str] = set(absorbed)
-    for p in changed:
-        g = assignment[p.source_id]
-        if g not in new_goldens or g in spoiled:
-            continue
-        if p.source_id in existing or any(i.get("kind") == "order" for i in p.interactions):
-            spoiled.add(g)
-            fresh.pop(g, None)
-            continue
-        fresh.setdefault(g, []).append({
-            "golden_id": g, "connection": connection, "stream": stream, "source_id": p.source_id,
-            "data": p.data, "observed_at": _utc(p.observed_at), "deleted": p.deleted})
-    return fresh
-
-
-def _utc(moment: datetime) -> datetime:
-    """A moment as the store gives it back: aware, in UTC."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-#: Consent statuses that say "do not contact".
-OPT_OUTS = frozenset({"unsubscribed", "cleaned"})
-
-
-def _keep_opt_outs(conn: sa.Connection, changed: list[Prepared], existing: dict[str, Any]) -> None:
-    """Silence does not revoke an opt-out: when a source record that said "unsubscribed" (or
-    "cleaned") for a channel changes and now says nothing about that channel (an archived
-    Mailchimp member, an export without the consent column), the opt-out stays on the record.
-    Only an explicit newer statement replaces it. The content hash stays that of what the source
-    sent, so an unchanged re-read is still recognised as unchanged."""
-    ids = {existing[p.source_id].id: p for p in changed if p.source_id in existing and not p.deleted}
-    if not ids:
-        return
-    for chunk in st._chunks(list(ids)):
-        for row in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.data).where(st.source_t.c.id.in_(chunk))):
-            old = (row.data or {}).get("consent") or {}
-            p = ids[row.id]
-            new = p.data.get("consent") or {}
-            kept = {ch: c for ch, c in old.items() if isinstance(c, dict) and c.get("status") in OPT_OUTS and ch not in new}
-            if kept:
-                p.data["consent"] = {**new, **kept}
-
-
-def _opt_outs_only(data: dict[str, Any] | None) -> dict[str, Any]:
-    consent = (data or {}).get("consent") or {}
-    kept = {ch: c for ch, c in consent.items() if isinstance(c, dict) and c.get("status") in OPT_OUTS}
-    return {"consent": kept} if kept else {}
-
-
-def _quarantine_rows(run_id: int, connection: str, stream: str, pending: list[Prepared]) -> list[dict[str, Any]]:
-    now = utcnow()
-    return [
-        {"run_id": run_id, "connection": connection, "stream": stream, "ref": p.ref or "", "source_id": p.source_id,
-         "field": e["field"][:200], "source": str(e["source"])[:200] if e.get("source") else None,
-         "rule": str(e.get("rule") or "")[:100], "status": e["status"], "raw": e.get("raw"),
-         "reason": e["reason"], "created_at": now}
-        for p in pending if p.quarantine for e in p.quarantine
-    ]
-
-
-def _resolve_links(conn: sa.Connection, connection: str, pending: list[Prepared]) -> None:
-    """Fill linked fields (a contact's company) with the golden id of the linked source record.
-    One lookup per linked stream and batch; a link the hub does not know yet stays empty, and the
-    record's hash changes once it resolves, so a later read fills it in."""
-    wanted: dict[str, set[str]] = {}
-    for p in pending:
-        for stream, sid in p.links.values():
-            wanted.setdefault(stream, set()).add(sid)
-    if not wanted:
-        return
-    found = {stream: st.lookup_source_records(conn, connection, stream, ids) for stream, ids in wanted.items()}
-    for p in pending:
-        if not p.links:
-            continue
-        for fname, (stream, sid) in p.links.items():
-            row = found[stream].get(sid)
-            if row is not None and not row.deleted:
-                p.data[fname] = row.golden_id
-            else:
-                p.raw_hash = None  # resolves on a later read of the same row
-        p.hash = content_hash(p)
-
-
-def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: list[Prepared],
-                   now: datetime, actor: str) -> list[tuple[str, str]]:
-    """The source merged records: what the hub holds under a retired id now belongs to the
-    surviving id. Returns the golden records that absorbed another one (to derive again).
-
-    A retired id whose survivor the hub does not know yet is renamed to it (the survivor's record
-    then arrives as an update); otherwise the retired source record is dropped and its golden
-    record merged into the survivor's, as the source system said they are one customer.
-    Returns the (merged, surviving) golden ids of those merges.
-    """
-    if not pending:
-        return []
-    aliases = {a: p.source_id for p in pending for a in p.aliases}
-    found = st.lookup_source_records(conn, connection, stream, aliases)
-    if not found:
-        return []
-    survivors = st.lookup_source_records(conn, connection, stream, {p.source_id: None for p in pending})
-    absorbed: list[tuple[str, str]] = []
-    for alias, row in found.items():
-        target = aliases[alias]
-        surv = survivors.get(target)
-        if surv is None:
-            conn.execute(st.source_t.update().where(st.source_t.c.id == row.id).values(source_id=target, changed_at=now, raw_hash=None))
-            _move_owner(conn, connection, stream, alias, target)
-            # Writes go to the surviving id from now on.
-            conn.execute(st.outbound_t.update().where(st.outbound_t.c.connection == connection,
-                                                      st.outbound_t.c.external_id == alias).values(external_id=target))
-            survivors[target] = row
-            conn.execute(st.audit_t.insert().values(at=now, actor=actor, action="rekey", golden_id=row.golden_id,
-                                                    details={"connection": connection, "stream": stream, "from": alias, "to": target}))
-            continue
-        conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id == row.id))
-        conn.execute(st.source_t.delete().where(st.source_t.c.id == row.id))
-        _move_owner(conn, connection, stream, alias, target)
-        if row.golden_id != surv.golden_id:
-            merge_golden(conn, row.golden_id, surv.golden_id, now, actor,
-                         f"{connection}/{stream} merged record {alias} into {target}")
-        conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
-                                                  st.outbound_t.c.external_id == alias))
-        absorbed.append((row.golden_id, surv.golden_id))
-    return absorbed
-
-
-def merge_golden(conn: sa.Connection, loser: str, survivor: str, now: datetime, actor: str, reason: str) -> None:
-    """Move everything of golden record ``loser`` to ``survivor`` and mark it merged. The audit
-    entry lists the source records that moved, so ``review.undo_merge`` can undo it exactly."""
-    merge_goldens(conn, {loser: survivor}, now, actor, reason)
-
-
-def merge_goldens(conn: sa.Connection, survivors: dict[str, str], now: datetime, actor: str, reason: str) -> None:
-    """:func:`merge_golden` for many ``{loser: survivor}`` pairs at once: one executemany per
-    table instead of eight statements per pair (5,000 merges of a dedupe: 2.5 s -> 0.3 s).
-    A survivor must not itself be a loser of the same call."""
-    if not survivors:
-        return
-    assert not set(survivors.values()) & set(survivors), "merge chains must be resolved to their roots"
-    moved: dict[str, list[int]] = {loser: [] for loser in survivors}
-    for chunk in st._chunks(sorted(survivors)):
-        for sid, gid in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.golden_id)
-                                     .where(st.source_t.c.golden_id.in_(chunk)).order_by(st.source_t.c.id)):
-            moved[gid].append(sid)
-        conn.execute(st.match_key_t.delete().where(st.match_key_t.c.golden_id.in_(chunk)))
-    pairs = [{"_loser": loser, "_survivor": survivor} for loser, survivor in survivors.items()]
-    for table in (st.source_t, st.key_t, st.interaction_t):
-        conn.execute(table.update().where(table.c.golden_id == sa.bindparam("_loser"))
-                     .values(golden_id=sa.bindparam("_survivor")), pairs)
-    overrides = _merge_overrides(conn, survivors)
-    conn.execute(st.golden_t.update().where(st.golden_t.c.id == sa.bindparam("_loser"))
-                 .values(status="merged", merged_into=sa.bindparam("_survivor"), updated_at=now), pairs)
-    conn.execute(st.audit_t.insert(), [
-        {"at": now, "actor": actor, "action": "merge", "golden_id": survivor,
-         "details": {"merged": loser, "source_records": moved[loser], "reason": reason,
-                     **({"overrides": overrides[loser]} if loser in overrides else {})}}
-        for loser, survivor in survivors.items()])
-
-
-def _merge_overrides(conn: sa.Connection, survivors: dict[str, str]) -> dict[str, dict[str, list[Any]]]:
-    """Give each survivor the admins' field decisions of the records merged into it. Where two of
-    them decided the same field, the most recent decision holds for the merged customer; the
-    other stays with (or is parked on) the merged record, so undoing the merge gives every record
-    its own decisions back. Returns, per loser, the override ids ``moved`` to the survivor and
-    the survivor's ids ``parked`` on the loser, each with its decision time (kept in the merge's
-    audit entry; row ids alone could be reused after a decision is replaced)."""
-    rows: list[Any] = []
-    for chunk in st._chunks(sorted(set(survivors) | set(survivors.values()))):
-        rows += conn.execute(sa.select(st.override_t.c.id, st.override_t.c.golden_id, st.override_t.c.field,
-                                       st.override_t.c.decided_at).where(st.override_t.c.golden_id.in_(chunk))).all()
-    if not rows:
-        return {}
-    by_field: dict[tuple[str, str], list[Any]] = {}
-    for r in rows:
-        by_field.setdefault((survivors.get(r.golden_id, r.golden_id), r.field), []).append(r)
-    out: dict[str, dict[str, list[Any]]] = {}
-    parks: list[dict[str, Any]] = []
-    moves: list[dict[str, Any]] = []
-    for (survivor, _field), decisions in by_field.items():
-        # Newest decision wins; on a tie the survivor's own stays.
-        winner = max(decisions, key=lambda r: (_aware(r.decided_at), r.golden_id == survivor, r.id))
-        if winner.golden_id == survivor:
-            continue
-        loser = winner.golden_id
-        done = out.setdefault(loser, {"moved": [], "parked": []})
-        own = next((r for r in decisions if r.golden_id == survivor), None)
-        if own is not None:  # the survivor's older decision waits on the loser
-            parks.append({"_id": own.id, "golden_id": loser})
-            done["parked"].append([own.id, _aware(own.decided_at).isoformat()])
-        moves.append({"_id": winner.id, "golden_id": survivor})
-        done["moved"].append([winner.id, _aware(winner.decided_at).isoformat()])
-    # A swap: out of the way first, so that unique (golden_id, field) holds after each statement.
-    if parks:
-        _update_by_id(conn, st.override_t, [{"_id": p["_id"], "golden_id": f"parked:{p['_id']}"} for p in parks], ("golden_id",))
-    if moves:
-        _update_by_id(conn, st.override_t, moves, ("golden_id",))
-    if parks:
-        _update_by_id(conn, st.override_t, parks, ("golden_id",))
-    return out
-
-
-def log_possible_duplicates(conn: sa.Connection, pairs: list[tuple[str, str, float, list[str]]], now: datetime) -> int:
-    """Log each pair of golden records that may be one customer as a conflict, once per pair."""
-    notes = {}
-    for a, b, score, reasons in pairs:
-        x, y = min(a, b), max(a, b)
-        fp = hashlib.sha256(f"possible_duplicate:{x}:{y}".encode()).hexdigest()
-        notes[fp] = {"fingerprint": fp, "kind": "possible_duplicate", "golden_id": x, "other_golden_id": y,
-                     "field": None, "connections": "", "rule": "fuzzy match",
-                     "candidates": [{"score": round(float(score), 4), "reasons": reasons}],
-                     "applied": {"value": "kept apart until reviewed"}, "status": "open", "created_at": now}
-    if not notes:
-        return 0
-    apart = st.load_keep_apart(conn, {n["golden_id"] for n in notes.values()} | {n["other_golden_id"] for n in notes.values()})
-    known = set()
-    for chunk in st._chunks(list(notes)):
-        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.conflict_t.c.fingerprint.in_(chunk)))}
-    new = [n for fp, n in notes.items() if fp not in known and (n["golden_id"], n["other_golden_id"]) not in apart]
-    if new:
-        conn.execute(st.conflict_t.insert(), new)
-    return len(new)
-
-
-def log_attention(conn: sa.Connection, connection: str, stream: str, notes: list[tuple[str, Any]], now: datetime) -> int:
-    """Log what a write could not do and a person must act on (``needs_reoptin``...) as open
-    conflicts, once per golden record, destination and kind while it stays open."""
-    rows = {}
-    for golden_id, att in notes:
-        fp = hashlib.sha256(f"{att.kind}:{connection}:{stream}:{golden_id}:{att.path}".encode()).hexdigest()
-        rows[fp] = {"fingerprint": fp, "kind": att.kind, "golden_id": golden_id, "other_golden_id": None,
-                    "field": att.path, "connections": connection, "rule": f"{connection}/{stream}",
-                    "candidates": att.values or [{"value": None, "connection": connection, "note": att.message}],
-                    "applied": {"value": redact(att.message)}, "status": "open", "created_at": now}
-    known = {}
-    for chunk in st._chunks(list(rows)):
-        known |= {r.fingerprint: r.status for r in conn.execute(
-            sa.select(st.conflict_t.c.fingerprint, st.conflict_t.c.status).where(st.conflict_t.c.fingerprint.in_(chunk)))}
-    new = [r for fp, r in rows.items() if fp not in known]
-    reopen = [fp for fp in rows if known.get(fp) not in (None, "open")]
-    if new:
-        conn.execute(st.conflict_t.insert(), new)
-    for fp in reopen:
-        # Marked resolved, yet the destination still refuses: open again, with the new detail.
-        r = rows[fp]
-        conn.execute(st.conflict_t.update().where(st.conflict_t.c.fingerprint == fp).values(
-            status="open", candidates=r["candidates"], applied=r["applied"], created_at=now,
-            resolved_by=None, resolved_at=None))
-    return len(new) + len(reopen)
-
-
-def _update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    """One executemany UPDATE of ``columns`` for rows keyed by ``_id``."""
-    stmt = table.update().where(table.c.id == sa.bindparam("_id")).values({c: sa.bindparam(c) for c in columns})
-    conn.execute(stmt, rows)
-
-
-def _write_interactions(conn: sa.Connection, connection: str, stream: str, changed: list[Prepared],
-                        assignment: dict[str, str], existing: dict[str, Any]) -> None:
-    """Replace the timeline entries of every changed source record (idempotent on re-runs)."""
-    stale = [p.source_id for p in changed if p.source_id in existing]
-    for chunk in st._chunks(stale):
-        conn.execute(st.interaction_t.delete().where(
-            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.interaction_t.c.record_id.in_(chunk)))
-    rows = []
-    for p in changed:
-        for i, item in enumerate(p.interactions):
-            occurred = item.get("occurred_at")
-            rows.append({
-                "golden_id": assignment[p.source_id], "connection": connection, "stream": stream,
-                "source_id": f"{p.source_id}#{i}", "record_id": p.source_id, "kind": item["kind"],
-                "owner_stream": stream, "owner_id": p.source_id,
-                "occurred_at": _as_datetime(occurred) if occurred else p.observed_at, "data": item,
-            })
-    if rows:
-        st.insert_rows(conn, st.interaction_t, rows)
-
-
-def _move_owner(conn: sa.Connection, connection: str, stream: str, old: str, new: str) -> None:
-    """Entries that belonged to a retired source id belong to its survivor now."""
-    conn.execute(st.interaction_t.update().where(
-        st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
-        st.interaction_t.c.owner_id == old).values(owner_id=new))
-
-
-def _adopt_entries(conn: sa.Connection, connection: str, stream: str, owners: dict[str, str]) -> set[str]:
-    """Entries that arrived before the record they belong to (an order read before its
-    customer) go on that record's timeline now. Returns the golden ids that got entries."""
-    adopted: set[str] = set()
-    for chunk in st._chunks(list(owners)):
-        q = sa.select(st.interaction_t.c.owner_id).where(
-            st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
-            st.interaction_t.c.owner_id.in_(chunk), st.interaction_t.c.golden_id.is_(None)).distinct()
-        for (owner_id,) in conn.execute(q).all():
-            golden = owners[owner_id]
-            conn.execute(st.interaction_t.update().where(
-                st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
-                st.interaction_t.c.owner_id == owner_id).values(golden_id=golden))
-            adopted.add(golden)
-    return adopted
-
-
-def _apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stream: str,
-                    pending: list[Prepared], counts: StreamCounts) -> set[str]:
-    """Store a batch of timeline-only records; returns the golden ids whose timeline changed."""
-    latest: dict[str, Prepared] = {}
-    for p in pending:
-        if p.source_id in latest:
-            counts.unchanged += 1
-        latest[p.source_id] = p
-    old: dict[str, list[Any]] = {}
-    ids = list(latest)
-    for chunk in st._chunks(ids):
-        q = sa.select(st.interaction_t.c.record_id, st.interaction_t.c.golden_id, st.interaction_t.c.owner_id,
-                      st.interaction_t.c.data).where(
-            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.interaction_t.c.record_id.in_(chunk)).order_by(st.interaction_t.c.source_id)
-        for r in conn.execute(q):
-            old.setdefault(r.record_id, []).append(r)
-    owners = st.lookup_source_records(conn, connection, owner_stream, {p.owner for p in latest.values() if p.owner})
-    touched: set[str] = set()
-    stale: list[str] = []
-    rows: list[dict[str, Any]] = []
-    for p in latest.values():
-        owner = owners.get(p.owner) if p.owner else None
-        golden = owner.golden_id if owner is not None else None
-        new = [{
-            "golden_id": golden, "connection": connection, "stream": stream, "source_id": f"{p.source_id}#{i}",
-            "record_id": p.source_id, "kind": item["kind"], "owner_stream": owner_stream, "owner_id": p.owner,
-            "occurred_at": _as_datetime(item["occurred_at"]) if item.get("occurred_at") else p.observed_at, "data": item,
-        } for i, item in enumerate(p.interactions)]
-        had = old.get(p.source_id, [])
-        if [(r.golden_id, r.owner_id, r.data) for r in had] == [(n["golden_id"], n["owner_id"], n["data"]) for n in new]:
-            counts.unchanged += 1
-            continue
-        if had:
-            stale.append(p.source_id)
-            counts.updated += 1
-        elif new:
-            counts.created += 1
-        else:
-            counts.unchanged += 1  # deleted at the source before the hub ever saw it
-        rows += new
-        touched |= {r.golden_id for r in had if r.golden_id} | ({golden} if golden and new else set())
-    for chunk in st._chunks(stale):
-        conn.execute(st.interaction_t.delete().where(
-            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.interaction_t.c.record_id.in_(chunk)))
-    if rows:
-        st.insert_rows(conn, st.interaction_t, rows)
-    return touched
-
-
-def _as_datetime(value: str) -> datetime:
-    if len(value) == 10:
-        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
-    return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
-
-
-def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
-              actor: str, run_id: int, *, fuzzy: bool = True, known_blocks: st.BlockSizes | None = None,
-              fresh: dict[str, list[dict[str, Any]]] | None = None,
-              on_match_keys: Callable[[dict[str, list[tuple[str, str]]]], None] | None = None) -> dict[str, Any]:
-    """Derive each touched golden record again from all its source records and write what changed.
-    ``known_blocks``: blocking-key block sizes read earlier in this transaction, with no match
-    keys written since (see :func:`store.replace_match_keys`). ``fresh``: golden records not
-    in the store yet, with all their source records (nothing to read back for them).
-    ``on_match_keys`` is told the blocking keys written."""
-    from synchub import similarity
-
-    ids = sorted(golden_ids)
-    fresh = fresh or {}
-    sources: dict[str, list[dict[str, Any]]] = {g: fresh.get(g, []) for g in ids}
-    current: dict[str, Any] = {}
-    overrides: dict[str, dict[str, Any]] = {}
-    orders: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
-    for chunk in st._chunks([g for g in ids if g not in fresh]):
-        q = sa.select(st.source_t.c.golden_id, st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id,
-                      st.source_t.c.data, st.source_t.c.observed_at, st.source_t.c.deleted).where(st.source_t.c.golden_id.in_(chunk))
-        for r in conn.execute(q):
-            sources[r.golden_id].append(dict(r._mapping))
-        q2 = sa.select(st.golden_t.c.id, st.golden_t.c.data, st.golden_t.c.provenance, st.golden_t.c.status,
-                       st.golden_t.c.version).where(st.golden_t.c.id.in_(chunk))
-        for r in conn.execute(q2):
-            current[r.id] = r
-        q3 = sa.select(st.override_t).where(st.override_t.c.golden_id.in_(chunk))
-        for r in conn.execute(q3):
-            overrides.setdefault(r.golden_id, {})[r.field] = {"value": r.value, "by": r.decided_by, "at": r.decided_at}
-        q4 = sa.select(st.interaction_t.c.golden_id, st.interaction_t.c.data, st.interaction_t.c.occurred_at).where(
-            st.interaction_t.c.golden_id.in_(chunk), st.interaction_t.c.kind == "order")
-        for r in conn.execute(q4):
-            orders.setdefault(r.golden_id, []).append((r.data, _aware(r.occurred_at)))
-    inserts, updates, audits, conflicts = [], [], [], []
-    explained: list[dict[str, Any]] = []
-    changed: dict[str, Any] = {}
-    match_keys: dict[str, list[tuple[str, str]]] = {}
-    for g in ids:
-        srcs = sources[g]
-        derived = merger.derive(kind, srcs, overrides.get(g))
-        if g in orders and "purchases" not in overrides.get(g, {}):
-            _derive_purchases(derived, orders[g])
-        alive = any(not s["deleted"] for s in srcs)
-        status = "active" if alive else "deleted"
-        display, search = _search_fields(kind, derived.data)
-        row = {"data": derived.data, "provenance": derived.provenance, "display_name": display[:300],
-               "search_text": search, "status": status, "merged_into": None, "updated_at": now}
-        cur = current.get(g)
-        if cur is None:
-            inserts.append({**row, "id": g, "kind": kind, "created_at": now, "version": 1})
-            audits.append({"at": now, "actor": actor, "action": "create", "golden_id": g,
-                           "details": {"sources": [f"{s['connection']}/{s['stream']}" for s in srcs]}})
-            changed[g] = True
-        elif cur.data != derived.data or cur.status != status:
-            updates.append({**row, "_id": g, "version": cur.version + 1})
-            audits.append({"at": now, "actor": actor, "action": "update" if alive else "delete", "golden_id": g,
-                           "details": {"fields": sorted(_diff_units(cur.data, derived.data))}})
-            changed[g] = True
-        elif cur.provenance != derived.provenance:
-            # Same values, other reasons (a duplicate joined and lost, a source changed to a
-            # losing value): the provenance must still say so. Not a new version of the record.
-            explained.append({"_id": g, "provenance": derived.provenance})
-        for note in derived.conflicts:
-            conflicts.append((g, note))
-        if g in changed and fuzzy:
-            match_keys[g] = similarity.blocking_keys(similarity.features(derived.data, kind)) if alive else []
-    if inserts:
-        st.insert_rows(conn, st.golden_t, inserts)
-    if updates:
-        _update_by_id(conn, st.golden_t, updates, ("data", "provenance", "display_name", "search_text", "status",
-                                                   "merged_into", "updated_at", "version"))
-    if explained:
-        _update_by_id(conn, st.golden_t, explained, ("provenance",))
-    if audits:
-        st.insert_rows(conn, st.audit_t, audits)
-    if match_keys:
-        st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK, known=known_blocks,
-                              new={i["id"] for i in inserts})
-        if on_match_keys is not None:
-            on_match_keys(match_keys)
-    changed["__conflicts__"] = _log_conflicts(conn, conflicts, now)
-    return changed
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _derive_purchases(derived: Any, orders: list[tuple[dict[str, Any], datetime]]) -> None:
-    """The golden record's purchase summary comes from its orders (see :mod:`synchub.purchases`);
-    a summary a source gave is kept in the provenance as the losing value."""
-    summary = purchases.summarize(orders)
-    if summary is None:
-        return
-    given = derived.data.get("purchases")
-    derived.data["purchases"] = summary
-    derived.provenance["purchases"] = {
-        "connection": "hub", "stream": "timeline", "source_id": f"{summary['orders_count']} orders",
-        "observed_at": max(at for _o, at in orders).isoformat(), "rule": purchases.RULE,
-        "losing": [{"value": given}] if given and given != summary else [],
-    }
-
-
-def _log_conflicts(conn: sa.Connection, notes: list[tuple[str, Any]], now: datetime) -> int:
-    if not notes:
-        return 0
-    rows = {}
-    for g, note in notes:
-        fp = note.fingerprint(g)
-        rows[fp] = {
-            "fingerprint": fp, "kind": "field", "golden_id": g, "field": note.field,
-            "connections": ",".join(sorted({c.connection for c in note.candidates})),
-            "candidates": [c.describe() for c in note.candidates], "rule": note.rule,
-            "applied": {"value": note.applied}, "status": "open", "created_at": now,
-        }
-    known = set()
-    fps = list(rows)
-    for chunk in st._chunks(fps):
-        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.conflict_t.c.fingerprint.in_(chunk)))}
-    new = [r for fp, r in rows.items() if fp not in known]
-    if new:
-        conn.execute(st.conflict_t.insert(), new)
-    return len(new)
-
-
-def _diff_units(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
-    keys = set(old) | set(new)
-    return {k for k in keys if old.get(k) != new.get(k)}
-
-
-def _search_fields(kind: str, data: dict[str, Any]) -> tuple[str, str]:
-    if kind == "company":
-        display = data.get("name") or data.get("domain") or ""
-    else:
-        display = " ".join(x for x in (data.get("first_name"), data.get("last_name")) if x)
-    emails = data.get("emails") or []
-    if not display and emails:
-        display = emails[0]
-    parts = [display, data.get("company_name") or "", (data.get("address") or {}).get("city") or ""]
-    text = " ".join(fold(p) for p in parts if p)
-    text = " ".join([text, *emails, *(data.get("phones") or [])])
-    return display, text.strip()
 
 
 def _raw(data: dict[str, Any]) -> str:

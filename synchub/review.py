@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from synchub import store as st
-from synchub.engine import (
-    _aware,
-    _update_by_id,
+from synchub.errors import SynchubError
+from synchub.golden import (
+    aware,
     log_possible_duplicates,
     merge_golden,
     merge_goldens,
     rederive,
+    update_by_id,
 )
-from synchub.errors import SynchubError
 from synchub.merge import OPT_OUT
 from synchub.store import utcnow
 
@@ -115,13 +115,13 @@ def _restore_overrides(conn: sa.Connection, survivor: str, loser: str, overrides
             return []
         found = conn.execute(sa.select(ov.c.id, ov.c.field, ov.c.decided_at)
                              .where(ov.c.id.in_(sorted(wanted)), ov.c.golden_id == owner)).all()
-        return [r for r in found if _aware(r.decided_at) == datetime.fromisoformat(wanted[r.id])]
+        return [r for r in found if aware(r.decided_at) == datetime.fromisoformat(wanted[r.id])]
 
     moved, parked = still(overrides.get("moved") or [], survivor), still(overrides.get("parked") or [], loser)
     if parked:  # out of the loser's way first: unique (golden_id, field)
-        _update_by_id(conn, ov, [{"_id": r.id, "golden_id": f"parked:{r.id}"} for r in parked], ("golden_id",))
+        update_by_id(conn, ov, [{"_id": r.id, "golden_id": f"parked:{r.id}"} for r in parked], ("golden_id",))
     if moved:
-        _update_by_id(conn, ov, [{"_id": r.id, "golden_id": loser} for r in moved], ("golden_id",))
+        update_by_id(conn, ov, [{"_id": r.id, "golden_id": loser} for r in moved], ("golden_id",))
     if parked:
         decided = {r.field for r in conn.execute(sa.select(ov.c.field).where(ov.c.golden_id == survivor))}
         superseded = [r.id for r in parked if r.field in decided]
@@ -129,7 +129,7 @@ def _restore_overrides(conn: sa.Connection, survivor: str, loser: str, overrides
             conn.execute(ov.delete().where(ov.c.id.in_(superseded)))
         back = [{"_id": r.id, "golden_id": survivor} for r in parked if r.field not in decided]
         if back:
-            _update_by_id(conn, ov, back, ("golden_id",))
+            update_by_id(conn, ov, back, ("golden_id",))
 
 
 def _move_sources(conn: sa.Connection, source_ids: list[int], target: str) -> None:

@@ -325,11 +325,11 @@ def test_merged_ids_and_checkpointed_units_give_the_same_store_either_way(
 
 def test_a_crash_inside_a_bulk_unit_leaves_nothing_and_the_rerun_finishes(
         store_url: str, second_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from synchub import engine
+    from synchub import apply
 
     hub = hub_for(_febrl_files(tmp_path / "a", store_url, halves=False))
     calls = {"n": 0}
-    real = engine.rederive
+    real = apply.rederive
 
     def crash_on_second(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
@@ -338,12 +338,12 @@ def test_a_crash_inside_a_bulk_unit_leaves_nothing_and_the_rerun_finishes(
         return real(*args, **kwargs)
 
     monkeypatch.setattr("synchub.bulk.UNIT", 400)
-    monkeypatch.setattr(engine, "rederive", crash_on_second)
+    monkeypatch.setattr(apply, "rederive", crash_on_second)
     [summary] = _sync(hub, True)
     assert summary.status == "failed"
     first_unit = hub.store.counts()["source_records"]
     assert first_unit == 400  # the first unit committed, the second rolled back whole
-    monkeypatch.setattr(engine, "rederive", real)
+    monkeypatch.setattr(apply, "rederive", real)
     hub.bulk = None  # the stream is known now: the rerun goes on batch by batch
     [summary] = hub.sync()
     assert summary.status == "succeeded"

@@ -151,18 +151,18 @@ def test_crash_inside_a_batch_rolls_back_and_rerun_finishes(
     reference = demo_hub(demo_dir, f"sqlite:///{tmp_path / 'reference.db'}")
     reference.sync()
     hub = demo_hub(demo_dir, store_url)
-    import synchub.engine as engine
+    import synchub.apply as apply
 
-    real = engine.rederive
+    real = apply.rederive
 
     def boom(*args: object, **kwargs: object) -> object:
         raise KeyboardInterrupt("killed mid-batch")
 
-    monkeypatch.setattr(engine, "rederive", boom)
+    monkeypatch.setattr(apply, "rederive", boom)
     with pytest.raises(KeyboardInterrupt):
         hub.sync(["shop"])
     assert hub.store.counts()["source_records"] == 0  # the batch's transaction rolled back
-    monkeypatch.setattr(engine, "rederive", real)
+    monkeypatch.setattr(apply, "rederive", real)
     hub.sync()
     assert content_snapshot(hub.store) == content_snapshot(reference.store)
 

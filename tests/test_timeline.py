@@ -180,11 +180,11 @@ def test_a_deleted_order_leaves_the_summary(tmp_path: Path, store_url: str) -> N
                + "A2,1,2024-02-05T10:00:00Z,12.00,EUR,12.00,paid\n")
     hub.sync(["shop"])
     with hub.store.begin() as conn:  # what a stream's deleted record does (files have none)
-        from synchub.engine import _apply_timeline
+        from synchub.apply import apply_timeline
         from synchub.prepare import Prepared
 
         gone = Prepared("A2", None, {}, "x", datetime(2024, 3, 1, tzinfo=timezone.utc), [], True, [], owner="1")
-        touched = _apply_timeline(conn, "shop", "orders", "customers", [gone], StreamCounts())
+        touched = apply_timeline(conn, "shop", "orders", "customers", [gone], StreamCounts())
         hub._rederive_any(conn, touched, "test", 0)
     ann = _golden(hub, "ann@example.com")
     assert ann["data"]["purchases"]["orders_count"] == 1
