@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
-import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -51,26 +50,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-_id_lock = threading.Lock()
-_last_id = [0, 0]  # (milliseconds, sequence) of the last id made by this process
-
-
 def new_golden_id() -> str:
-    """A new golden record id: 32 hex digits like a uuid4, but ordered by creation time (48
-    bits of Unix milliseconds, a 16-bit sequence within the millisecond, 64 random bits, as in
-    UUIDv7). Five tables index golden ids; random ones land on random index pages, so every
-    commit of a large batch rewrote most of each index's pages, while ids that grow land at
-    the end. Across processes ids stay unique by their random bits."""
-    with _id_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms <= _last_id[0]:
-            ms, seq = _last_id[0], _last_id[1] + 1
-            if seq > 0xFFFF:
-                ms, seq = ms + 1, 0
-        else:
-            seq = 0
-        _last_id[0], _last_id[1] = ms, seq
-    return f"{ms & 0xFFFFFFFFFFFF:012x}{seq:04x}{int.from_bytes(os.urandom(8), 'big'):016x}"
+    """A new golden record id: a random uuid, 32 hex digits. Random, not ordered by time: an
+    admin names a customer by a short prefix of its id (``customers show 3f9c2a``), and ids
+    that start with a timestamp share their first dozen digits with every record of a sync.
+    (Time-ordered ids made the golden-id indexes cheaper to write: 1M match-key rows in 5.8
+    instead of 10.1 s, about 4 % of a first sync.)"""
+    return uuid.uuid4().hex
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
