@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from synchub import engine as eng
+from synchub import apply
 from synchub import store as st
 from synchub.engine import describe_error
 from tests.helpers import hub_for, rows, write_config, write_people_mapping
@@ -36,7 +36,7 @@ def test_a_killed_backend_leaves_no_customer_data_in_the_store_or_the_logs(
     write_people_mapping(tmp_path / "mappings")
     hub = hub_for(cfg)
     admin = sa.create_engine(pg_store_url)
-    original = eng._keep_opt_outs
+    original = apply._keep_opt_outs
     killed = []
 
     def kill_then_go_on(conn, changed, existing):  # type: ignore[no-untyped-def]
@@ -49,7 +49,7 @@ def test_a_killed_backend_leaves_no_customer_data_in_the_store_or_the_logs(
             killed.append(pid)
         return original(conn, changed, existing)
 
-    monkeypatch.setattr(eng, "_keep_opt_outs", kill_then_go_on)
+    monkeypatch.setattr(apply, "_keep_opt_outs", kill_then_go_on)
     caplog.set_level(logging.DEBUG)
     [summary] = hub.sync(["shop"])
     assert killed and summary.status == "failed"
@@ -68,7 +68,7 @@ def test_a_killed_backend_leaves_no_customer_data_in_the_store_or_the_logs(
             assert not any(e in dump for e in EMAILS), table.name
 
     # The re-run finishes with the result an undisturbed run gives.
-    monkeypatch.setattr(eng, "_keep_opt_outs", original)
+    monkeypatch.setattr(apply, "_keep_opt_outs", original)
     [again] = hub.sync(["shop"])
     assert again.status == "succeeded" and again.streams["people"].created == len(EMAILS)
     admin.dispose()
