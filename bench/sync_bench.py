@@ -362,7 +362,8 @@ def append_rows(path: Path, start: int, n: int, *, seed: int, dup_rate: float, e
 # ---------------------------------------------------------------------------------------------
 
 
-def write_config(folder: Path, store_url: str, *, with_export: bool, fuzzy: bool | None = None) -> Path:
+def write_config(folder: Path, store_url: str, *, with_export: bool, fuzzy: bool | None = None,
+                 bulk_load: str = "auto") -> Path:
     """A config in ``folder`` reading ``folder/data`` (relative paths start at the config's folder)."""
     q = json.dumps  # a JSON string is a valid YAML double-quoted scalar
     lines = [
@@ -370,7 +371,7 @@ def write_config(folder: Path, store_url: str, *, with_export: bool, fuzzy: bool
         "version: 1",
         f"store: {q(store_url)}",
         f"mappings_dir: [{q(str(MAPPINGS_DIR))}]",
-        "defaults: {phone_region: DE, batch_size: 1000}",
+        f"defaults: {{phone_region: DE, batch_size: 1000, bulk_load: {bulk_load}}}",
         "connections:",
         "  shop:",
         "    connector: files",
@@ -636,7 +637,7 @@ def spawn_child(config: Path, phase: str, workdir: Path, *, timeout: float | Non
 
 
 def prepare_backend(root: Path, backend: str, data_file: Path, pg_url: str, with_export: bool,
-                    fuzzy: bool | None = None) -> tuple[Path, str | None]:
+                    fuzzy: bool | None = None, bulk_load: str = "auto") -> tuple[Path, str | None]:
     """Folder + data copy + config for one backend; returns (config path, PG schema or None)."""
     folder = root / backend
     (folder / "data").mkdir(parents=True, exist_ok=True)
@@ -648,11 +649,11 @@ def prepare_backend(root: Path, backend: str, data_file: Path, pg_url: str, with
         schema = f"bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         pg_admin(pg_url, f'CREATE SCHEMA "{schema}"')
         url = pg_url_with_schema(pg_url, schema)
-    return write_config(folder, url, with_export=with_export, fuzzy=fuzzy), schema
+    return write_config(folder, url, with_export=with_export, fuzzy=fuzzy, bulk_load=bulk_load), schema
 
 
 def measure(args: argparse.Namespace, n: int, backend: str, root: Path, data_file: Path, gen_info: dict[str, Any]) -> list[dict[str, Any]]:
-    config, schema = prepare_backend(root, backend, data_file, args.pg_url, args.with_export, args.fuzzy)
+    config, schema = prepare_backend(root, backend, data_file, args.pg_url, args.with_export, args.fuzzy, args.bulk_load)
     rows: list[dict[str, Any]] = []
     try:
         phases = ["first", "rerun"] + (["reread"] if args.reread else [])
@@ -743,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     p.add_argument("--with-export", action="store_true", help="also push the outbound CSV export (like demo.yaml)")
     p.add_argument("--reread", action="store_true", help="also time a re-read of the whole file with one row appended")
+    p.add_argument("--bulk-load", choices=["auto", "always", "never"], default="auto",
+                   help="defaults.bulk_load of the generated config (never: measure the incremental path)")
     p.add_argument("--no-fuzzy", dest="fuzzy", action="store_const", const=False, default=None,
                    help="write match.person.fuzzy: false (exact identity keys only); default: the project's default")
     p.add_argument("--dup-rate", type=float, default=0.05, help="share of rows that reuse an earlier e-mail (default 0.05)")
@@ -805,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         info = write_csv(data, n, seed=args.seed, dup_rate=args.dup_rate, encoding=args.encoding)
         print(f"wrote {data}: {info}")
         for b in backends:
-            config, schema = prepare_backend(args.prepare, b, data, args.pg_url, args.with_export, args.fuzzy)
+            config, schema = prepare_backend(args.prepare, b, data, args.pg_url, args.with_export, args.fuzzy, args.bulk_load)
             print(f"{b}: {sys.executable} {Path(__file__).resolve()} --child --config {config} --phase first")
             if schema:
                 print(f"   (drop afterwards: DROP SCHEMA \"{schema}\" CASCADE)")
