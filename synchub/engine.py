@@ -554,6 +554,7 @@ class Hub:
 
     def _pull(self, connection: str, stream_name: str, stream: Stream, mapping: Mapping, run_id: int,
               counts: StreamCounts, progress: ProgressFn | None) -> None:
+        self._drain_derives(connection, run_id)  # what a crashed bulk load of orders left
         state = self.store.get_state(connection, stream_name)
         batch_size = self.config.defaults.batch_size
         loading = self._bulk_state(connection, stream_name, mapping)
@@ -584,6 +585,7 @@ class Hub:
             if self.stopping.is_set() and not pending and not rejects:
                 # At a boundary: everything read is committed (and the cursor saved, if the
                 # stream gave a checkpoint). Stopping here loses nothing.
+                self._drain_derives(connection, run_id)
                 raise Interrupted(f"stopped on request after {counts.read} record(s) of {stream_name}; "
                                   "what was read is committed, the next run goes on from the saved cursor")
             try:
@@ -615,6 +617,7 @@ class Hub:
                 self._check_lock(connection)
                 self.store.save_state(connection, stream_name, item.state, run_id)
         flush()
+        self._drain_derives(connection, run_id)
         if progress:
             progress(connection, stream_name, counts.read)
 
@@ -702,7 +705,12 @@ class Hub:
             if pending and mapping.timeline_only:
                 assert mapping.owner_stream is not None
                 touched = apply_timeline(conn, connection, stream, mapping.owner_stream, pending, counts)
-                self._rederive_any(conn, touched, actor, run_id)
+                if loading is True:
+                    # A bulk load touches most owners in many units: each is derived once, when
+                    # the stream is read (_drain_derives); the queue commits with the entries.
+                    st.queue_derive(conn, connection, touched, utcnow())
+                else:
+                    self._rederive_any(conn, touched, actor, run_id)
             elif pending:
                 resolve_links(conn, connection, pending)
                 mcfg = self.config.match_config(kind)
@@ -758,10 +766,23 @@ class Hub:
         """Derive golden records of any kind again (after their timeline changed)."""
         by_kind: dict[str, set[str]] = {}
         for chunk in st._chunks(sorted(golden_ids)):
-            for r in conn.execute(sa.select(st.golden_t.c.id, st.golden_t.c.kind).where(st.golden_t.c.id.in_(chunk))):
+            for r in conn.execute(sa.select(st.golden_t.c.id, st.golden_t.c.kind).where(
+                    st.golden_t.c.id.in_(chunk), st.golden_t.c.status != "merged")):  # its survivor was derived
                 by_kind.setdefault(r.kind, set()).add(r.id)
         for kind, ids in by_kind.items():
             rederive(conn, kind, ids, self.merger(kind), utcnow(), actor, run_id, fuzzy=self.config.match_config(kind).fuzzy)
+
+    def _drain_derives(self, connection: str, run_id: int) -> None:
+        """Derive the golden records a bulk timeline load of this connection queued, a unit at a
+        time, each unit's derivations committed with its removal from the queue."""
+        while True:
+            self._check_lock(connection)
+            with self.store.begin() as conn:
+                ids = st.queued_derives(conn, connection, bulk.UNIT)
+                if not ids:
+                    return
+                self._rederive_any(conn, set(ids), f"run:{run_id}", run_id)
+                st.dequeue_derives(conn, connection, ids)
 
 
 def _raw(data: dict[str, Any]) -> str:

@@ -283,6 +283,16 @@ class MatchKey(SQLModel, table=True):
     golden_id: str = Field(max_length=32, index=True)
 
 
+class DeriveQueue(SQLModel, table=True):
+    """Golden records a bulk timeline load touched, to derive once when the stream is read
+    (and, after a crash, at the start of the connection's next pull)."""
+
+    __tablename__ = "derive_queue"
+    connection: str = Field(primary_key=True, max_length=100)
+    golden_id: str = Field(primary_key=True, max_length=32)
+    queued_at: datetime = _ts()
+
+
 class MatchKeyStop(SQLModel, table=True):
     """Blocking keys shared by too many golden records to say anything (a common surname in a big
     city): their rows are dropped and never looked up again, so every block stays small."""
@@ -335,6 +345,7 @@ outbound_t = T["outbound_state"]
 interaction_t = T["interaction"]
 match_key_t = T["match_key"]
 stop_t = T["match_key_stop"]
+derive_queue_t = T["derive_queue"]
 decision_t = T["match_decision"]
 override_t = T["field_override"]
 #: What the sync needs to know of a stored source record (:func:`lookup_source_records`).
@@ -719,6 +730,30 @@ def save_state(conn: sa.Connection, connection: str, stream: str, state: dict[st
     )
     if updated.rowcount == 0:
         conn.execute(state_t.insert().values(connection=connection, stream=stream, state=state, run_id=run_id, updated_at=now))
+
+
+def queue_derive(conn: sa.Connection, connection: str, golden_ids: Iterable[str], now: datetime) -> None:
+    """Queue golden records to derive again later (see :class:`DeriveQueue`)."""
+    ids = sorted(set(golden_ids))
+    queued: set[str] = set()
+    for chunk in _chunks(ids):
+        queued.update(conn.execute(sa.select(derive_queue_t.c.golden_id).where(
+            derive_queue_t.c.connection == connection, derive_queue_t.c.golden_id.in_(chunk))).scalars())
+    rows = [{"connection": connection, "golden_id": g, "queued_at": now} for g in ids if g not in queued]
+    if rows:
+        insert_rows(conn, derive_queue_t, rows)
+
+
+def queued_derives(conn: sa.Connection, connection: str, limit: int) -> list[str]:
+    q = (sa.select(derive_queue_t.c.golden_id).where(derive_queue_t.c.connection == connection)
+         .order_by(derive_queue_t.c.golden_id).limit(limit))
+    return list(conn.execute(q).scalars())
+
+
+def dequeue_derives(conn: sa.Connection, connection: str, golden_ids: list[str]) -> None:
+    for chunk in _chunks(golden_ids):
+        conn.execute(derive_queue_t.delete().where(derive_queue_t.c.connection == connection,
+                                                   derive_queue_t.c.golden_id.in_(chunk)))
 
 
 def lookup_raw_hashes(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str]) -> dict[str, str]:

@@ -37,6 +37,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path):
 
 
 @pytest.fixture
+def second_url(store_url: str, tmp_path: Path):
+    """A second fresh store on the backend of ``store_url`` (to compare two ways of syncing)."""
+    if store_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'second.db'}"
+    else:
+        yield from _pg_schema()
+
+
+@pytest.fixture
 def pg_store_url():
     """A fresh, empty PostgreSQL store URL, for what only PostgreSQL does (several machines, a
     lock held by a database session)."""

@@ -147,25 +147,6 @@ def _sync(hub: Hub, bulk: bool, *names: str) -> list[Any]:
 # ----- scenarios ----------------------------------------------------------------------------------
 
 
-def _other_pg_store(store_url: str) -> Iterator[str]:
-    from tests.conftest import _pg_schema
-
-    gen = _pg_schema()
-    url = next(gen)
-    try:
-        yield url
-    finally:
-        gen.close()
-
-
-@pytest.fixture
-def second_url(store_url: str, tmp_path: Path) -> Iterator[str]:
-    if store_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'incremental.db'}"
-    else:
-        yield from _other_pg_store(store_url)
-
-
 def test_demo_data_gives_the_same_store_either_way(demo_dir: Path, store_url: str, second_url: str, tmp_path: Path) -> None:
     import shutil
 

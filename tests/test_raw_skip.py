@@ -23,7 +23,7 @@ from synchub import store as st
 from synchub.connector import Checkpoint, Connector, ConnectorSettings, ReadItem, Record, Stream
 from synchub.engine import Hub
 from tests.helpers import hub_for, write_config
-from tests.test_bulk import second_url, snapshot  # noqa: F401 (fixture)
+from tests.test_bulk import snapshot
 
 # ----- a source that lists every row on every read -------------------------------------------------
 
@@ -120,7 +120,7 @@ DAN = {"id": "4", "email": "dan@example.org", "first": "Dan", "last": "Dorn"}
 
 
 @pytest.fixture
-def twins(tmp_path: Path, store_url: str, second_url: str, rows_connector: None,  # noqa: F811
+def twins(tmp_path: Path, store_url: str, second_url: str, rows_connector: None,
           monkeypatch: pytest.MonkeyPatch) -> tuple[Hub, Hub, list[Path]]:
     """(store as shipped, store with every row prepared) with the same files in two folders."""
     folders = [tmp_path / "skip", tmp_path / "all"]

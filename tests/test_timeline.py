@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from synchub import purchases
 from synchub import store as st
@@ -255,3 +256,86 @@ def test_a_full_listing_erases_what_the_source_no_longer_holds_but_keeps_opt_out
     # A record that changed after the listing began is not touched.
     hub._reconcile("shop", "customers", mapping, Reconcile(set(), datetime(2000, 1, 1, tzinfo=timezone.utc)), 0, counts)
     assert _golden(hub, "ann@example.com")["status"] == "active"
+
+
+# ----- a bulk load of orders ------------------------------------------------------------------------
+
+BULK_CUSTOMERS = "id,first,last,email,count,spent\n" + "".join(
+    f"{i},Name{i},Family{i},c{i}@example.com,,\n" for i in range(1, 7))
+# 24 orders, round robin over the 6 customers: with units of 4 orders every customer is
+# touched in four units.
+BULK_ORDERS = ORDERS_HEADER + "".join(
+    f"O{n:02d},{n % 6 + 1},2024-{n % 12 + 1:02d}-0{n % 9 + 1}T10:00:00Z,{n}.50,EUR,{n}.50,paid\n" for n in range(24))
+
+
+def _orders_hub(folder: Path, url: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    return _hub(folder, url, kunden__csv=BULK_CUSTOMERS, orders__csv=BULK_ORDERS)
+
+
+def _derived(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Golden ids the engine derives again after timeline changes, in order."""
+    from synchub import engine
+
+    seen: list[str] = []
+    real = engine.rederive
+
+    def counting(conn, kind, ids, *a, **k):  # type: ignore[no-untyped-def]
+        seen.extend(sorted(ids))
+        return real(conn, kind, ids, *a, **k)
+
+    monkeypatch.setattr(engine, "rederive", counting)
+    return seen
+
+
+def test_a_bulk_load_of_orders_derives_each_customer_once_and_gives_the_same_store(
+        tmp_path: Path, store_url: str, second_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from synchub import bulk
+    from tests.test_bulk import snapshot
+
+    monkeypatch.setattr(bulk, "UNIT", 4)
+    bulk_hub, inc_hub = _orders_hub(tmp_path / "a", store_url), _orders_hub(tmp_path / "b", second_url)
+    inc_hub.config.defaults.batch_size = 4
+    derived = _derived(monkeypatch)
+    bulk_hub.bulk = True
+    [a] = bulk_hub.sync(["shop"])
+    assert a.status == "succeeded" and a.streams["orders"].created == 24
+    assert len(derived) == len(set(derived)) == 6, "each customer derived once after the orders"
+    derived.clear()
+    inc_hub.bulk = False
+    [b] = inc_hub.sync(["shop"])
+    assert len(derived) == 24, "batch by batch, each batch derives its customers"
+    assert [s.streams for s in (a,)] == [s.streams for s in (b,)]
+    assert snapshot(bulk_hub.store) == snapshot(inc_hub.store)
+    assert _golden(bulk_hub, "c1@example.com")["data"]["purchases"]["orders_count"] == 4
+    with bulk_hub.store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(st.derive_queue_t)).scalar() == 0
+
+
+def test_a_crash_before_the_orders_are_derived_is_finished_by_the_next_run(
+        tmp_path: Path, store_url: str, second_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from synchub import bulk, engine
+    from tests.test_bulk import snapshot
+
+    monkeypatch.setattr(bulk, "UNIT", 4)
+    reference = _orders_hub(tmp_path / "ref", second_url)
+    reference.bulk = True
+    reference.sync(["shop"])
+    hub = _orders_hub(tmp_path / "a", store_url)
+    hub.bulk = True
+    real = engine.Hub._rederive_any
+
+    def crash(self, conn, ids, actor, run_id):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(engine.Hub, "_rederive_any", crash)
+    [failed] = hub.sync(["shop"])
+    assert failed.status == "failed"
+    with hub.store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(st.interaction_t)).scalar() == 24
+        assert conn.execute(sa.select(sa.func.count()).select_from(st.derive_queue_t)).scalar() == 6
+    assert _golden(hub, "c1@example.com")["data"] != _golden(reference, "c1@example.com")["data"], "not derived yet"
+    monkeypatch.setattr(engine.Hub, "_rederive_any", real)
+    [rerun] = hub.sync(["shop"])  # the files are unchanged: only the queue is left to do
+    assert rerun.status == "succeeded" and rerun.streams["orders"].read == 0
+    assert snapshot(hub.store) == snapshot(reference.store)
