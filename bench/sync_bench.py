@@ -333,6 +333,21 @@ class CustomerGenerator:
             yield self.row(i)
 
 
+def write_changes(path: Path, n: int, k: int, *, seed: int, dup_rate: float, encoding: str) -> None:
+    """A second export file with ``k`` rows of the first one spread over it, each customer moved
+    to another part of town (``Ort`` gets ``-Nord``): ``k`` changed records, nothing new."""
+    gen = CustomerGenerator(seed, dup_rate)
+    city = COLUMNS.index("Ort")
+    with open(path, "w", encoding=encoding, newline="") as fh:
+        w = csv.writer(fh, delimiter=";", lineterminator="\r\n")
+        w.writerow(COLUMNS)
+        picked = {j * n // k for j in range(k)}
+        for i, row in enumerate(gen.rows(n)):  # rows come from one random stream: generate them in order
+            if i in picked:
+                row[city] = f"{row[city]}-Nord"
+                w.writerow(row)
+
+
 def write_csv(path: Path, n: int, *, seed: int, dup_rate: float, encoding: str) -> dict[str, Any]:
     """Stream ``n`` rows to ``path``; return what was written (rows, duplicates, bytes, seconds)."""
     if n > MAX_RECORDS:
@@ -656,15 +671,19 @@ def measure(args: argparse.Namespace, n: int, backend: str, root: Path, data_fil
     config, schema = prepare_backend(root, backend, data_file, args.pg_url, args.with_export, args.fuzzy, args.bulk_load)
     rows: list[dict[str, Any]] = []
     try:
-        phases = ["first", "rerun"] + (["reread"] if args.reread else [])
+        phases = ["first", "rerun"] + (["reread"] if args.reread else []) + (["changes"] if args.changes else [])
         for phase in phases:
+            if phase == "changes":
+                # a second, small file: only it is read, and every row of it is a changed record
+                write_changes(config.parent / "data" / "shop_kunden_changes.csv", n, args.changes, seed=args.seed,
+                              dup_rate=args.dup_rate, encoding=args.encoding)
             if phase == "reread":
                 # one new, non-duplicate customer: expect N unchanged + 1 created
                 append_rows(config.parent / "data" / DATA_FILE, n, 1, seed=args.seed, dup_rate=0.0,
                             encoding=args.encoding)
             res = spawn_child(config, phase, config.parent, timeout=args.timeout,
                               pg_analyze=args.pg_analyze if backend == "postgres" else 0.0)
-            res.update(backend=backend, records=n, expected_golden=n - gen_info["duplicates"] + (phase == "reread"),
+            res.update(backend=backend, records=n, expected_golden=n - gen_info["duplicates"] + (args.reread and phase in ("reread", "changes")),
                        duplicates_in_file=gen_info["duplicates"])
             rows.append(res)
             print("  " + format_line(res), flush=True)
@@ -744,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     p.add_argument("--with-export", action="store_true", help="also push the outbound CSV export (like demo.yaml)")
     p.add_argument("--reread", action="store_true", help="also time a re-read of the whole file with one row appended")
+    p.add_argument("--changes", type=int, default=0, metavar="K",
+                   help="add a last phase: a second file with K changed customers (K updated, nothing new)")
     p.add_argument("--bulk-load", choices=["auto", "always", "never"], default="auto",
                    help="defaults.bulk_load of the generated config (never: measure the incremental path)")
     p.add_argument("--no-fuzzy", dest="fuzzy", action="store_const", const=False, default=None,
