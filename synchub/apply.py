@@ -157,7 +157,7 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
                       ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted", "quarantine", "raw_hash"))
         ids = [u["_id"] for u in updates]
         for chunk in st._chunks(ids):
-            conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
+            conn.execute(st.key_t.delete().where(st.in_(conn, st.key_t.c.source_record_id, chunk)))
     sid_to_rowid = {p.source_id: existing[p.source_id].id for p in changed if p.source_id in existing}
     if inserts:
         result = conn.execute(st.source_t.insert().returning(st.source_t.c.id, st.source_t.c.source_id, sort_by_parameter_order=True), inserts)
@@ -233,7 +233,7 @@ def _keep_opt_outs(conn: sa.Connection, changed: list[Prepared], existing: dict[
     if not ids:
         return
     for chunk in st._chunks(list(ids)):
-        for row in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.data).where(st.source_t.c.id.in_(chunk))):
+        for row in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.data).where(st.in_(conn, st.source_t.c.id, chunk))):
             old = (row.data or {}).get("consent") or {}
             p = ids[row.id]
             new = p.data.get("consent") or {}
@@ -332,7 +332,7 @@ def _write_interactions(conn: sa.Connection, connection: str, stream: str, chang
     for chunk in st._chunks(stale):
         conn.execute(st.interaction_t.delete().where(
             st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.interaction_t.c.record_id.in_(chunk)))
+            st.in_(conn, st.interaction_t.c.record_id, chunk)))
     rows = []
     for p in changed:
         for i, item in enumerate(p.interactions):
@@ -361,7 +361,7 @@ def _adopt_entries(conn: sa.Connection, connection: str, stream: str, owners: di
     for chunk in st._chunks(list(owners)):
         q = sa.select(st.interaction_t.c.owner_id).where(
             st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
-            st.interaction_t.c.owner_id.in_(chunk), st.interaction_t.c.golden_id.is_(None)).distinct()
+            st.in_(conn, st.interaction_t.c.owner_id, chunk), st.interaction_t.c.golden_id.is_(None)).distinct()
         for (owner_id,) in conn.execute(q).all():
             golden = owners[owner_id]
             conn.execute(st.interaction_t.update().where(
@@ -385,7 +385,7 @@ def apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stre
         q = sa.select(st.interaction_t.c.record_id, st.interaction_t.c.golden_id, st.interaction_t.c.owner_id,
                       st.interaction_t.c.data).where(
             st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.interaction_t.c.record_id.in_(chunk)).order_by(st.interaction_t.c.source_id)
+            st.in_(conn, st.interaction_t.c.record_id, chunk)).order_by(st.interaction_t.c.source_id)
         for r in conn.execute(q):
             old.setdefault(r.record_id, []).append(r)
     owners = st.lookup_source_records(conn, connection, owner_stream, {p.owner for p in latest.values() if p.owner})
@@ -416,7 +416,7 @@ def apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stre
     for chunk in st._chunks(stale):
         conn.execute(st.interaction_t.delete().where(
             st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.interaction_t.c.record_id.in_(chunk)))
+            st.in_(conn, st.interaction_t.c.record_id, chunk)))
     if rows:
         st.insert_rows(conn, st.interaction_t, rows)
     return touched

@@ -368,7 +368,7 @@ class Hub:
                     for chunk in st._chunks(ids):
                         conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
                                                                   st.outbound_t.c.stream == stream_name,
-                                                                  st.outbound_t.c.golden_id.in_(chunk)))
+                                                                  st.in_(conn, st.outbound_t.c.golden_id, chunk)))
                     conn.execute(st.outbound_t.insert(), done)
                 if rejects:
                     conn.execute(st.rejected_t.insert(), rejects)
@@ -532,7 +532,7 @@ class Hub:
                 for r in conn.execute(
                     sa.select(st.source_t.c.golden_id, st.source_t.c.source_id, st.source_t.c.data, st.source_t.c.changed_at)
                     .where(st.source_t.c.connection == connection, st.source_t.c.stream == stream_name,
-                           st.source_t.c.deleted == sa.false(), st.source_t.c.golden_id.in_(chunk))
+                           st.source_t.c.deleted == sa.false(), st.in_(conn, st.source_t.c.golden_id, chunk))
                     .order_by(st.source_t.c.id)
                 ):
                     own.setdefault(r.golden_id, []).append(r)
@@ -733,7 +733,7 @@ class Hub:
                 for chunk in st._chunks(gone):
                     conn.execute(st.interaction_t.delete().where(
                         st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-                        st.interaction_t.c.record_id.in_(chunk)))
+                        st.in_(conn, st.interaction_t.c.record_id, chunk)))
                 touched = {r.golden_id for r in gone_rows if r.golden_id}
             else:
                 q = sa.select(st.source_t.c.id, st.source_t.c.source_id, st.source_t.c.golden_id).where(
@@ -745,12 +745,12 @@ class Hub:
                     # An opt-out outlives the record: it is the evidence that this person must
                     # not be contacted, and erasing it could let an older opt-in elsewhere win.
                     kept = {r.id: opt_outs_only(r.data) for r in conn.execute(
-                        sa.select(st.source_t.c.id, st.source_t.c.data).where(st.source_t.c.id.in_(chunk)))}
+                        sa.select(st.source_t.c.id, st.source_t.c.data).where(st.in_(conn, st.source_t.c.id, chunk)))}
                     update_by_id(conn, st.source_t, [
                         {"_id": rid, "data": data, "deleted": True, "content_hash": "deleted:", "changed_at": now,
                          "quarantine": None, "raw_hash": None}
                         for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at", "quarantine", "raw_hash"))
-                    conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id.in_(chunk)))
+                    conn.execute(st.key_t.delete().where(st.in_(conn, st.key_t.c.source_record_id, chunk)))
                 touched = {r.golden_id for r in gone_src}
                 if gone:
                     conn.execute(st.audit_t.insert(), [
@@ -767,7 +767,7 @@ class Hub:
         by_kind: dict[str, set[str]] = {}
         for chunk in st._chunks(sorted(golden_ids)):
             for r in conn.execute(sa.select(st.golden_t.c.id, st.golden_t.c.kind).where(
-                    st.golden_t.c.id.in_(chunk), st.golden_t.c.status != "merged")):  # its survivor was derived
+                    st.in_(conn, st.golden_t.c.id, chunk), st.golden_t.c.status != "merged")):  # its survivor was derived
                 by_kind.setdefault(r.kind, set()).add(r.id)
         for kind, ids in by_kind.items():
             rederive(conn, kind, ids, self.merger(kind), utcnow(), actor, run_id, fuzzy=self.config.match_config(kind).fuzzy)

@@ -41,9 +41,9 @@ def merge_goldens(conn: sa.Connection, survivors: dict[str, str], now: datetime,
     moved: dict[str, list[int]] = {loser: [] for loser in survivors}
     for chunk in st._chunks(sorted(survivors)):
         for sid, gid in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.golden_id)
-                                     .where(st.source_t.c.golden_id.in_(chunk)).order_by(st.source_t.c.id)):
+                                     .where(st.in_(conn, st.source_t.c.golden_id, chunk)).order_by(st.source_t.c.id)):
             moved[gid].append(sid)
-        conn.execute(st.match_key_t.delete().where(st.match_key_t.c.golden_id.in_(chunk)))
+        conn.execute(st.match_key_t.delete().where(st.in_(conn, st.match_key_t.c.golden_id, chunk)))
     pairs = [{"_loser": loser, "_survivor": survivor} for loser, survivor in survivors.items()]
     for table in (st.source_t, st.key_t, st.interaction_t):
         conn.execute(table.update().where(table.c.golden_id == sa.bindparam("_loser"))
@@ -68,7 +68,7 @@ def _merge_overrides(conn: sa.Connection, survivors: dict[str, str]) -> dict[str
     rows: list[Any] = []
     for chunk in st._chunks(sorted(set(survivors) | set(survivors.values()))):
         rows += conn.execute(sa.select(st.override_t.c.id, st.override_t.c.golden_id, st.override_t.c.field,
-                                       st.override_t.c.decided_at).where(st.override_t.c.golden_id.in_(chunk))).all()
+                                       st.override_t.c.decided_at).where(st.in_(conn, st.override_t.c.golden_id, chunk))).all()
     if not rows:
         return {}
     by_field: dict[tuple[str, str], list[Any]] = {}
@@ -115,7 +115,7 @@ def log_possible_duplicates(conn: sa.Connection, pairs: list[tuple[str, str, flo
     apart = st.load_keep_apart(conn, {n["golden_id"] for n in notes.values()} | {n["other_golden_id"] for n in notes.values()})
     known = set()
     for chunk in st._chunks(list(notes)):
-        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.conflict_t.c.fingerprint.in_(chunk)))}
+        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.in_(conn, st.conflict_t.c.fingerprint, chunk)))}
     new = [n for fp, n in notes.items() if fp not in known and (n["golden_id"], n["other_golden_id"]) not in apart]
     if new:
         conn.execute(st.conflict_t.insert(), new)
@@ -135,7 +135,7 @@ def log_attention(conn: sa.Connection, connection: str, stream: str, notes: list
     known = {}
     for chunk in st._chunks(list(rows)):
         known |= {r.fingerprint: r.status for r in conn.execute(
-            sa.select(st.conflict_t.c.fingerprint, st.conflict_t.c.status).where(st.conflict_t.c.fingerprint.in_(chunk)))}
+            sa.select(st.conflict_t.c.fingerprint, st.conflict_t.c.status).where(st.in_(conn, st.conflict_t.c.fingerprint, chunk)))}
     new = [r for fp, r in rows.items() if fp not in known]
     reopen = [fp for fp in rows if known.get(fp) not in (None, "open")]
     if new:
@@ -174,18 +174,18 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
     orders: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
     for chunk in st._chunks([g for g in ids if g not in fresh]):
         q = sa.select(st.source_t.c.golden_id, st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id,
-                      st.source_t.c.data, st.source_t.c.observed_at, st.source_t.c.deleted).where(st.source_t.c.golden_id.in_(chunk))
+                      st.source_t.c.data, st.source_t.c.observed_at, st.source_t.c.deleted).where(st.in_(conn, st.source_t.c.golden_id, chunk))
         for r in conn.execute(q):
             sources[r.golden_id].append(dict(r._mapping))
         q2 = sa.select(st.golden_t.c.id, st.golden_t.c.data, st.golden_t.c.provenance, st.golden_t.c.status,
-                       st.golden_t.c.version).where(st.golden_t.c.id.in_(chunk))
+                       st.golden_t.c.version).where(st.in_(conn, st.golden_t.c.id, chunk))
         for r in conn.execute(q2):
             current[r.id] = r
-        q3 = sa.select(st.override_t).where(st.override_t.c.golden_id.in_(chunk))
+        q3 = sa.select(st.override_t).where(st.in_(conn, st.override_t.c.golden_id, chunk))
         for r in conn.execute(q3):
             overrides.setdefault(r.golden_id, {})[r.field] = {"value": r.value, "by": r.decided_by, "at": r.decided_at}
         q4 = sa.select(st.interaction_t.c.golden_id, st.interaction_t.c.data, st.interaction_t.c.occurred_at).where(
-            st.interaction_t.c.golden_id.in_(chunk), st.interaction_t.c.kind == "order")
+            st.in_(conn, st.interaction_t.c.golden_id, chunk), st.interaction_t.c.kind == "order")
         for r in conn.execute(q4):
             orders.setdefault(r.golden_id, []).append((r.data, aware(r.occurred_at)))
     inserts, updates, audits, conflicts = [], [], [], []
@@ -279,7 +279,7 @@ def _log_conflicts(conn: sa.Connection, notes: list[tuple[str, Any]], now: datet
     known = set()
     fps = list(rows)
     for chunk in st._chunks(fps):
-        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.conflict_t.c.fingerprint.in_(chunk)))}
+        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.in_(conn, st.conflict_t.c.fingerprint, chunk)))}
     new = [r for fp, r in rows.items() if fp not in known]
     if new:
         conn.execute(st.conflict_t.insert(), new)

@@ -134,10 +134,10 @@ def _restore_overrides(conn: sa.Connection, survivor: str, loser: str, overrides
 
 def _move_sources(conn: sa.Connection, source_ids: list[int], target: str) -> None:
     for chunk in st._chunks(source_ids):
-        conn.execute(st.source_t.update().where(st.source_t.c.id.in_(chunk)).values(golden_id=target))
-        conn.execute(st.key_t.update().where(st.key_t.c.source_record_id.in_(chunk)).values(golden_id=target))
+        conn.execute(st.source_t.update().where(st.in_(conn, st.source_t.c.id, chunk)).values(golden_id=target))
+        conn.execute(st.key_t.update().where(st.in_(conn, st.key_t.c.source_record_id, chunk)).values(golden_id=target))
         recs = conn.execute(sa.select(st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id)
-                            .where(st.source_t.c.id.in_(chunk))).all()
+                            .where(st.in_(conn, st.source_t.c.id, chunk))).all()
         for r in recs:
             # The record's timeline goes with it (its own entries and, e.g., a customer's orders).
             conn.execute(st.interaction_t.update().where(

