@@ -20,6 +20,7 @@ Tables:
 from __future__ import annotations
 
 import json
+import operator
 import os
 import socket
 import uuid
@@ -383,7 +384,6 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
         if rows:
             conn.execute(table.insert(), rows)
         return
-    dialect = conn.dialect
     given = list(rows[0])
     defaults: dict[str, Any] = {}  # Python-side defaults of the columns not given
     for c in table.columns:
@@ -392,14 +392,26 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
                 conn.execute(table.insert(), rows)
                 return
             defaults[c.name] = c.default.arg  # type: ignore[attr-defined]
-    names = given + list(defaults)
+    tail = tuple(defaults.values())
+    if len(given) == 1:
+        only = given[0]
+        tuples = [(row[only], *tail) for row in rows]
+    else:
+        get = operator.itemgetter(*given)
+        tuples = [get(row) + tail for row in rows]
+    insert_tuples(conn, table, given + list(defaults), tuples)
+
+
+def insert_tuples(conn: sa.Connection, table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """:func:`insert_rows` for rows given as tuples of the columns ``names`` (no dict per row)."""
+    if len(rows) < _DIRECT_ROWS:
+        if rows:
+            conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+        return
+    dialect = conn.dialect
     procs = [table.c[n].type._cached_bind_processor(dialect) for n in names]
-    tail = list(defaults.values())
-
-    def values(row: dict[str, Any]) -> tuple[Any, ...]:
-        raw = [row[n] for n in given] + tail
-        return tuple(v if p is None else p(v) for p, v in zip(procs, raw, strict=True))
-
+    if any(p is not None for p in procs):
+        rows = [tuple(v if p is None else p(v) for p, v in zip(procs, row, strict=True)) for row in rows]
     quote = dialect.identifier_preparer
     target = f"{quote.format_table(table)} ({', '.join(quote.quote(n) for n in names)})"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -407,9 +419,9 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
         if dialect.name == "postgresql":
             with cursor.copy(f"COPY {target} FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row(values(row))
+                    copy.write_row(row)
         else:  # sqlite3: qmark parameters
-            cursor.executemany(f"INSERT INTO {target} VALUES ({', '.join('?' * len(names))})", [values(row) for row in rows])
+            cursor.executemany(f"INSERT INTO {target} VALUES ({', '.join('?' * len(names))})", rows)
     finally:
         cursor.close()
 
@@ -964,17 +976,15 @@ def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str,
         return
     by_type = _by_type(all_keys)
     stopped = _stopped(conn, kind, by_type)
-    rows = [{"kind": kind, "key_type": t, "key_value": v[:300], "golden_id": g}
-            for g, keys in keys_by_golden.items() for t, v in keys if (t, v[:300]) not in stopped]
+    rows = sorted((t, v[:300], kind, g)  # in index order: far fewer pages touched
+                  for g, keys in keys_by_golden.items() for t, v in keys if (t, v[:300]) not in stopped)
     if not rows:
         return
-    rows.sort(key=lambda r: (r["key_type"], r["key_value"]))  # in index order: far fewer pages touched
-    insert_rows(conn, match_key_t, rows)
+    insert_tuples(conn, match_key_t, ["key_type", "key_value", "kind", "golden_id"], rows)
     added: dict[tuple[str, str], int] = {}
     if known is not None:
-        for r in rows:
-            k = (r["key_type"], r["key_value"])
-            added[k] = added.get(k, 0) + 1
+        for t, v, _kind, _g in rows:
+            added[(t, v)] = added.get((t, v), 0) + 1
 
     def may_be_crowded(k: tuple[str, str]) -> bool:
         return known is None or k not in known or known[k] + added.get(k, 0) > max_block
