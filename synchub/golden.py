@@ -168,26 +168,9 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
 
     ids = sorted(golden_ids)
     fresh = fresh or {}
-    sources: dict[str, list[dict[str, Any]]] = {g: fresh.get(g, []) for g in ids}
-    current: dict[str, Any] = {}
-    overrides: dict[str, dict[str, Any]] = {}
-    orders: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
-    for chunk in st._chunks([g for g in ids if g not in fresh]):
-        q = sa.select(st.source_t.c.golden_id, st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id,
-                      st.source_t.c.data, st.source_t.c.observed_at, st.source_t.c.deleted).where(st.in_(conn, st.source_t.c.golden_id, chunk))
-        for r in conn.execute(q):
-            sources[r.golden_id].append(dict(r._mapping))
-        q2 = sa.select(st.golden_t.c.id, st.golden_t.c.data, st.golden_t.c.provenance, st.golden_t.c.status,
-                       st.golden_t.c.version).where(st.in_(conn, st.golden_t.c.id, chunk))
-        for r in conn.execute(q2):
-            current[r.id] = r
-        q3 = sa.select(st.override_t).where(st.in_(conn, st.override_t.c.golden_id, chunk))
-        for r in conn.execute(q3):
-            overrides.setdefault(r.golden_id, {})[r.field] = {"value": r.value, "by": r.decided_by, "at": r.decided_at}
-        q4 = sa.select(st.interaction_t.c.golden_id, st.interaction_t.c.data, st.interaction_t.c.occurred_at).where(
-            st.in_(conn, st.interaction_t.c.golden_id, chunk), st.interaction_t.c.kind == "order")
-        for r in conn.execute(q4):
-            orders.setdefault(r.golden_id, []).append((r.data, aware(r.occurred_at)))
+    sources, current, overrides, orders = st.load_for_derive(conn, [g for g in ids if g not in fresh])
+    for g in ids:
+        sources.setdefault(g, fresh.get(g, []))
     inserts, updates, audits, conflicts = [], [], [], []
     explained: list[dict[str, Any]] = []
     changed: dict[str, Any] = {}

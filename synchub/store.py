@@ -753,6 +753,34 @@ def save_state(conn: sa.Connection, connection: str, stream: str, state: dict[st
         conn.execute(state_t.insert().values(connection=connection, stream=stream, state=state, run_id=run_id, updated_at=now))
 
 
+def load_for_derive(conn: sa.Connection, golden_ids: list[str]) -> tuple[
+        dict[str, list[dict[str, Any]]], dict[str, sa.Row[Any]], dict[str, dict[str, Any]],
+        dict[str, list[tuple[dict[str, Any], datetime]]]]:
+    """What these golden records are derived from: (their source records, their stored row,
+    the admin's overrides by field, their orders with the time of each)."""
+    sources: dict[str, list[dict[str, Any]]] = {}
+    current: dict[str, sa.Row[Any]] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    orders: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
+    for chunk in _chunks(golden_ids):
+        q = sa.select(source_t.c.golden_id, source_t.c.connection, source_t.c.stream, source_t.c.source_id,
+                      source_t.c.data, source_t.c.observed_at, source_t.c.deleted).where(in_(conn, source_t.c.golden_id, chunk))
+        for r in conn.execute(q):
+            sources.setdefault(r.golden_id, []).append(dict(r._mapping))
+        q2 = sa.select(golden_t.c.id, golden_t.c.data, golden_t.c.provenance, golden_t.c.status,
+                       golden_t.c.version).where(in_(conn, golden_t.c.id, chunk))
+        for r in conn.execute(q2):
+            current[r.id] = r
+        for r in conn.execute(sa.select(override_t).where(in_(conn, override_t.c.golden_id, chunk))):
+            overrides.setdefault(r.golden_id, {})[r.field] = {"value": r.value, "by": r.decided_by, "at": r.decided_at}
+        q4 = sa.select(interaction_t.c.golden_id, interaction_t.c.data, interaction_t.c.occurred_at).where(
+            in_(conn, interaction_t.c.golden_id, chunk), interaction_t.c.kind == "order")
+        for r in conn.execute(q4):
+            at = r.occurred_at if r.occurred_at.tzinfo else r.occurred_at.replace(tzinfo=timezone.utc)
+            orders.setdefault(r.golden_id, []).append((r.data, at))
+    return sources, current, overrides, orders
+
+
 def queue_derive(conn: sa.Connection, connection: str, golden_ids: Iterable[str], now: datetime) -> None:
     """Queue golden records to derive again later (see :class:`DeriveQueue`)."""
     ids = sorted(set(golden_ids))
