@@ -328,11 +328,7 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
 def _write_interactions(conn: sa.Connection, connection: str, stream: str, changed: list[Prepared],
                         assignment: dict[str, str], existing: dict[str, Any]) -> None:
     """Replace the timeline entries of every changed source record (idempotent on re-runs)."""
-    stale = [p.source_id for p in changed if p.source_id in existing]
-    for chunk in st._chunks(stale):
-        conn.execute(st.interaction_t.delete().where(
-            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.in_(conn, st.interaction_t.c.record_id, chunk)))
+    st.delete_interactions(conn, connection, stream, [p.source_id for p in changed if p.source_id in existing])
     rows = []
     for p in changed:
         for i, item in enumerate(p.interactions):
@@ -379,15 +375,7 @@ def apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stre
         if p.source_id in latest:
             counts.unchanged += 1
         latest[p.source_id] = p
-    old: dict[str, list[Any]] = {}
-    ids = list(latest)
-    for chunk in st._chunks(ids):
-        q = sa.select(st.interaction_t.c.record_id, st.interaction_t.c.golden_id, st.interaction_t.c.owner_id,
-                      st.interaction_t.c.data).where(
-            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.in_(conn, st.interaction_t.c.record_id, chunk)).order_by(st.interaction_t.c.source_id)
-        for r in conn.execute(q):
-            old.setdefault(r.record_id, []).append(r)
+    old = st.interactions_of_records(conn, connection, stream, list(latest))
     owners = st.lookup_source_records(conn, connection, owner_stream, {p.owner for p in latest.values() if p.owner})
     touched: set[str] = set()
     stale: list[str] = []
@@ -413,10 +401,7 @@ def apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stre
             counts.unchanged += 1  # deleted at the source before the hub ever saw it
         rows += new
         touched |= {r.golden_id for r in had if r.golden_id} | ({golden} if golden and new else set())
-    for chunk in st._chunks(stale):
-        conn.execute(st.interaction_t.delete().where(
-            st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-            st.in_(conn, st.interaction_t.c.record_id, chunk)))
+    st.delete_interactions(conn, connection, stream, stale)
     if rows:
         st.insert_rows(conn, st.interaction_t, rows)
     return touched

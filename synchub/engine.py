@@ -730,10 +730,7 @@ class Hub:
                     st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream)
                 gone_rows = [r for r in conn.execute(q) if r.record_id not in item.ids]
                 gone = sorted({r.record_id for r in gone_rows})
-                for chunk in st._chunks(gone):
-                    conn.execute(st.interaction_t.delete().where(
-                        st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream,
-                        st.in_(conn, st.interaction_t.c.record_id, chunk)))
+                st.delete_interactions(conn, connection, stream, gone)
                 touched = {r.golden_id for r in gone_rows if r.golden_id}
             else:
                 q = sa.select(st.source_t.c.id, st.source_t.c.source_id, st.source_t.c.golden_id).where(

@@ -781,6 +781,29 @@ def load_for_derive(conn: sa.Connection, golden_ids: list[str]) -> tuple[
     return sources, current, overrides, orders
 
 
+def interactions_of_records(conn: sa.Connection, connection: str, stream: str,
+                            record_ids: list[str]) -> dict[str, list[sa.Row[Any]]]:
+    """The timeline entries each of these source records gave (record_id, golden_id, owner_id,
+    data), in their order."""
+    out: dict[str, list[sa.Row[Any]]] = {}
+    for chunk in _chunks(record_ids):
+        q = sa.select(interaction_t.c.record_id, interaction_t.c.golden_id, interaction_t.c.owner_id,
+                      interaction_t.c.data).where(
+            interaction_t.c.connection == connection, interaction_t.c.stream == stream,
+            in_(conn, interaction_t.c.record_id, chunk)).order_by(interaction_t.c.source_id)
+        for r in conn.execute(q):
+            out.setdefault(r.record_id, []).append(r)
+    return out
+
+
+def delete_interactions(conn: sa.Connection, connection: str, stream: str, record_ids: list[str]) -> None:
+    """Remove the timeline entries these source records gave."""
+    for chunk in _chunks(record_ids):
+        conn.execute(interaction_t.delete().where(
+            interaction_t.c.connection == connection, interaction_t.c.stream == stream,
+            in_(conn, interaction_t.c.record_id, chunk)))
+
+
 def queue_derive(conn: sa.Connection, connection: str, golden_ids: Iterable[str], now: datetime) -> None:
     """Queue golden records to derive again later (see :class:`DeriveQueue`)."""
     ids = sorted(set(golden_ids))
