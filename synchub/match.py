@@ -310,15 +310,9 @@ class BatchMatcher:
         for k in bkeys:
             h = block_id(k)
             owners = self.block_owners.get(h)
-            if owners is None:
-                continue
-            if isinstance(owners, str):
-                owners = (owners,)
-            elif self.preloaded and len(owners) > self.sim.MAX_BLOCK:
+            if owners is None or (self.preloaded and (h in self.stopped or size(owners) > self.sim.MAX_BLOCK)):
                 continue  # as a stop key in the store
-            if self.preloaded and h in self.stopped:
-                continue
-            for g in owners:
+            for g in each(owners):
                 g = find(g)
                 shared[g] = shared.get(g, 0) + 1
         return sorted(shared, key=lambda g: (-shared[g], g))[:MAX_CANDIDATES]
