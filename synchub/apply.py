@@ -25,7 +25,6 @@ from synchub.golden import (
     merge_golden,
     merge_goldens,
     rederive,
-    update_by_id,
 )
 from synchub.merge import Merger
 from synchub.prepare import Prepared, content_hash
@@ -93,7 +92,7 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
         else:
             changed.append(p)
     if rehashed:
-        update_by_id(conn, st.source_t, [{"_id": rid, "raw_hash": h} for rid, h in rehashed.values()], ("raw_hash",))
+        st.set_raw_hashes(conn, dict(rehashed.values()))
         if loading is not None:
             loading.rehashed({sid: h for sid, (_rid, h) in rehashed.items()})
     _keep_opt_outs(conn, changed, existing)
@@ -153,24 +152,19 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
             inserts.append({**row, "connection": connection, "stream": stream, "source_id": p.source_id,
                             "kind": kind, "first_seen_at": now})
     if updates:
-        update_by_id(conn, st.source_t, updates,
-                      ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted", "quarantine", "raw_hash"))
-        ids = [u["_id"] for u in updates]
-        for chunk in st._chunks(ids):
-            conn.execute(st.key_t.delete().where(st.in_(conn, st.key_t.c.source_record_id, chunk)))
+        st.update_source_records(conn, updates)  # and drops their identity keys
     sid_to_rowid = {p.source_id: existing[p.source_id].id for p in changed if p.source_id in existing}
     if inserts:
-        result = conn.execute(st.source_t.insert().returning(st.source_t.c.id, st.source_t.c.source_id, sort_by_parameter_order=True), inserts)
-        for row in result:
-            sid_to_rowid[row.source_id] = row.id
+        sid_to_rowid.update(st.insert_source_records(conn, inserts))
     key_rows = [
         {"kind": kind, "key_type": t, "key_value": v, "golden_id": assignment[p.source_id], "source_record_id": sid_to_rowid[p.source_id]}
         for p in changed if not p.deleted for (t, v) in p.keys
     ]
     if key_rows:
-        st.insert_rows(conn, st.key_t, key_rows)
+        st.insert_identity_keys(conn, key_rows)
     _write_interactions(conn, connection, stream, changed, assignment, existing)
-    adopted = _adopt_entries(conn, connection, stream, {p.source_id: assignment[p.source_id] for p in changed if p.source_id not in existing})
+    # Entries that arrived before the record they belong to (an order read before its customer).
+    adopted = st.adopt_entries(conn, connection, stream, {p.source_id: assignment[p.source_id] for p in changed if p.source_id not in existing})
     touched = {assignment[p.source_id] for p in changed} | set(merges.values()) | adopted
     touched = {resolver.find(g) for g in touched}
     fresh = _fresh_goldens(connection, stream, changed, assignment, new_goldens, set(stored_merges.values()) | adopted, existing)
@@ -232,14 +226,13 @@ def _keep_opt_outs(conn: sa.Connection, changed: list[Prepared], existing: dict[
     ids = {existing[p.source_id].id: p for p in changed if p.source_id in existing and not p.deleted}
     if not ids:
         return
-    for chunk in st._chunks(list(ids)):
-        for row in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.data).where(st.in_(conn, st.source_t.c.id, chunk))):
-            old = (row.data or {}).get("consent") or {}
-            p = ids[row.id]
-            new = p.data.get("consent") or {}
-            kept = {ch: c for ch, c in old.items() if isinstance(c, dict) and c.get("status") in OPT_OUTS and ch not in new}
-            if kept:
-                p.data["consent"] = {**new, **kept}
+    for rid, data in st.source_data(conn, list(ids)).items():
+        old = (data or {}).get("consent") or {}
+        p = ids[rid]
+        new = p.data.get("consent") or {}
+        kept = {ch: c for ch, c in old.items() if isinstance(c, dict) and c.get("status") in OPT_OUTS and ch not in new}
+        if kept:
+            p.data["consent"] = {**new, **kept}
 
 
 def opt_outs_only(data: dict[str, Any] | None) -> dict[str, Any]:
@@ -304,23 +297,20 @@ def _rekey_aliases(conn: sa.Connection, connection: str, stream: str, pending: l
         target = aliases[alias]
         surv = survivors.get(target)
         if surv is None:
-            conn.execute(st.source_t.update().where(st.source_t.c.id == row.id).values(source_id=target, changed_at=now, raw_hash=None))
-            _move_owner(conn, connection, stream, alias, target)
+            st.rename_source_record(conn, row.id, target, now)
+            st.move_entries_owner(conn, connection, stream, alias, target)
             # Writes go to the surviving id from now on.
-            conn.execute(st.outbound_t.update().where(st.outbound_t.c.connection == connection,
-                                                      st.outbound_t.c.external_id == alias).values(external_id=target))
+            st.retarget_outbound(conn, connection, alias, target)
             survivors[target] = row
-            conn.execute(st.audit_t.insert().values(at=now, actor=actor, action="rekey", golden_id=row.golden_id,
-                                                    details={"connection": connection, "stream": stream, "from": alias, "to": target}))
+            st.insert_audit(conn, [{"at": now, "actor": actor, "action": "rekey", "golden_id": row.golden_id,
+                                    "details": {"connection": connection, "stream": stream, "from": alias, "to": target}}])
             continue
-        conn.execute(st.key_t.delete().where(st.key_t.c.source_record_id == row.id))
-        conn.execute(st.source_t.delete().where(st.source_t.c.id == row.id))
-        _move_owner(conn, connection, stream, alias, target)
+        st.drop_source_record(conn, row.id)
+        st.move_entries_owner(conn, connection, stream, alias, target)
         if row.golden_id != surv.golden_id:
             merge_golden(conn, row.golden_id, surv.golden_id, now, actor,
                          f"{connection}/{stream} merged record {alias} into {target}")
-        conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
-                                                  st.outbound_t.c.external_id == alias))
+        st.forget_outbound(conn, connection, alias)
         absorbed.append((row.golden_id, surv.golden_id))
     return absorbed
 
@@ -340,31 +330,7 @@ def _write_interactions(conn: sa.Connection, connection: str, stream: str, chang
                 "occurred_at": as_datetime(occurred) if occurred else p.observed_at, "data": item,
             })
     if rows:
-        st.insert_rows(conn, st.interaction_t, rows)
-
-
-def _move_owner(conn: sa.Connection, connection: str, stream: str, old: str, new: str) -> None:
-    """Entries that belonged to a retired source id belong to its survivor now."""
-    conn.execute(st.interaction_t.update().where(
-        st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
-        st.interaction_t.c.owner_id == old).values(owner_id=new))
-
-
-def _adopt_entries(conn: sa.Connection, connection: str, stream: str, owners: dict[str, str]) -> set[str]:
-    """Entries that arrived before the record they belong to (an order read before its
-    customer) go on that record's timeline now. Returns the golden ids that got entries."""
-    adopted: set[str] = set()
-    for chunk in st._chunks(list(owners)):
-        q = sa.select(st.interaction_t.c.owner_id).where(
-            st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
-            st.in_(conn, st.interaction_t.c.owner_id, chunk), st.interaction_t.c.golden_id.is_(None)).distinct()
-        for (owner_id,) in conn.execute(q).all():
-            golden = owners[owner_id]
-            conn.execute(st.interaction_t.update().where(
-                st.interaction_t.c.connection == connection, st.interaction_t.c.owner_stream == stream,
-                st.interaction_t.c.owner_id == owner_id).values(golden_id=golden))
-            adopted.add(golden)
-    return adopted
+        st.insert_interactions(conn, rows)
 
 
 def apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stream: str,
@@ -403,5 +369,5 @@ def apply_timeline(conn: sa.Connection, connection: str, stream: str, owner_stre
         touched |= {r.golden_id for r in had if r.golden_id} | ({golden} if golden and new else set())
     st.delete_interactions(conn, connection, stream, stale)
     if rows:
-        st.insert_rows(conn, st.interaction_t, rows)
+        st.insert_interactions(conn, rows)
     return touched

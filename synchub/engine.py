@@ -55,7 +55,7 @@ from synchub.connector import (
     WriteResult,
 )
 from synchub.errors import ConfigError, QuotaExhausted, SynchubError
-from synchub.golden import log_attention, rederive, update_by_id
+from synchub.golden import log_attention, rederive
 from synchub.http import HttpClientFactory
 from synchub.locks import RunLock, connection_lock
 from synchub.mapping import Mapping, MappingLibrary
@@ -364,14 +364,9 @@ class Hub:
             # (Even with the run lock lost: these writes happened.)
             with self.store.begin() as conn:
                 if done:
-                    ids = [d["golden_id"] for d in done]
-                    for chunk in st._chunks(ids):
-                        conn.execute(st.outbound_t.delete().where(st.outbound_t.c.connection == connection,
-                                                                  st.outbound_t.c.stream == stream_name,
-                                                                  st.in_(conn, st.outbound_t.c.golden_id, chunk)))
-                    conn.execute(st.outbound_t.insert(), done)
+                    st.record_pushes(conn, connection, stream_name, done)
                 if rejects:
-                    conn.execute(st.rejected_t.insert(), rejects)
+                    st.insert_rejects(conn, rejects)
                 if attention:
                     counts.conflicts += log_attention(conn, connection, stream_name, attention, utcnow())
             done.clear()
@@ -490,10 +485,7 @@ class Hub:
         """The records a push must send: those in the segment whose mapped payload changed since
         the last push, and (for streams that handle it) those that left the segment."""
         with self.store.engine.connect() as conn:
-            pushed = {r.golden_id: r for r in conn.execute(
-                sa.select(st.outbound_t.c.golden_id, st.outbound_t.c.payload_hash, st.outbound_t.c.external_id,
-                          st.outbound_t.c.payload, st.outbound_t.c.pushed_at)
-                .where(st.outbound_t.c.connection == connection, st.outbound_t.c.stream == stream_name))}
+            pushed = st.pushed_state(conn, connection, stream_name)
         todo: list[tuple[OutRecord, str]] = []
         current: set[str] = set()
         for rec, h in _out_records(self.store, mapping.entity, mapping, selected):
@@ -526,16 +518,8 @@ class Hub:
         the destination holds: the record this connection last *read* (mapped out again) when
         that is newer than our last write, else what we last wrote. So a value the destination
         already has, because it came from there, is not written back to it."""
-        own: dict[str, list[Any]] = {}
         with self.store.engine.connect() as conn:
-            for chunk in st._chunks([rec.golden_id for rec, _h in todo]):
-                for r in conn.execute(
-                    sa.select(st.source_t.c.golden_id, st.source_t.c.source_id, st.source_t.c.data, st.source_t.c.changed_at)
-                    .where(st.source_t.c.connection == connection, st.source_t.c.stream == stream_name,
-                           st.source_t.c.deleted == sa.false(), st.in_(conn, st.source_t.c.golden_id, chunk))
-                    .order_by(st.source_t.c.id)
-                ):
-                    own.setdefault(r.golden_id, []).append(r)
+            own = st.own_source_records(conn, connection, stream_name, [rec.golden_id for rec, _h in todo])
         for rec, _h in todo:
             prev = pushed.get(rec.golden_id)
             rows = own.get(rec.golden_id, [])
@@ -693,11 +677,11 @@ class Hub:
             self.store.analyze()
         with self.store.begin() as conn:
             if rejects:
-                conn.execute(st.rejected_t.insert(), rejects)
+                st.insert_rejects(conn, rejects)
                 counts.rejected += len(rejects)
             quarantined = quarantine_rows(run_id, connection, stream, pending)
             if quarantined:
-                conn.execute(st.quarantined_t.insert(), quarantined)
+                st.insert_quarantined(conn, quarantined)
                 q, u = quarantine.counts(quarantined)
                 counts.quarantined += q
                 counts.unverified += u
@@ -726,31 +710,20 @@ class Hub:
         actor = f"run:{run_id}"
         with self.store.begin() as conn:
             if mapping.timeline_only:
-                q = sa.select(st.interaction_t.c.record_id, st.interaction_t.c.golden_id).where(
-                    st.interaction_t.c.connection == connection, st.interaction_t.c.stream == stream)
-                gone_rows = [r for r in conn.execute(q) if r.record_id not in item.ids]
+                gone_rows = [r for r in st.timeline_entries(conn, connection, stream) if r.record_id not in item.ids]
                 gone = sorted({r.record_id for r in gone_rows})
                 st.delete_interactions(conn, connection, stream, gone)
                 touched = {r.golden_id for r in gone_rows if r.golden_id}
             else:
-                q = sa.select(st.source_t.c.id, st.source_t.c.source_id, st.source_t.c.golden_id).where(
-                    st.source_t.c.connection == connection, st.source_t.c.stream == stream,
-                    st.source_t.c.deleted.is_(False), st.source_t.c.changed_at < item.as_of)
-                gone_src = [r for r in conn.execute(q) if r.source_id not in item.ids]
+                gone_src = [r for r in st.live_source_records(conn, connection, stream, item.as_of)
+                            if r.source_id not in item.ids]
                 gone = [r.source_id for r in gone_src]
-                for chunk in st._chunks([r.id for r in gone_src]):
-                    # An opt-out outlives the record: it is the evidence that this person must
-                    # not be contacted, and erasing it could let an older opt-in elsewhere win.
-                    kept = {r.id: opt_outs_only(r.data) for r in conn.execute(
-                        sa.select(st.source_t.c.id, st.source_t.c.data).where(st.in_(conn, st.source_t.c.id, chunk)))}
-                    update_by_id(conn, st.source_t, [
-                        {"_id": rid, "data": data, "deleted": True, "content_hash": "deleted:", "changed_at": now,
-                         "quarantine": None, "raw_hash": None}
-                        for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at", "quarantine", "raw_hash"))
-                    conn.execute(st.key_t.delete().where(st.in_(conn, st.key_t.c.source_record_id, chunk)))
+                # An opt-out outlives the record: it is the evidence that this person must not be
+                # contacted, and erasing it could let an older opt-in elsewhere win.
+                st.tombstone_source_records(conn, [r.id for r in gone_src], opt_outs_only, now)
                 touched = {r.golden_id for r in gone_src}
                 if gone:
-                    conn.execute(st.audit_t.insert(), [
+                    st.insert_audit(conn, [
                         {"at": now, "actor": actor, "action": "source_deleted", "golden_id": r.golden_id,
                          "details": {"connection": connection, "stream": stream, "source_id": r.source_id}}
                         for r in gone_src])
@@ -761,12 +734,8 @@ class Hub:
 
     def _rederive_any(self, conn: sa.Connection, golden_ids: set[str], actor: str, run_id: int) -> None:
         """Derive golden records of any kind again (after their timeline changed)."""
-        by_kind: dict[str, set[str]] = {}
-        for chunk in st._chunks(sorted(golden_ids)):
-            for r in conn.execute(sa.select(st.golden_t.c.id, st.golden_t.c.kind).where(
-                    st.in_(conn, st.golden_t.c.id, chunk), st.golden_t.c.status != "merged")):  # its survivor was derived
-                by_kind.setdefault(r.kind, set()).add(r.id)
-        for kind, ids in by_kind.items():
+        # A merged one is skipped: its survivor was derived.
+        for kind, ids in st.live_golden_kinds(conn, golden_ids).items():
             rederive(conn, kind, ids, self.merger(kind), utcnow(), actor, run_id, fuzzy=self.config.match_config(kind).fuzzy)
 
     def _drain_derives(self, connection: str, run_id: int) -> None:

@@ -38,20 +38,9 @@ def merge_goldens(conn: sa.Connection, survivors: dict[str, str], now: datetime,
     if not survivors:
         return
     assert not set(survivors.values()) & set(survivors), "merge chains must be resolved to their roots"
-    moved: dict[str, list[int]] = {loser: [] for loser in survivors}
-    for chunk in st._chunks(sorted(survivors)):
-        for sid, gid in conn.execute(sa.select(st.source_t.c.id, st.source_t.c.golden_id)
-                                     .where(st.in_(conn, st.source_t.c.golden_id, chunk)).order_by(st.source_t.c.id)):
-            moved[gid].append(sid)
-        conn.execute(st.match_key_t.delete().where(st.in_(conn, st.match_key_t.c.golden_id, chunk)))
-    pairs = [{"_loser": loser, "_survivor": survivor} for loser, survivor in survivors.items()]
-    for table in (st.source_t, st.key_t, st.interaction_t):
-        conn.execute(table.update().where(table.c.golden_id == sa.bindparam("_loser"))
-                     .values(golden_id=sa.bindparam("_survivor")), pairs)
+    moved = st.move_to_survivors(conn, survivors, now)
     overrides = _merge_overrides(conn, survivors)
-    conn.execute(st.golden_t.update().where(st.golden_t.c.id == sa.bindparam("_loser"))
-                 .values(status="merged", merged_into=sa.bindparam("_survivor"), updated_at=now), pairs)
-    conn.execute(st.audit_t.insert(), [
+    st.insert_audit(conn, [
         {"at": now, "actor": actor, "action": "merge", "golden_id": survivor,
          "details": {"merged": loser, "source_records": moved[loser], "reason": reason,
                      **({"overrides": overrides[loser]} if loser in overrides else {})}}
@@ -65,18 +54,15 @@ def _merge_overrides(conn: sa.Connection, survivors: dict[str, str]) -> dict[str
     its own decisions back. Returns, per loser, the override ids ``moved`` to the survivor and
     the survivor's ids ``parked`` on the loser, each with its decision time (kept in the merge's
     audit entry; row ids alone could be reused after a decision is replaced)."""
-    rows: list[Any] = []
-    for chunk in st._chunks(sorted(set(survivors) | set(survivors.values()))):
-        rows += conn.execute(sa.select(st.override_t.c.id, st.override_t.c.golden_id, st.override_t.c.field,
-                                       st.override_t.c.decided_at).where(st.in_(conn, st.override_t.c.golden_id, chunk))).all()
+    rows = st.overrides_of(conn, set(survivors) | set(survivors.values()))
     if not rows:
         return {}
     by_field: dict[tuple[str, str], list[Any]] = {}
     for r in rows:
         by_field.setdefault((survivors.get(r.golden_id, r.golden_id), r.field), []).append(r)
     out: dict[str, dict[str, list[Any]]] = {}
-    parks: list[dict[str, Any]] = []
-    moves: list[dict[str, Any]] = []
+    parks: dict[int, str] = {}
+    moves: dict[int, str] = {}
     for (survivor, _field), decisions in by_field.items():
         # Newest decision wins; on a tie the survivor's own stays.
         winner = max(decisions, key=lambda r: (aware(r.decided_at), r.golden_id == survivor, r.id))
@@ -86,17 +72,11 @@ def _merge_overrides(conn: sa.Connection, survivors: dict[str, str]) -> dict[str
         done = out.setdefault(loser, {"moved": [], "parked": []})
         own = next((r for r in decisions if r.golden_id == survivor), None)
         if own is not None:  # the survivor's older decision waits on the loser
-            parks.append({"_id": own.id, "golden_id": loser})
+            parks[own.id] = loser
             done["parked"].append([own.id, aware(own.decided_at).isoformat()])
-        moves.append({"_id": winner.id, "golden_id": survivor})
+        moves[winner.id] = survivor
         done["moved"].append([winner.id, aware(winner.decided_at).isoformat()])
-    # A swap: out of the way first, so that unique (golden_id, field) holds after each statement.
-    if parks:
-        update_by_id(conn, st.override_t, [{"_id": p["_id"], "golden_id": f"parked:{p['_id']}"} for p in parks], ("golden_id",))
-    if moves:
-        update_by_id(conn, st.override_t, moves, ("golden_id",))
-    if parks:
-        update_by_id(conn, st.override_t, parks, ("golden_id",))
+    st.reassign_overrides(conn, moves, parks)
     return out
 
 
@@ -113,12 +93,10 @@ def log_possible_duplicates(conn: sa.Connection, pairs: list[tuple[str, str, flo
     if not notes:
         return 0
     apart = st.load_keep_apart(conn, {n["golden_id"] for n in notes.values()} | {n["other_golden_id"] for n in notes.values()})
-    known = set()
-    for chunk in st._chunks(list(notes)):
-        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.in_(conn, st.conflict_t.c.fingerprint, chunk)))}
+    known = st.conflict_status(conn, notes)
     new = [n for fp, n in notes.items() if fp not in known and (n["golden_id"], n["other_golden_id"]) not in apart]
     if new:
-        conn.execute(st.conflict_t.insert(), new)
+        st.insert_conflicts(conn, new)
     return len(new)
 
 
@@ -132,27 +110,15 @@ def log_attention(conn: sa.Connection, connection: str, stream: str, notes: list
                     "field": att.path, "connections": connection, "rule": f"{connection}/{stream}",
                     "candidates": att.values or [{"value": None, "connection": connection, "note": att.message}],
                     "applied": {"value": redact(att.message)}, "status": "open", "created_at": now}
-    known = {}
-    for chunk in st._chunks(list(rows)):
-        known |= {r.fingerprint: r.status for r in conn.execute(
-            sa.select(st.conflict_t.c.fingerprint, st.conflict_t.c.status).where(st.in_(conn, st.conflict_t.c.fingerprint, chunk)))}
+    known = st.conflict_status(conn, rows)
     new = [r for fp, r in rows.items() if fp not in known]
     reopen = [fp for fp in rows if known.get(fp) not in (None, "open")]
     if new:
-        conn.execute(st.conflict_t.insert(), new)
+        st.insert_conflicts(conn, new)
     for fp in reopen:
         # Marked resolved, yet the destination still refuses: open again, with the new detail.
-        r = rows[fp]
-        conn.execute(st.conflict_t.update().where(st.conflict_t.c.fingerprint == fp).values(
-            status="open", candidates=r["candidates"], applied=r["applied"], created_at=now,
-            resolved_by=None, resolved_at=None))
+        st.reopen_conflict(conn, fp, rows[fp]["candidates"], rows[fp]["applied"], now)
     return len(new) + len(reopen)
-
-
-def update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    """One executemany UPDATE of ``columns`` for rows keyed by ``_id``."""
-    stmt = table.update().where(table.c.id == sa.bindparam("_id")).values({c: sa.bindparam(c) for c in columns})
-    conn.execute(stmt, rows)
 
 
 def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merger, now: datetime,
@@ -205,14 +171,14 @@ def rederive(conn: sa.Connection, kind: str, golden_ids: set[str], merger: Merge
         if g in changed and fuzzy:
             match_keys[g] = similarity.blocking_keys(similarity.features(derived.data, kind)) if alive else []
     if inserts:
-        st.insert_rows(conn, st.golden_t, inserts)
+        st.insert_golden(conn, inserts)
     if updates:
-        update_by_id(conn, st.golden_t, updates, ("data", "provenance", "display_name", "search_text", "status",
+        st.update_golden(conn, updates, ("data", "provenance", "display_name", "search_text", "status",
                                                    "merged_into", "updated_at", "version"))
     if explained:
-        update_by_id(conn, st.golden_t, explained, ("provenance",))
+        st.update_golden(conn, explained, ("provenance",))
     if audits:
-        st.insert_rows(conn, st.audit_t, audits)
+        st.insert_audit(conn, audits)
     if match_keys:
         st.replace_match_keys(conn, kind, match_keys, max_block=similarity.MAX_BLOCK, known=known_blocks,
                               new={i["id"] for i in inserts})
@@ -259,13 +225,10 @@ def _log_conflicts(conn: sa.Connection, notes: list[tuple[str, Any]], now: datet
             "candidates": [c.describe() for c in note.candidates], "rule": note.rule,
             "applied": {"value": note.applied}, "status": "open", "created_at": now,
         }
-    known = set()
-    fps = list(rows)
-    for chunk in st._chunks(fps):
-        known |= {r[0] for r in conn.execute(sa.select(st.conflict_t.c.fingerprint).where(st.in_(conn, st.conflict_t.c.fingerprint, chunk)))}
+    known = st.conflict_status(conn, rows)
     new = [r for fp, r in rows.items() if fp not in known]
     if new:
-        conn.execute(st.conflict_t.insert(), new)
+        st.insert_conflicts(conn, new)
     return len(new)
 
 

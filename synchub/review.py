@@ -22,7 +22,6 @@ from synchub.golden import (
     merge_golden,
     merge_goldens,
     rederive,
-    update_by_id,
 )
 from synchub.merge import OPT_OUT
 from synchub.store import utcnow
@@ -35,15 +34,8 @@ class ReviewError(SynchubError):
     """The requested review action does not fit the record or conflict."""
 
 
-def _keep_apart(conn: sa.Connection, a: str, b: str, by: str, reason: str) -> None:
-    x, y = min(a, b), max(a, b)
-    conn.execute(st.decision_t.delete().where(st.decision_t.c.golden_a == x, st.decision_t.c.golden_b == y))
-    conn.execute(st.decision_t.insert().values(golden_a=x, golden_b=y, decision="keep_apart", decided_by=by,
-                                               decided_at=utcnow(), reason=reason))
-
-
 def _golden(conn: sa.Connection, golden_id: str) -> Any:
-    row = conn.execute(sa.select(st.golden_t).where(st.golden_t.c.id == golden_id)).first()
+    row = st.golden_row(conn, golden_id)
     if row is None:
         raise ReviewError(f"no customer {golden_id!r}")
     return row
@@ -56,24 +48,20 @@ def undo_merge(hub: Hub, golden_id: str, *, merged_id: str | None = None, by: st
     now = utcnow()
     with hub.store.begin() as conn:
         g = _golden(conn, golden_id)
-        q = (sa.select(st.audit_t).where(st.audit_t.c.golden_id == g.id, st.audit_t.c.action == "merge")
-             .order_by(st.audit_t.c.id.desc()))
         event = None
-        for row in conn.execute(q):
-            if merged_id is None or row.details.get("merged") == merged_id:
-                restored = conn.execute(sa.select(st.golden_t.c.status).where(st.golden_t.c.id == row.details["merged"])).scalar()
-                if restored == "merged":
-                    event = row
-                    break
+        for row, status in st.merges_into(conn, g.id):
+            if (merged_id is None or row.details.get("merged") == merged_id) and status == "merged":
+                event = row
+                break
         if event is None:
             raise ReviewError(f"customer {g.id} has no merge to undo" + (f" with {merged_id}" if merged_id else ""))
         loser = event.details["merged"]
         moved = event.details.get("source_records") or []
-        _move_sources(conn, moved, loser)
+        st.move_source_records(conn, moved, loser)
         _restore_overrides(conn, g.id, loser, event.details.get("overrides") or {})
-        _keep_apart(conn, g.id, loser, by, "merge undone")
-        conn.execute(st.audit_t.insert().values(at=now, actor=by, action="split", golden_id=g.id,
-                                                details={"restored": loser, "source_records": moved, "undid_audit": event.id}))
+        st.keep_apart(conn, g.id, loser, by, "merge undone", now)
+        st.insert_audit(conn, [{"at": now, "actor": by, "action": "split", "golden_id": g.id,
+                                "details": {"restored": loser, "source_records": moved, "undid_audit": event.id}}])
         rederive(conn, g.kind, {g.id, loser}, hub.merger(g.kind), now, by, 0)
     return loser
 
@@ -84,8 +72,7 @@ def split_sources(hub: Hub, golden_id: str, refs: list[str], *, by: str = "cli")
     now = utcnow()
     with hub.store.begin() as conn:
         g = _golden(conn, golden_id)
-        sources = conn.execute(sa.select(st.source_t.c.id, st.source_t.c.connection, st.source_t.c.stream,
-                                         st.source_t.c.source_id).where(st.source_t.c.golden_id == g.id)).all()
+        sources = st.source_refs_of(conn, g.id)
         by_ref = {f"{s.connection}/{s.stream}/{s.source_id}": s.id for s in sources}
         unknown = [r for r in refs if r not in by_ref]
         if unknown:
@@ -94,10 +81,10 @@ def split_sources(hub: Hub, golden_id: str, refs: list[str], *, by: str = "cli")
             raise ReviewError("at least one source record must stay with the customer")
         new_id = st.new_golden_id()
         ids = [by_ref[r] for r in refs]
-        _move_sources(conn, ids, new_id)
-        _keep_apart(conn, g.id, new_id, by, "split by admin")
-        conn.execute(st.audit_t.insert().values(at=now, actor=by, action="split", golden_id=g.id,
-                                                details={"new": new_id, "source_records": ids}))
+        st.move_source_records(conn, ids, new_id)
+        st.keep_apart(conn, g.id, new_id, by, "split by admin", now)
+        st.insert_audit(conn, [{"at": now, "actor": by, "action": "split", "golden_id": g.id,
+                                "details": {"new": new_id, "source_records": ids}}])
         rederive(conn, g.kind, {g.id, new_id}, hub.merger(g.kind), now, by, 0)
     return new_id
 
@@ -107,42 +94,24 @@ def _restore_overrides(conn: sa.Connection, survivor: str, loser: str, overrides
     the merged record's decisions go back to it, the survivor's parked ones back to the survivor,
     unless an admin has decided that field of the survivor again since (the newer one holds).
     A decision is recognised by row id and decision time: a replaced decision may reuse an id."""
-    ov = st.override_t
 
     def still(entries: list[Any], owner: str) -> list[Any]:
         wanted = {int(i): at for i, at in entries}
         if not wanted:
             return []
-        found = conn.execute(sa.select(ov.c.id, ov.c.field, ov.c.decided_at)
-                             .where(ov.c.id.in_(sorted(wanted)), ov.c.golden_id == owner)).all()
-        return [r for r in found if aware(r.decided_at) == datetime.fromisoformat(wanted[r.id])]
+        return [r for r in st.overrides_by_id(conn, wanted, owner) if aware(r.decided_at) == datetime.fromisoformat(wanted[r.id])]
 
     moved, parked = still(overrides.get("moved") or [], survivor), still(overrides.get("parked") or [], loser)
-    if parked:  # out of the loser's way first: unique (golden_id, field)
-        update_by_id(conn, ov, [{"_id": r.id, "golden_id": f"parked:{r.id}"} for r in parked], ("golden_id",))
-    if moved:
-        update_by_id(conn, ov, [{"_id": r.id, "golden_id": loser} for r in moved], ("golden_id",))
+    # The parked ones step out of the loser's way first (unique golden_id, field); they go back
+    # to the survivor once its remaining decisions are known.
+    st.reassign_overrides(conn, {r.id: f"parked:{r.id}" for r in parked}, {})
+    st.reassign_overrides(conn, {r.id: loser for r in moved}, {})
     if parked:
-        decided = {r.field for r in conn.execute(sa.select(ov.c.field).where(ov.c.golden_id == survivor))}
+        decided = st.decided_fields(conn, survivor)
         superseded = [r.id for r in parked if r.field in decided]
         if superseded:
-            conn.execute(ov.delete().where(ov.c.id.in_(superseded)))
-        back = [{"_id": r.id, "golden_id": survivor} for r in parked if r.field not in decided]
-        if back:
-            update_by_id(conn, ov, back, ("golden_id",))
-
-
-def _move_sources(conn: sa.Connection, source_ids: list[int], target: str) -> None:
-    for chunk in st._chunks(source_ids):
-        conn.execute(st.source_t.update().where(st.in_(conn, st.source_t.c.id, chunk)).values(golden_id=target))
-        conn.execute(st.key_t.update().where(st.in_(conn, st.key_t.c.source_record_id, chunk)).values(golden_id=target))
-        recs = conn.execute(sa.select(st.source_t.c.connection, st.source_t.c.stream, st.source_t.c.source_id)
-                            .where(st.in_(conn, st.source_t.c.id, chunk))).all()
-        for r in recs:
-            # The record's timeline goes with it (its own entries and, e.g., a customer's orders).
-            conn.execute(st.interaction_t.update().where(
-                st.interaction_t.c.connection == r.connection, st.interaction_t.c.owner_stream == r.stream,
-                st.interaction_t.c.owner_id == r.source_id).values(golden_id=target))
+            st.delete_overrides(conn, superseded)
+        st.reassign_overrides(conn, {r.id: survivor for r in parked if r.field not in decided}, {})
 
 
 def resolve_conflict(hub: Hub, conflict_id: int, *, pick: int | None = None, value: str | None = None,
@@ -154,12 +123,12 @@ def resolve_conflict(hub: Hub, conflict_id: int, *, pick: int | None = None, val
         raise ReviewError("give exactly one of --pick, --value, --merge, --keep-apart, --dismiss")
     now = utcnow()
     with hub.store.begin() as conn:
-        c = conn.execute(sa.select(st.conflict_t).where(st.conflict_t.c.id == conflict_id)).first()
+        c = st.conflict_row(conn, conflict_id)
         if c is None:
             raise ReviewError(f"no conflict {conflict_id}")
         if c.status != "open":
             raise ReviewError(f"conflict {conflict_id} is already {c.status}")
-        golden_id = _follow(conn, c.golden_id)
+        golden_id = st.follow_merges(conn, c.golden_id)
         g = _golden(conn, golden_id)
         resolution: dict[str, Any]
         if dismiss:
@@ -167,14 +136,14 @@ def resolve_conflict(hub: Hub, conflict_id: int, *, pick: int | None = None, val
         elif c.kind == "possible_duplicate":
             if pick is not None or value is not None:
                 raise ReviewError("a possible duplicate is resolved with --merge or --keep-apart")
-            other = _follow(conn, c.other_golden_id)
+            other = st.follow_merges(conn, c.other_golden_id)
             if merge:
                 if other != golden_id:
                     merge_golden(conn, other, golden_id, now, by, f"conflict {conflict_id} resolved: merge")
                     rederive(conn, g.kind, {golden_id}, hub.merger(g.kind), now, by, 0)
                 resolution = {"action": "merge", "survivor": golden_id, "merged": other}
             else:
-                _keep_apart(conn, golden_id, other, by, f"conflict {conflict_id}")
+                st.keep_apart(conn, golden_id, other, by, f"conflict {conflict_id}", now)
                 resolution = {"action": "keep_apart"}
         else:
             if merge or keep_apart:
@@ -187,26 +156,14 @@ def resolve_conflict(hub: Hub, conflict_id: int, *, pick: int | None = None, val
                 new_value = _parse_value(value or "")
             if c.field.startswith("consent.") and not _is_opt_out(new_value):
                 raise ReviewError("consent can only be set to an opt-out here; an opt-in must come from the person")
-            conn.execute(st.override_t.delete().where(st.override_t.c.golden_id == golden_id, st.override_t.c.field == c.field))
-            conn.execute(st.override_t.insert().values(golden_id=golden_id, field=c.field, value=new_value,
-                                                       decided_by=by, decided_at=now, conflict_id=c.id))
+            st.set_override(conn, golden_id, c.field, new_value, by, now, c.id)
             rederive(conn, g.kind, {golden_id}, hub.merger(g.kind), now, by, 0)
             resolution = {"action": "pick" if pick is not None else "value", "value": new_value}
         status = "dismissed" if dismiss else "resolved"
-        conn.execute(st.conflict_t.update().where(st.conflict_t.c.id == c.id).values(
-            status=status, resolved_by=by, resolved_at=now, resolution=resolution))
-        conn.execute(st.audit_t.insert().values(at=now, actor=by, action="resolve", golden_id=golden_id,
-                                                details={"conflict": c.id, "field": c.field, **resolution}))
+        st.close_conflict(conn, c.id, status, by, now, resolution)
+        st.insert_audit(conn, [{"at": now, "actor": by, "action": "resolve", "golden_id": golden_id,
+                                "details": {"conflict": c.id, "field": c.field, **resolution}}])
     return resolution
-
-
-def _follow(conn: sa.Connection, golden_id: str) -> str:
-    for _ in range(50):
-        row = conn.execute(sa.select(st.golden_t.c.status, st.golden_t.c.merged_into).where(st.golden_t.c.id == golden_id)).first()
-        if row is None or row.status != "merged" or not row.merged_into:
-            return golden_id
-        golden_id = row.merged_into
-    return golden_id
 
 
 def _parse_value(text: str) -> Any:

@@ -1,4 +1,9 @@
-"""The store: SQLModel tables and the queries the engine needs.
+"""The store: SQLModel tables and every statement the hub runs on them.
+
+The stages of a sync (:mod:`synchub.prepare`, :mod:`synchub.apply`, :mod:`synchub.golden`), the
+engine and the review commands call the functions here inside their transactions and hold no
+SQL of their own; the store's run lock (:mod:`synchub.locks`) and its schema upgrades
+(:mod:`synchub.migrate`) are the only statements kept elsewhere.
 
 SQLite file by default, PostgreSQL by URL. The schema is created and upgraded only through
 Alembic migrations (``synchub/migrations``), never by dropping data. Hot paths use SQLAlchemy
@@ -1051,6 +1056,346 @@ def replace_match_keys(conn: sa.Connection, kind: str, keys_by_golden: dict[str,
         conn.execute(stop_t.insert(), [{"kind": kind, "key_type": t, "key_value": v} for t, v in crowded])
         for t, v in crowded:
             conn.execute(match_key_t.delete().where(match_key_t.c.kind == kind, match_key_t.c.key_type == t, match_key_t.c.key_value == v))
+
+
+# -- The data path's writes --------------------------------------------------------------------
+# What a batch of a sync (synchub.apply), a derivation (synchub.golden) and a push or reconcile
+# (synchub.engine) write, each inside the caller's transaction.
+
+
+def update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """One executemany UPDATE of ``columns`` for rows keyed by ``_id``."""
+    stmt = table.update().where(table.c.id == sa.bindparam("_id")).values({c: sa.bindparam(c) for c in columns})
+    conn.execute(stmt, rows)
+
+
+def insert_rejects(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(rejected_t.insert(), rows)
+
+
+def insert_quarantined(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(quarantined_t.insert(), rows)
+
+
+def insert_audit(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    insert_rows(conn, audit_t, rows)
+
+
+#: Columns of a source record a changed read rewrites.
+SOURCE_CHANGES = ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted", "quarantine", "raw_hash")
+
+
+def insert_source_records(conn: sa.Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert new source records (all of one connection and stream); returns their row ids by
+    source id."""
+    result = conn.execute(source_t.insert().returning(source_t.c.id, source_t.c.source_id, sort_by_parameter_order=True), rows)
+    return {r.source_id: r.id for r in result}
+
+
+def update_source_records(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Rewrite changed source records (keyed by ``_id``; the columns of ``SOURCE_CHANGES``) and
+    drop their identity keys, which the caller writes again."""
+    update_by_id(conn, source_t, rows, SOURCE_CHANGES)
+    delete_identity_keys(conn, [r["_id"] for r in rows])
+
+
+def set_raw_hashes(conn: sa.Connection, hashes: dict[int, str | None]) -> None:
+    """The raw hash of source records (by row id) prepared again and found unchanged."""
+    update_by_id(conn, source_t, [{"_id": rid, "raw_hash": h} for rid, h in hashes.items()], ("raw_hash",))
+
+
+def source_data(conn: sa.Connection, row_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The stored canonical data of source records, by row id."""
+    out: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(row_ids):
+        out.update((r.id, r.data) for r in conn.execute(sa.select(source_t.c.id, source_t.c.data).where(in_(conn, source_t.c.id, chunk))))
+    return out
+
+
+def rename_source_record(conn: sa.Connection, row_id: int, source_id: str, now: datetime) -> None:
+    """A source record now lives under another id of its source (the source merged records)."""
+    conn.execute(source_t.update().where(source_t.c.id == row_id).values(source_id=source_id, changed_at=now, raw_hash=None))
+
+
+def drop_source_record(conn: sa.Connection, row_id: int) -> None:
+    """Remove a source record and its identity keys (its source merged it into another)."""
+    conn.execute(key_t.delete().where(key_t.c.source_record_id == row_id))
+    conn.execute(source_t.delete().where(source_t.c.id == row_id))
+
+
+def tombstone_source_records(conn: sa.Connection, row_ids: list[int], keep: Callable[[dict[str, Any] | None], dict[str, Any]],
+                             now: datetime) -> None:
+    """Mark source records deleted at their source: their data becomes ``keep(data)`` (what
+    must outlive the record) and their identity keys go."""
+    for chunk in _chunks(row_ids):
+        kept = {rid: keep(data) for rid, data in source_data(conn, chunk).items()}
+        update_by_id(conn, source_t, [
+            {"_id": rid, "data": data, "deleted": True, "content_hash": "deleted:", "changed_at": now,
+             "quarantine": None, "raw_hash": None}
+            for rid, data in kept.items()], ("data", "deleted", "content_hash", "changed_at", "quarantine", "raw_hash"))
+        delete_identity_keys(conn, chunk)
+
+
+def live_source_records(conn: sa.Connection, connection: str, stream: str, changed_before: datetime) -> list[sa.Row[Any]]:
+    """(id, source_id, golden_id) of the stream's source records not deleted and not changed
+    since ``changed_before``."""
+    q = sa.select(source_t.c.id, source_t.c.source_id, source_t.c.golden_id).where(
+        source_t.c.connection == connection, source_t.c.stream == stream,
+        source_t.c.deleted.is_(False), source_t.c.changed_at < changed_before)
+    return list(conn.execute(q))
+
+
+def own_source_records(conn: sa.Connection, connection: str, stream: str,
+                       golden_ids: list[str]) -> dict[str, list[sa.Row[Any]]]:
+    """(golden_id, source_id, data, changed_at) of the stream's live source records of each of
+    these golden records, oldest first."""
+    own: dict[str, list[sa.Row[Any]]] = {}
+    for chunk in _chunks(golden_ids):
+        for r in conn.execute(
+            sa.select(source_t.c.golden_id, source_t.c.source_id, source_t.c.data, source_t.c.changed_at)
+            .where(source_t.c.connection == connection, source_t.c.stream == stream,
+                   source_t.c.deleted == sa.false(), in_(conn, source_t.c.golden_id, chunk))
+            .order_by(source_t.c.id)
+        ):
+            own.setdefault(r.golden_id, []).append(r)
+    return own
+
+
+def insert_identity_keys(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    insert_rows(conn, key_t, rows)
+
+
+def delete_identity_keys(conn: sa.Connection, source_record_ids: list[int]) -> None:
+    for chunk in _chunks(source_record_ids):
+        conn.execute(key_t.delete().where(in_(conn, key_t.c.source_record_id, chunk)))
+
+
+def insert_interactions(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    insert_rows(conn, interaction_t, rows)
+
+
+def timeline_entries(conn: sa.Connection, connection: str, stream: str) -> list[sa.Row[Any]]:
+    """(record_id, golden_id) of every timeline entry the stream gave."""
+    q = sa.select(interaction_t.c.record_id, interaction_t.c.golden_id).where(
+        interaction_t.c.connection == connection, interaction_t.c.stream == stream)
+    return list(conn.execute(q))
+
+
+def move_entries_owner(conn: sa.Connection, connection: str, owner_stream: str, old: str, new: str) -> None:
+    """Entries that belonged to source record ``old`` of ``owner_stream`` belong to ``new``."""
+    conn.execute(interaction_t.update().where(
+        interaction_t.c.connection == connection, interaction_t.c.owner_stream == owner_stream,
+        interaction_t.c.owner_id == old).values(owner_id=new))
+
+
+def adopt_entries(conn: sa.Connection, connection: str, owner_stream: str, owners: dict[str, str]) -> set[str]:
+    """Put entries that have no golden record yet on their owner's (``owners``: owner's source id
+    -> golden id). Returns the golden ids that got entries."""
+    adopted: set[str] = set()
+    for chunk in _chunks(list(owners)):
+        q = sa.select(interaction_t.c.owner_id).where(
+            interaction_t.c.connection == connection, interaction_t.c.owner_stream == owner_stream,
+            in_(conn, interaction_t.c.owner_id, chunk), interaction_t.c.golden_id.is_(None)).distinct()
+        for (owner_id,) in conn.execute(q).all():
+            golden = owners[owner_id]
+            conn.execute(interaction_t.update().where(
+                interaction_t.c.connection == connection, interaction_t.c.owner_stream == owner_stream,
+                interaction_t.c.owner_id == owner_id).values(golden_id=golden))
+            adopted.add(golden)
+    return adopted
+
+
+def insert_golden(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    insert_rows(conn, golden_t, rows)
+
+
+def update_golden(conn: sa.Connection, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """Rewrite ``columns`` of golden records keyed by ``_id``."""
+    update_by_id(conn, golden_t, rows, columns)
+
+
+def live_golden_kinds(conn: sa.Connection, golden_ids: Iterable[str]) -> dict[str, set[str]]:
+    """These golden records by kind, except those merged into another."""
+    by_kind: dict[str, set[str]] = {}
+    for chunk in _chunks(sorted(golden_ids)):
+        for r in conn.execute(sa.select(golden_t.c.id, golden_t.c.kind).where(
+                in_(conn, golden_t.c.id, chunk), golden_t.c.status != "merged")):
+            by_kind.setdefault(r.kind, set()).add(r.id)
+    return by_kind
+
+
+def move_to_survivors(conn: sa.Connection, survivors: dict[str, str], now: datetime) -> dict[str, list[int]]:
+    """Move the source records, identity keys and timeline entries of golden records to their
+    survivors (``{loser: survivor}``), drop the losers' blocking keys and mark them merged.
+    Returns the row ids of the source records each loser gave up."""
+    moved: dict[str, list[int]] = {loser: [] for loser in survivors}
+    for chunk in _chunks(sorted(survivors)):
+        for sid, gid in conn.execute(sa.select(source_t.c.id, source_t.c.golden_id)
+                                     .where(in_(conn, source_t.c.golden_id, chunk)).order_by(source_t.c.id)):
+            moved[gid].append(sid)
+        conn.execute(match_key_t.delete().where(in_(conn, match_key_t.c.golden_id, chunk)))
+    pairs = [{"_loser": loser, "_survivor": survivor} for loser, survivor in survivors.items()]
+    for table in (source_t, key_t, interaction_t):
+        conn.execute(table.update().where(table.c.golden_id == sa.bindparam("_loser"))
+                     .values(golden_id=sa.bindparam("_survivor")), pairs)
+    conn.execute(golden_t.update().where(golden_t.c.id == sa.bindparam("_loser"))
+                 .values(status="merged", merged_into=sa.bindparam("_survivor"), updated_at=now), pairs)
+    return moved
+
+
+def overrides_of(conn: sa.Connection, golden_ids: Iterable[str]) -> list[sa.Row[Any]]:
+    """(id, golden_id, field, decided_at) of the admins' field decisions on these golden records."""
+    rows: list[sa.Row[Any]] = []
+    for chunk in _chunks(sorted(set(golden_ids))):
+        rows += conn.execute(sa.select(override_t.c.id, override_t.c.golden_id, override_t.c.field,
+                                       override_t.c.decided_at).where(in_(conn, override_t.c.golden_id, chunk))).all()
+    return rows
+
+
+def reassign_overrides(conn: sa.Connection, moves: dict[int, str], parks: dict[int, str]) -> None:
+    """Give field decisions (by row id) to other golden records. ``parks`` and ``moves`` may
+    swap decisions between two records: the parked ones step out of the way first, so that the
+    unique (golden_id, field) holds after each statement."""
+    if parks:
+        update_by_id(conn, override_t, [{"_id": i, "golden_id": f"parked:{i}"} for i in parks], ("golden_id",))
+    if moves:
+        update_by_id(conn, override_t, [{"_id": i, "golden_id": g} for i, g in moves.items()], ("golden_id",))
+    if parks:
+        update_by_id(conn, override_t, [{"_id": i, "golden_id": g} for i, g in parks.items()], ("golden_id",))
+
+
+def conflict_status(conn: sa.Connection, fingerprints: Iterable[str]) -> dict[str, str]:
+    """The status of each conflict already logged under one of these fingerprints."""
+    known: dict[str, str] = {}
+    for chunk in _chunks(list(fingerprints)):
+        known.update((r.fingerprint, r.status) for r in conn.execute(
+            sa.select(conflict_t.c.fingerprint, conflict_t.c.status).where(in_(conn, conflict_t.c.fingerprint, chunk))))
+    return known
+
+
+def insert_conflicts(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(conflict_t.insert(), rows)
+
+
+def reopen_conflict(conn: sa.Connection, fingerprint: str, candidates: Any, applied: Any, now: datetime) -> None:
+    """Open a resolved conflict again, with its new detail."""
+    conn.execute(conflict_t.update().where(conflict_t.c.fingerprint == fingerprint).values(
+        status="open", candidates=candidates, applied=applied, created_at=now, resolved_by=None, resolved_at=None))
+
+
+def pushed_state(conn: sa.Connection, connection: str, stream: str) -> dict[str, sa.Row[Any]]:
+    """What the hub last wrote to a destination stream, by golden id (payload_hash, external_id,
+    payload, pushed_at)."""
+    return {r.golden_id: r for r in conn.execute(
+        sa.select(outbound_t.c.golden_id, outbound_t.c.payload_hash, outbound_t.c.external_id,
+                  outbound_t.c.payload, outbound_t.c.pushed_at)
+        .where(outbound_t.c.connection == connection, outbound_t.c.stream == stream))}
+
+
+def record_pushes(conn: sa.Connection, connection: str, stream: str, rows: list[dict[str, Any]]) -> None:
+    """Remember confirmed writes to a destination stream (one row per golden id, replacing the
+    previous one)."""
+    for chunk in _chunks([r["golden_id"] for r in rows]):
+        conn.execute(outbound_t.delete().where(outbound_t.c.connection == connection, outbound_t.c.stream == stream,
+                                               in_(conn, outbound_t.c.golden_id, chunk)))
+    conn.execute(outbound_t.insert(), rows)
+
+
+def retarget_outbound(conn: sa.Connection, connection: str, old_external_id: str, new_external_id: str) -> None:
+    """Writes to a destination record go to another id of it from now on."""
+    conn.execute(outbound_t.update().where(outbound_t.c.connection == connection,
+                                           outbound_t.c.external_id == old_external_id).values(external_id=new_external_id))
+
+
+def forget_outbound(conn: sa.Connection, connection: str, external_id: str) -> None:
+    """Forget what was written to a destination record that no longer exists there."""
+    conn.execute(outbound_t.delete().where(outbound_t.c.connection == connection, outbound_t.c.external_id == external_id))
+
+
+# -- The review commands' reads and writes (synchub.review) ----------------------------------
+
+
+def golden_row(conn: sa.Connection, golden_id: str) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(golden_t).where(golden_t.c.id == golden_id)).first()
+
+
+def follow_merges(conn: sa.Connection, golden_id: str) -> str:
+    """The golden record a merged one lives on in (itself when it was not merged)."""
+    for _ in range(50):
+        row = conn.execute(sa.select(golden_t.c.status, golden_t.c.merged_into).where(golden_t.c.id == golden_id)).first()
+        if row is None or row.status != "merged" or not row.merged_into:
+            return golden_id
+        golden_id = row.merged_into
+    return golden_id
+
+
+def merges_into(conn: sa.Connection, golden_id: str) -> Iterator[tuple[sa.Row[Any], str | None]]:
+    """The audit entries of merges into a golden record, newest first, each with the current
+    status of the record it merged."""
+    q = (sa.select(audit_t).where(audit_t.c.golden_id == golden_id, audit_t.c.action == "merge")
+         .order_by(audit_t.c.id.desc()))
+    for row in conn.execute(q).all():
+        yield row, conn.execute(sa.select(golden_t.c.status).where(golden_t.c.id == row.details["merged"])).scalar()
+
+
+def source_refs_of(conn: sa.Connection, golden_id: str) -> list[sa.Row[Any]]:
+    """(id, connection, stream, source_id) of a golden record's source records."""
+    return conn.execute(sa.select(source_t.c.id, source_t.c.connection, source_t.c.stream,
+                                  source_t.c.source_id).where(source_t.c.golden_id == golden_id)).all()
+
+
+def move_source_records(conn: sa.Connection, row_ids: list[int], target: str) -> None:
+    """Give source records (by row id) to another golden record, with their identity keys and
+    their timeline (their own entries and the entries they own, e.g. a customer's orders)."""
+    for chunk in _chunks(row_ids):
+        conn.execute(source_t.update().where(in_(conn, source_t.c.id, chunk)).values(golden_id=target))
+        conn.execute(key_t.update().where(in_(conn, key_t.c.source_record_id, chunk)).values(golden_id=target))
+        recs = conn.execute(sa.select(source_t.c.connection, source_t.c.stream, source_t.c.source_id)
+                            .where(in_(conn, source_t.c.id, chunk))).all()
+        for r in recs:
+            conn.execute(interaction_t.update().where(
+                interaction_t.c.connection == r.connection, interaction_t.c.owner_stream == r.stream,
+                interaction_t.c.owner_id == r.source_id).values(golden_id=target))
+
+
+def keep_apart(conn: sa.Connection, a: str, b: str, by: str, reason: str, now: datetime) -> None:
+    """Remember that two golden records are different customers (replacing an older decision)."""
+    x, y = min(a, b), max(a, b)
+    conn.execute(decision_t.delete().where(decision_t.c.golden_a == x, decision_t.c.golden_b == y))
+    conn.execute(decision_t.insert().values(golden_a=x, golden_b=y, decision="keep_apart", decided_by=by,
+                                            decided_at=now, reason=reason))
+
+
+def overrides_by_id(conn: sa.Connection, ids: Iterable[int], owner: str) -> list[sa.Row[Any]]:
+    """(id, field, decided_at) of these field decisions that belong to ``owner``."""
+    return conn.execute(sa.select(override_t.c.id, override_t.c.field, override_t.c.decided_at)
+                        .where(override_t.c.id.in_(sorted(ids)), override_t.c.golden_id == owner)).all()
+
+
+def decided_fields(conn: sa.Connection, golden_id: str) -> set[str]:
+    return {r.field for r in conn.execute(sa.select(override_t.c.field).where(override_t.c.golden_id == golden_id))}
+
+
+def delete_overrides(conn: sa.Connection, ids: list[int]) -> None:
+    conn.execute(override_t.delete().where(override_t.c.id.in_(ids)))
+
+
+def set_override(conn: sa.Connection, golden_id: str, field: str, value: Any, by: str, now: datetime,
+                 conflict_id: int | None) -> None:
+    """An admin's decision of one field of a golden record (replacing an earlier one)."""
+    conn.execute(override_t.delete().where(override_t.c.golden_id == golden_id, override_t.c.field == field))
+    conn.execute(override_t.insert().values(golden_id=golden_id, field=field, value=value,
+                                            decided_by=by, decided_at=now, conflict_id=conflict_id))
+
+
+def conflict_row(conn: sa.Connection, conflict_id: int) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(conflict_t).where(conflict_t.c.id == conflict_id)).first()
+
+
+def close_conflict(conn: sa.Connection, conflict_id: int, status: str, by: str, now: datetime,
+                   resolution: dict[str, Any]) -> None:
+    conn.execute(conflict_t.update().where(conflict_t.c.id == conflict_id).values(
+        status=status, resolved_by=by, resolved_at=now, resolution=resolution))
 
 
 def _escape_like(s: str) -> str:
