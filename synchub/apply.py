@@ -109,7 +109,7 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
                              for p in changed])
     resolver = matcher.resolver
     assert resolver is not None
-    done_before = set(resolver._parent)
+    done_before = set(resolver.losers())
     assignment: dict[str, str] = {}
     outcome: dict[str, str] = {}
     created_by: dict[str, str] = {}
@@ -126,7 +126,7 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
             outcome[p.source_id] = "duplicates"
     new_goldens = set(resolver.created)
     # Golden records merged because one record matched several (in this batch).
-    merges = {loser: resolver.find(loser) for loser in resolver._parent if loser not in done_before}
+    merges = {loser: resolver.find(loser) for loser in resolver.losers() if loser not in done_before}
     stored_merges = {}
     for loser, survivor in merges.items():
         if loser in new_goldens:  # created earlier in this batch: never written, nothing to move

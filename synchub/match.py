@@ -12,7 +12,7 @@ key lookup and decides the target; a scoring stage adds candidates and decisions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, KeysView
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +160,10 @@ class Resolver:
         while g in self._parent:
             g = self._parent[g]
         return g
+
+    def losers(self) -> KeysView[str]:
+        """The golden ids merged away so far (:attr:`merges` gives their survivors)."""
+        return self._parent.keys()
 
     @property
     def merges(self) -> dict[str, str]:
