@@ -356,9 +356,12 @@ def runs_show(run_id: int) -> None:
 
 @customers_app.command("search")
 def customers_search(text: str, limit: int = typer.Option(20)) -> None:
-    """Find golden records by name, email, phone, company or city."""
+    """Find golden records by name, e-mail, phone (any format), source id, company or city."""
+    from synchub.config import load_config
+
     store = _store()
-    rows = store.search_golden(text, limit)
+    region = load_config(state.config_path, check_plugins=False).defaults.phone_region
+    rows = store.search_golden(text, limit, phone_region=region)
     if state.json:
         _emit_json([{"id": r["id"], "kind": r["kind"], "name": r["display_name"], "data": r["data"]} for r in rows])
         return

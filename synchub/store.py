@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -664,18 +665,46 @@ class Store:
                 return rec
         return None
 
-    def search_golden(self, text: str, limit: int = 20, kind: str | None = None) -> list[dict[str, Any]]:
-        from synchub.normalize import fold
+    def search_golden(self, text: str, limit: int = 20, kind: str | None = None,
+                      phone_region: str | None = "DE") -> list[dict[str, Any]]:
+        """Active golden records found by name, company, city, e-mail, phone or source id.
 
-        terms = [t for t in fold(text).split() if t] or [text.strip().lower()]
+        Each word must occur in the record's search text: a name word folded as names are
+        (``Müller`` finds ``Mueller``), an e-mail address as normalised e-mail. A query that is
+        a phone number in any format is normalised (national numbers in ``phone_region``) and
+        found by its E.164 form. A query that is a source record's id (``source_id`` or
+        ``connection/stream/source_id``) also finds that record's customer."""
+        terms = search_terms(text, phone_region)
         q = sa.select(golden_t).where(golden_t.c.status == "active")
-        for term in terms:
-            q = q.where(golden_t.c.search_text.like(f"%{_escape_like(term)}%", escape="\\"))
+        for spellings in terms:
+            q = q.where(sa.or_(*(golden_t.c.search_text.like(f"%{_escape_like(t)}%", escape="\\") for t in spellings)))
         if kind:
             q = q.where(golden_t.c.kind == kind)
-        q = q.order_by(golden_t.c.display_name).limit(limit)
+        q = q.order_by(golden_t.c.display_name, golden_t.c.id).limit(limit)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            found = {r.id: dict(r._mapping) for r in conn.execute(q)}
+            by_source = self._golden_of_source_id(conn, text.strip())
+            for gid in by_source:
+                if gid not in found and len(found) < limit:
+                    row = conn.execute(sa.select(golden_t).where(golden_t.c.id == gid, golden_t.c.status == "active",
+                                                                 *([golden_t.c.kind == kind] if kind else []))).first()
+                    if row is not None:
+                        found[gid] = dict(row._mapping)
+        return sorted(found.values(), key=lambda r: (r["display_name"] or "", r["id"]))
+
+    @staticmethod
+    def _golden_of_source_id(conn: sa.Connection, ref: str) -> list[str]:
+        """Golden ids (merges followed) of the source records with this id, or this
+        ``connection/stream/source_id``."""
+        if not ref or len(ref) > 500:
+            return []
+        conds = [source_t.c.source_id == ref]
+        parts = ref.split("/", 2)
+        if len(parts) == 3 and all(parts):
+            conds.append(sa.and_(source_t.c.connection == parts[0], source_t.c.stream == parts[1],
+                                 source_t.c.source_id == parts[2]))
+        ids = conn.execute(sa.select(source_t.c.golden_id).where(sa.or_(*conds)).distinct().limit(50)).scalars().all()
+        return sorted({follow_merges(conn, g) for g in ids})
 
     def source_records_of(self, golden_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -1397,6 +1426,36 @@ def close_conflict(conn: sa.Connection, conflict_id: int, status: str, by: str, 
     conn.execute(conflict_t.update().where(conflict_t.c.id == conflict_id).values(
         status=status, resolved_by=by, resolved_at=now, resolution=resolution))
 
+
+
+_PHONE_QUERY = re.compile(r"(?:tel:)?\+?[\d\s()./-]+")
+
+
+def search_terms(text: str, phone_region: str | None) -> list[list[str]]:
+    """What :meth:`Store.search_golden` looks for in the search text (see there): every term,
+    each as one or more spellings of which one must occur."""
+    from synchub.normalize import NormalizationError, fold, normalize_email, normalize_phone_lenient
+
+    query = text.strip()
+    if _PHONE_QUERY.fullmatch(query) and sum(c.isdigit() for c in query) >= 5:
+        # Its E.164 form, or (part of a number, or one in no known range) its digits without
+        # the national trunk zero: a substring of the stored E.164 form.
+        either = ["".join(c for c in query if c.isdigit()).lstrip("0")]
+        try:
+            e164, _verified = normalize_phone_lenient(query, phone_region)
+        except NormalizationError:
+            e164 = None
+        return [[e164, *either] if e164 else either]
+    terms: list[list[str]] = []
+    for word in query.split():
+        if "@" in word:
+            try:
+                terms.append([normalize_email(word) or word.lower()])
+            except NormalizationError:
+                terms.append([word.lower()])  # part of an address: still a substring of it
+        else:
+            terms += [[t] for t in fold(word).split()]
+    return terms or [[query.lower()]]
 
 def _escape_like(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
