@@ -442,7 +442,7 @@ def _fmt(value: Any) -> str:
 @conflicts_app.callback()
 def conflicts_list(
     ctx: typer.Context,
-    status: str = typer.Option("open", help="open, resolved, dismissed or all"),
+    status: str = typer.Option("open", help="open, resolved, dismissed, closed (by the hub: no longer applies) or all"),
     connection: Optional[str] = typer.Option(None),  # noqa: UP045
     field: Optional[str] = typer.Option(None),  # noqa: UP045
     older_than_days: Optional[int] = typer.Option(None, help="Only conflicts older than this many days."),  # noqa: UP045
@@ -578,6 +578,7 @@ def dedupe(
     report = run_dedupe(hub, kind, dry_run=dry_run)
     if state.json:
         _emit_json({"dry_run": dry_run, "compared": report.compared, "seconds": round(report.seconds, 3),
+                    "review_items": {"logged": report.logged, "closed": report.closed, "repointed": report.repointed},
                     "merges": [{"merge": a, "into": b, "score": s, "reasons": r} for a, b, s, r in report.merges],
                     "possible": [{"a": a, "b": b, "score": s, "reasons": r} for a, b, s, r in report.possible]})
         return
@@ -585,8 +586,14 @@ def dedupe(
     for loser, survivor, score, reasons in report.merges:
         a, b = hub.store.get_golden(loser, follow_merges=False), hub.store.get_golden(survivor, follow_merges=False)
         out.print(f"{verb}: {a['display_name'] if a else loser} ({loser[:12]}) into {b['display_name'] if b else survivor} ({survivor[:12]}), score {score:.3f}: {'; '.join(reasons)}", markup=False)
-    out.print(f"{len(report.merges)} {verb}, {len(report.possible)} possible duplicates "
-              f"{'to review' if dry_run else 'logged as conflicts'}; {report.compared} pairs compared in {report.seconds:.2f}s")
+    if dry_run:
+        out.print(f"{len(report.merges)} {verb}, {len(report.possible)} possible duplicates to review; "
+                  f"{report.compared} pairs compared in {report.seconds:.2f}s")
+        return
+    out.print(f"{len(report.merges)} {verb}, {len(report.possible)} possible duplicates found: {report.logged} new review "
+              f"items, the rest already under review, kept apart or merged; the merges closed {report.closed} and "
+              f"re-pointed {report.repointed} review items of the merged records; "
+              f"{report.compared} pairs compared in {report.seconds:.2f}s")
 
 
 # ----- serve / plugins --------------------------------------------------------------------------

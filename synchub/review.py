@@ -18,6 +18,7 @@ from synchub import store as st
 from synchub.errors import SynchubError
 from synchub.golden import (
     aware,
+    duplicate_fingerprint,
     log_possible_duplicates,
     merge_golden,
     merge_goldens,
@@ -63,7 +64,38 @@ def undo_merge(hub: Hub, golden_id: str, *, merged_id: str | None = None, by: st
         st.insert_audit(conn, [{"at": now, "actor": by, "action": "split", "golden_id": g.id,
                                 "details": {"restored": loser, "source_records": moved, "undid_audit": event.id}}])
         rederive(conn, g.kind, {g.id, loser}, hub.merger(g.kind), now, by, 0)
+        _restore_review_items(conn, event.details.get("review_items") or {}, loser, now, by)
     return loser
+
+
+def _restore_review_items(conn: sa.Connection, items: dict[str, list[Any]], loser: str, now: datetime, by: str) -> None:
+    """Undo what a merge did to possible duplicates (see ``golden._follow_merges``): one it
+    re-pointed to the survivor, or closed, is about its own pair again, and open, where both
+    records are active, not kept apart and the pair has no other item, and no admin decided it
+    since. (Field conflicts need nothing here: deriving the restored record logs its own again,
+    reopening those the merge closed.)"""
+    entries = [e for e in (items.get("repointed") or []) + (items.get("closed") or []) if e[2] is not None]
+    if not entries:
+        return
+    rows = st.conflicts_by_id(conn, [e[0] for e in entries])
+    pairs = {e[0]: (min(e[1], e[2]), max(e[1], e[2])) for e in entries}
+    ids = {g for pair in pairs.values() for g in pair}
+    status, apart = st.golden_status(conn, ids), st.load_keep_apart(conn, ids)
+    taken = st.conflict_status(conn, [duplicate_fingerprint(*p) for p in pairs.values()])
+    restored = []
+    for cid, (x, y) in pairs.items():
+        r = rows.get(cid)
+        if r is None or not (r.status == "open" or (r.status == "closed" and (r.resolution or {}).get("merged") == loser)):
+            continue
+        fp = duplicate_fingerprint(x, y)
+        if status.get(x) != "active" or status.get(y) != "active" or (x, y) in apart or (fp != r.fingerprint and fp in taken):
+            continue
+        st.repoint_duplicate(conn, cid, x, y, fp)
+        taken[fp] = "open"
+        restored.append(cid)
+    if restored:
+        st.insert_audit(conn, [{"at": now, "actor": by, "action": "conflicts_reopened", "golden_id": loser,
+                                "details": {"conflicts": restored, "reason": "the merge that closed or re-pointed them was undone"}}])
 
 
 def split_sources(hub: Hub, golden_id: str, refs: list[str], *, by: str = "cli") -> str:
@@ -183,6 +215,12 @@ class DedupeReport:
     merges: list[tuple[str, str, float, list[str]]] = field(default_factory=list)
     possible: list[tuple[str, str, float, list[str]]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Of ``possible``: review items logged (new or open again); the rest were under review
+    #: already, kept apart, or merged by this run.
+    logged: int = 0
+    #: Open review items of the merged records that the merges closed or re-pointed.
+    closed: int = 0
+    repointed: int = 0
 
 
 def rebuild_match_keys(hub: Hub, kind: str = "person") -> int:
@@ -256,9 +294,12 @@ def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "
         now = utcnow()
         with similarity.gc_paused(), hub.store.begin() as conn:
             roots = {loser: find(loser) for loser, *_ in report.merges}
-            merge_goldens(conn, roots, now, by, "dedupe")
+            followed = merge_goldens(conn, roots, now, by, "dedupe")
+            report.closed = sum(len(f["closed"]) for f in followed.values())
+            report.repointed = sum(len(f["repointed"]) for f in followed.values())
             for chunk in st._chunks(sorted(set(roots.values()))):
                 rederive(conn, kind, set(chunk), hub.merger(kind), now, by, 0)
-            log_possible_duplicates(conn, [(find(a), find(b), s, r) for a, b, s, r in report.possible if find(a) != find(b)], now)
+            report.logged = log_possible_duplicates(
+                conn, [(find(a), find(b), s, r) for a, b, s, r in report.possible if find(a) != find(b)], now)
     report.seconds = time.perf_counter() - started
     return report

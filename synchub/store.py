@@ -229,13 +229,15 @@ class Conflict(SQLModel, table=True):
     fingerprint: str = Field(max_length=64, unique=True)  # the same conflict is logged once
     kind: str = Field(max_length=32)  # field | possible_duplicate
     golden_id: str = Field(max_length=32, index=True)
-    other_golden_id: str | None = Field(default=None, max_length=32)
+    other_golden_id: str | None = Field(default=None, max_length=32, index=True)
     field: str | None = Field(default=None, max_length=200, index=True)
     connections: str = Field(default="", max_length=500)  # comma separated, for filtering
     candidates: list[dict[str, Any]] = _json_col()
     rule: str | None = Field(default=None, max_length=100)
     applied: dict[str, Any] | None = _json_col(nullable=True)
-    status: str = Field(default="open", max_length=16, index=True)  # open | resolved | dismissed
+    #: open | resolved, dismissed (by an admin) | closed (by the hub: no longer applies, e.g.
+    #: its two records were merged; ``resolution`` says why)
+    status: str = Field(default="open", max_length=16, index=True)
     created_at: datetime = _ts(index=True)
     resolved_by: str | None = Field(default=None, max_length=200)
     resolved_at: datetime | None = _ts(nullable=True)
@@ -1300,6 +1302,61 @@ def conflict_status(conn: sa.Connection, fingerprints: Iterable[str]) -> dict[st
         known.update((r.fingerprint, r.status) for r in conn.execute(
             sa.select(conflict_t.c.fingerprint, conflict_t.c.status).where(in_(conn, conflict_t.c.fingerprint, chunk))))
     return known
+
+
+def open_conflicts_of(conn: sa.Connection, golden_ids: Iterable[str], kind: str) -> list[sa.Row[Any]]:
+    """(id, golden_id, fingerprint) of the open conflicts of this kind on these golden records."""
+    out: list[sa.Row[Any]] = []
+    for chunk in _chunks(sorted(set(golden_ids))):
+        # Kind and status are filtered here: in SQL, SQLite would rather search the status
+        # index (every open conflict) than the golden ids'.
+        out += [r for r in conn.execute(sa.select(conflict_t.c.id, conflict_t.c.golden_id, conflict_t.c.fingerprint,
+                                                  conflict_t.c.kind, conflict_t.c.status)
+                                        .where(in_(conn, conflict_t.c.golden_id, chunk)))
+                if r.kind == kind and r.status == "open"]
+    return out
+
+
+def open_duplicates_naming(conn: sa.Connection, golden_ids: Iterable[str]) -> list[sa.Row[Any]]:
+    """(id, golden_id, other_golden_id) of the open possible duplicates naming one of these
+    golden records on either side."""
+    found: dict[int, sa.Row[Any]] = {}
+    for chunk in _chunks(sorted(set(golden_ids))):
+        for side in (conflict_t.c.golden_id, conflict_t.c.other_golden_id):
+            for r in conn.execute(sa.select(conflict_t.c.id, conflict_t.c.golden_id, conflict_t.c.other_golden_id,
+                                            conflict_t.c.kind, conflict_t.c.status).where(in_(conn, side, chunk))):
+                if r.kind == "possible_duplicate" and r.status == "open":  # (see open_conflicts_of)
+                    found[r.id] = r
+    return [found[i] for i in sorted(found)]
+
+
+def close_conflicts(conn: sa.Connection, closures: dict[int, dict[str, Any]], by: str, now: datetime) -> None:
+    """Close conflicts that no longer apply (``{id: resolution}``; the resolution says why)."""
+    if closures:
+        conn.execute(conflict_t.update().where(conflict_t.c.id == sa.bindparam("_id")).values(
+            status="closed", resolved_by=by, resolved_at=now, resolution=sa.bindparam("_resolution")),
+            [{"_id": i, "_resolution": r} for i, r in closures.items()])
+
+
+def repoint_duplicate(conn: sa.Connection, conflict_id: int, a: str, b: str, fingerprint: str) -> None:
+    """A possible duplicate is about the pair (a, b) now (a < b), and open."""
+    conn.execute(conflict_t.update().where(conflict_t.c.id == conflict_id).values(
+        golden_id=a, other_golden_id=b, fingerprint=fingerprint, status="open", resolved_by=None, resolved_at=None,
+        resolution=None))
+
+
+def conflicts_by_id(conn: sa.Connection, ids: Iterable[int]) -> dict[int, sa.Row[Any]]:
+    out: dict[int, sa.Row[Any]] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        out.update((r.id, r) for r in conn.execute(sa.select(conflict_t).where(in_(conn, conflict_t.c.id, chunk))))
+    return out
+
+
+def golden_status(conn: sa.Connection, golden_ids: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(golden_ids))):
+        out.update(conn.execute(sa.select(golden_t.c.id, golden_t.c.status).where(in_(conn, golden_t.c.id, chunk))).all())
+    return out
 
 
 def insert_conflicts(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
