@@ -113,10 +113,18 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
     assignment: dict[str, str] = {}
     outcome: dict[str, str] = {}
     created_by: dict[str, str] = {}
+    matched: dict[str, dict[str, Any]] = {}  # source id -> why it joined its golden record
+    joined_by: dict[str, dict[str, Any]] = {}  # golden id -> why a record merged it into another
     for p, feat in zip(changed, feats, strict=True):
         ex = existing.get(p.source_id)
         a = matcher.assign(p.keys, feat, ex.golden_id if ex is not None else None, st.new_golden_id)
         assignment[p.source_id] = a.target
+        if a.evidence:
+            if a.target in a.evidence:
+                matched[p.source_id] = a.evidence[a.target]
+            for g, why in a.evidence.items():
+                if g != a.target:
+                    joined_by[g] = {**why, "record": f"{connection}/{stream}/{p.source_id}"}
         if ex is not None:
             outcome[p.source_id] = "updated"
         elif a.outcome == "created":
@@ -133,10 +141,17 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
             outcome[created_by[loser]] = "duplicates"
             continue
         stored_merges[loser] = survivor
-    merge_goldens(conn, stored_merges, now, actor, "matched by a new or changed record")
+    # Every automatic decision keeps its evidence and the thresholds it was taken under.
+    policy = {"thresholds": {"upper": matcher.score_cfg.upper, "lower": matcher.score_cfg.lower}, "run": run_id}
+    merge_goldens(conn, stored_merges, now, actor, "matched by a new or changed record",
+                  evidence={g: {**joined_by.get(g, {}), **policy} for g in stored_merges})
     counts.duplicates += len(stored_merges)
     for sid, g in list(assignment.items()):
         assignment[sid] = resolver.find(g)
+    if matched:
+        st.insert_audit(conn, [{"at": now, "actor": actor, "action": "match", "golden_id": assignment[sid],
+                                "details": {"source": f"{connection}/{stream}/{sid}", **why, **policy}}
+                               for sid, why in matched.items()])
     # Source records: update changed ones, insert new ones.
     updates, inserts = [], []
     for p in changed:
@@ -173,7 +188,8 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
     golden_changes = rederive(conn, kind, touched, merger, now, actor, run_id, fuzzy=fuzzy, known_blocks=known,
                               fresh=fresh, on_match_keys=loading.written_keys if loading is not None else None)
     possible = [(resolver.find(d.golden_id), resolver.find(d.other_id), d) for d in matcher.possible]
-    golden_changes["__conflicts__"] += log_possible_duplicates(conn, [(a, b, d.score, d.reasons) for a, b, d in possible if a != b], now)
+    golden_changes["__conflicts__"] += log_possible_duplicates(conn, [(a, b, d.score, d.reasons) for a, b, d in possible if a != b], now,
+                                                                 policy)
     for p in changed:
         o = outcome[p.source_id]
         if o == "updated" and not golden_changes.get(assignment[p.source_id]):

@@ -385,10 +385,12 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
         raise NotFoundError(f"no customer {golden_id!r}")
     sources = store.source_records_of(rec["id"])
     timeline = store.timeline_of(rec["id"])
+    evidence = [a for a in store.audit_of(rec["id"], limit=500) if a["action"] in ("match", "merge")]
     if state.json:
         _emit_json({**rec, "sources": [{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted", "quarantine")}
                                        for s in sources],
-                    "timeline": [{k: t[k] for k in ("kind", "occurred_at", "connection", "stream", "source_id", "data")} for t in timeline]})
+                    "timeline": [{k: t[k] for k in ("kind", "occurred_at", "connection", "stream", "source_id", "data")} for t in timeline],
+                    "match_evidence": [{k: a[k] for k in ("at", "actor", "action", "details")} for a in evidence]})
         return
     from synchub.schema import field_units
 
@@ -416,6 +418,10 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
     out.print(table)
     refs = ", ".join(f"{s['connection']}/{s['stream']}#{s['source_id']}" for s in sources)
     out.print(f"source records: {refs}")
+    if why and evidence:
+        out.print("why these records are one customer:")
+        for a in reversed(evidence):
+            out.print(f"  {_ts(a['at'])[:19]} {_describe_event(a)}", markup=False, highlight=False)
     for s in sources:
         for q in (s.get("quarantine") or []) if not s["deleted"] else []:
             label = "unverified" if q.get("status") == "unverified" else "not usable"
@@ -426,6 +432,67 @@ def customers_show(golden_id: str, why: bool = typer.Option(False, "--why", help
         for t in timeline:
             summary = (t["data"].get("summary") or "").replace("\n", " ")
             out.print(f"  {_ts(t['occurred_at'])[:10]} {t['kind']} ({t['connection']}) {summary[:100]}", markup=False)
+
+
+def _describe_event(a: dict[str, Any]) -> str:
+    """One audit entry in a line: what happened, on what evidence, by whom."""
+    d = a["details"] or {}
+    by = f" (by {a['actor']})"
+    if a["action"] == "match":
+        return f"{d.get('source')} joined: {_evidence_text(d)}{by}"
+    if a["action"] == "merge":
+        why = d.get("evidence") or {}
+        items = d.get("review_items") or {}
+        text = f"merged {d.get('merged')} into it: {d.get('reason')}"
+        if why:
+            text += f"; {_evidence_text(why)}" + (f", decided on {why['record']}" if why.get("record") else "")
+        if items.get("closed") or items.get("repointed"):
+            text += f"; review items closed {[i[0] for i in items.get('closed', [])]}, re-pointed {[i[0] for i in items.get('repointed', [])]}"
+        return text + by
+    if a["action"] == "split":
+        what = f"restored {d['restored']}" if d.get("restored") else f"split out {d.get('new')}"
+        return f"split: {what} with source records {d.get('source_records')}{by}"
+    if a["action"] == "resolve":
+        return f"conflict {d.get('conflict')} resolved: {_fmt({k: v for k, v in d.items() if k != 'conflict'})}{by}"
+    return f"{a['action']}: {_fmt(d)}{by}"
+
+
+def _evidence_text(d: dict[str, Any]) -> str:
+    parts = [d.get("rule") or "match"]
+    if d.get("identity_keys"):
+        parts.append("same " + ", ".join(d["identity_keys"]))
+    if d.get("score") is not None:
+        t = d.get("thresholds") or {}
+        parts.append(f"score {d['score']}" + (f" (merge at >= {t['upper']}, review at >= {t['lower']})" if t else ""))
+    if d.get("reasons"):
+        parts.append("; ".join(d["reasons"]))
+    if d.get("run"):
+        parts.append(f"run {d['run']}")
+    return ", ".join(parts)
+
+
+@customers_app.command("history")
+def customers_history(golden_id: str, limit: int = typer.Option(200, help="At most this many entries.")) -> None:
+    """Everything that happened to a customer: created, matched, merged, split, decided, with the
+    evidence and who did it, oldest first (also of the records merged into it)."""
+    store = _store()
+    rec = store.get_golden(golden_id)
+    if rec is None:
+        raise NotFoundError(f"no customer {golden_id!r}")
+    events = [(rec["id"], a) for a in store.audit_of(rec["id"], limit=limit)]
+    for merged in {(a["details"] or {}).get("merged") for _g, a in events if a["action"] == "merge"} - {None}:
+        events += [(merged, a) for a in store.audit_of(merged, limit=limit)]
+    events.sort(key=lambda e: e[1]["id"])
+    if state.json:
+        _emit_json([{"golden_id": g, **{k: a[k] for k in ("id", "at", "actor", "action", "details")}} for g, a in events])
+        return
+    table = Table(title=f"history of {rec['display_name']} ({rec['id']})")
+    for col in ("at", "record", "action", "what", "by"):
+        table.add_column(col)
+    for g, a in events:
+        what = _describe_event(a).removesuffix(f" (by {a['actor']})")
+        table.add_row(_ts(a["at"])[:19], g[:12], a["action"], what, a["actor"])
+    out.print(table)
 
 
 def _fmt(value: Any) -> str:

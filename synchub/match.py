@@ -212,6 +212,9 @@ class Assignment:
     target: str
     outcome: str  # created | matched | kept
     joined: set[str] = field(default_factory=set)
+    #: Why the record joined ``target`` (when matched) and each of ``joined``: by golden id,
+    #: the score and its per-field reasons, and the identity keys shared.
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class BatchMatcher:
@@ -337,13 +340,18 @@ class BatchMatcher:
     def assign(self, keys: list[Key], feat: Any, current: str | None, new_id: Callable[[], str]) -> Assignment:
         assert self.resolver is not None
         r = self.resolver
-        found_exact = {r.find(g) for k in keys for g in each(r.owners.get(k, ()))}
+        shares: dict[str, set[str]] = {}  # golden id -> identity key types it shares with the record
+        for k in keys:
+            for g in each(r.owners.get(k, ())):
+                shares.setdefault(r.find(g), set()).add(k[0])
+        found_exact = set(shares)
         found_fuzzy: set[str] = set()
         bkeys = self.sim.blocking_keys(feat) if self.fuzzy else []
         if bkeys:
             found_fuzzy = set(self._ranked(bkeys, r.find))
         cur = r.find(current) if current else None
         join: dict[str, float] = {}
+        seen: dict[str, Any] = {}
         for gid in (found_exact | found_fuzzy) - {cur}:
             if gid not in self.views:  # nothing known to compare (should not happen): trust exact keys
                 if gid in found_exact:
@@ -352,6 +360,7 @@ class BatchMatcher:
             d = self._best(feat, gid)
             if d is None:
                 continue
+            seen[gid] = d
             if cur is not None and self._kept_apart(cur, gid):
                 continue  # an admin decided these are different customers
             if d.outcome == "match" or (gid in found_exact and d.outcome == "possible"):
@@ -376,6 +385,8 @@ class BatchMatcher:
             self.views.setdefault(target, []).extend(self.views.pop(gid, []))
         if joined and outcome == "kept":
             outcome = "matched"
+        evidence = {g: _evidence(seen.get(g), shares.get(g))
+                    for g in ([target] if outcome == "matched" and cur is None else []) + sorted(joined)}
         for p in self.possible:
             if p.golden_id == "":
                 p.golden_id = target
@@ -385,4 +396,13 @@ class BatchMatcher:
             self.views.setdefault(target, []).append(feat)
         for k in bkeys:
             add_owner(self.block_owners, block_id(k), target)
-        return Assignment(target, outcome, joined)
+        return Assignment(target, outcome, joined, evidence)
+
+
+def _evidence(decision: Any, shared: set[str] | None) -> dict[str, Any]:
+    """What made a record join a golden record: the identity key types they share, and the
+    scorer's decision with its reasons (none: an exact key with nothing to compare)."""
+    out: dict[str, Any] = {"identity_keys": sorted(shared or ()), "rule": "identity key" if shared else "fuzzy match"}
+    if decision is not None:
+        out.update(score=round(float(decision.score), 2), outcome=decision.outcome, reasons=list(decision.reasons))
+    return out

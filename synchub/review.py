@@ -294,12 +294,15 @@ def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "
         now = utcnow()
         with similarity.gc_paused(), hub.store.begin() as conn:
             roots = {loser: find(loser) for loser, *_ in report.merges}
-            followed = merge_goldens(conn, roots, now, by, "dedupe")
+            policy = {"thresholds": {"upper": cfg.upper, "lower": cfg.lower}, "run": None}
+            followed = merge_goldens(conn, roots, now, by, "dedupe", evidence={
+                loser: {"rule": "fuzzy match", "score": round(float(score), 2), "reasons": reasons, "with": survivor, **policy}
+                for loser, survivor, score, reasons in report.merges})
             report.closed = sum(len(f["closed"]) for f in followed.values())
             report.repointed = sum(len(f["repointed"]) for f in followed.values())
             for chunk in st._chunks(sorted(set(roots.values()))):
                 rederive(conn, kind, set(chunk), hub.merger(kind), now, by, 0)
             report.logged = log_possible_duplicates(
-                conn, [(find(a), find(b), s, r) for a, b, s, r in report.possible if find(a) != find(b)], now)
+                conn, [(find(a), find(b), s, r) for a, b, s, r in report.possible if find(a) != find(b)], now, policy)
     report.seconds = time.perf_counter() - started
     return report

@@ -131,7 +131,9 @@ def _conflict(c: Any, name: dict[str, str]) -> str:
     pair = [name.get(c.golden_id), name.get(c.other_golden_id) if c.other_golden_id else None]
     if c.kind == "possible_duplicate":
         pair.sort(key=str)  # the pair is stored in the order of its (random) golden ids
-    return json.dumps([c.kind, *pair, c.field, c.candidates, c.rule, c.applied, c.status], sort_keys=True, default=str)
+    # Which run logged it is left out: after a crash, the rerun (another run) logs it.
+    candidates = [{k: v for k, v in cand.items() if k != "run"} for cand in c.candidates]
+    return json.dumps([c.kind, *pair, c.field, candidates, c.rule, c.applied, c.status], sort_keys=True, default=str)
 
 
 def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
