@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -115,9 +116,15 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
     created_by: dict[str, str] = {}
     matched: dict[str, dict[str, Any]] = {}  # source id -> why it joined its golden record
     joined_by: dict[str, dict[str, Any]] = {}  # golden id -> why a record merged it into another
+    # A new record's golden record is named after the record (the same on every run), unless
+    # that name is taken.
+    named = {p.source_id: st.golden_id_for(kind, connection, stream, p.source_id) for p in changed if p.source_id not in existing}
+    taken = st.existing_golden_ids(conn, named.values()) if named else set()
     for p, feat in zip(changed, feats, strict=True):
         ex = existing.get(p.source_id)
-        a = matcher.assign(p.keys, feat, ex.golden_id if ex is not None else None, st.new_golden_id)
+        own = named.get(p.source_id)
+        a = matcher.assign(p.keys, feat, ex.golden_id if ex is not None else None,
+                           st.new_golden_id if own is None or own in taken else partial(str, own))
         assignment[p.source_id] = a.target
         if a.evidence:
             if a.target in a.evidence:
