@@ -368,7 +368,7 @@ class BatchMatcher:
             seen[gid] = d
             if cur is not None and self._kept_apart(cur, gid):
                 continue  # an admin decided these are different customers
-            if d.outcome == "match" or (gid in found_exact and d.outcome == "possible"):
+            if d.outcome == "match" or (gid in found_exact and d.outcome == "possible" and d.veto is None):
                 join[gid] = d.score
             elif d.outcome == "possible" or gid in found_exact:
                 self.possible.append(PossibleDuplicate("", gid, d.score, list(d.reasons)))

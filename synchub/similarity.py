@@ -626,6 +626,10 @@ def blocking_keys(f: Features) -> list[tuple[str, str]]:
     ``fn_dob``   Kölner Phonetik of first name + birth date              surname change, a move
     ``dob_pc``   birth date + postcode                                   both names (typos)
     ``st_pc``    compact street + house number + postcode                names, birth date
+    ``st_pc2``   first 5 letters of the compact street + house number +  names, birth date, a
+                 first 2 postcode characters                             postcode typo late
+    ``dob_st``   birth date + first 4 letters of the compact street      names, postcode, house
+                                                                         number
     ``nm_by``    Kölner Phonetik of first name + birth year, and the     a move plus a postcode
                  same for the last name (two keys)                       typo; swapped names
     ``n3_pc2``   first 3 letters of first and last name + 2 postcode     phonetic-changing typos
@@ -666,7 +670,11 @@ def blocking_keys(f: Features) -> list[tuple[str, str]]:
             keys.append(("dob_pc", f"{dob}|{pck}"))
         if f.street_compact:
             keys.append(("st_pc", f"{f.street_compact} {f.house_number}|{pck}"))
+            if len(pc) >= 2:
+                keys.append(("st_pc2", f"{f.street_compact[:5]} {f.house_number}|{pc[:2]}"))
     if dob:
+        if f.street_compact:
+            keys.append(("dob_st", f"{dob}|{f.street_compact[:4]}"))
         if fkp:
             keys.append(("fn_dob", f"{fkp}|{dob}"))
             keys.append(("nm_by", f"{fkp}|{f.birth_year}"))
@@ -869,13 +877,19 @@ class Score:
     ``value`` is the summed weight in bits (log2 likelihood ratio, 0 = no evidence).
     ``reasons`` explains each field that contributed (``'first_name: nickname robert~bob
     +5.0'``).  ``levels`` maps field → agreement level.  ``veto`` names the hard rule that
-    forbids a merge, or is ``None``.
+    forbids a merge, or is ``None``; ``vetoed`` is the weight the vetoed field added to
+    ``value`` (so ``value - vetoed`` is what every other field says), and ``reviewable`` says
+    whether the other personal identifier agrees (the birth date of two people with different
+    first names, the first name of two with different birth dates): then, and only then, may a
+    vetoed pair go to review.
     """
 
     value: float
     reasons: list[str] = field(default_factory=list)
     levels: dict[str, str] = field(default_factory=dict)
     veto: str | None = None
+    vetoed: float = 0.0
+    reviewable: bool = False
 
     @property
     def probability(self) -> float:
@@ -886,11 +900,14 @@ class Score:
 
 @dataclass(slots=True)
 class Decision:
-    """Result of :func:`classify`: ``outcome`` is ``'match'``, ``'possible'`` or ``'distinct'``."""
+    """Result of :func:`classify`: ``outcome`` is ``'match'``, ``'possible'`` or ``'distinct'``;
+    ``veto`` the hard rule that kept it from ``match`` (a ``possible`` pair with a veto must
+    never be merged without a person, not even on an exact key)."""
 
     outcome: str
     score: float
     reasons: list[str] = field(default_factory=list)
+    veto: str | None = None
 
 
 def _str_level(x: str, xc: str, y: str, yc: str) -> str:
@@ -1094,7 +1111,9 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
     ll = _last_level(a, b) if wlast is not None and a.last and b.last else ""
     wf = wfirst[fl] if fl else 0.0  # type: ignore[index]
     wl = wlast[ll] if ll else 0.0  # type: ignore[index]
+    vetoed = 0.0
     swapped = False
+    given = ""  # the given names' level when read crosswise
     if wfirst is not None and wlast is not None and (fl not in _GOOD_NAME or ll not in _GOOD_NAME):
         # Crosswise: c1 = a.first ~ b.last, c2 = a.last ~ b.first.  If b is the swapped record,
         # c1 compares the given names and c2 the surnames; if a is, the other way round.  The
@@ -1128,11 +1147,12 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
     if not swapped:
         if fl:
             if fl == "different":
-                if not explain and cfg.hard_rules:
-                    # Bulk scoring (_decide): a vetoed pair is distinct whatever else agrees,
-                    # so the rest of its score is not needed.
-                    return Score(acc.total, veto="first_name: clearly different")
-                veto = f"first_name: clearly different ({_first_detail(a, b, fl)})"
+                if not explain and cfg.hard_rules and not (a.birth and b.birth and (a.birth == b.birth or _date_typo(a.birth, b.birth))):
+                    # Bulk scoring (_decide): without an agreeing birth date a vetoed pair is
+                    # not even a review item, so the rest of its score is not needed.
+                    return Score(acc.total, veto="first_name")
+                veto = f"first_name: clearly different ({_first_detail(a, b, fl)})" if explain else "first_name"
+                vetoed = wf
             add("first_name", fl, wf, _first_detail(a, b, fl) if explain else "")
         if ll:
             add(
@@ -1144,16 +1164,23 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
 
     # --- birth date --------------------------------------------------------------------------
     w = t.get("birth_date")
+    reviewable = False
     if w is not None and a.birth and b.birth:
         if a.birth == b.birth:
             add("birth_date", "exact", w["exact"])
+            reviewable = True  # twins, or one person with a wrong first name
         else:
             how = _date_typo(a.birth, b.birth)
             if how:
                 add("birth_date", "typo", w["typo"], f"({how})" if explain else "")
+                reviewable = True
             else:
                 if veto is None:
-                    veto = f"birth_date: differs ({a.birth}/{b.birth})"
+                    veto = f"birth_date: differs ({a.birth}/{b.birth})" if explain else "birth_date"
+                    vetoed = w["different"]
+                    # father and son, or one person with a wrong birth date
+                    # (or with the first name unknown on one side)
+                    reviewable = given in _GOOD_NAME if swapped else fl in _GOOD_NAME or not fl
                 add(
                     "birth_date",
                     "different",
@@ -1205,7 +1232,9 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
         else:
             add("company_name", "different", w["different"])
 
-    return Score(acc.total, acc.reasons, acc.levels, veto if cfg.hard_rules else None)
+    if not cfg.hard_rules:
+        veto, vetoed = None, 0.0
+    return Score(acc.total, acc.reasons, acc.levels, veto, vetoed, reviewable and veto is not None)
 
 
 def _company_name_level(a: Features, b: Features) -> str:
@@ -1286,14 +1315,22 @@ def _score(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> Score:
 def classify(a: Features, b: Features, cfg: ScoreConfig | None = None) -> Decision:
     """Decide whether two records are the same customer: ``match``, ``possible`` or ``distinct``.
 
-    A hard-rule veto (see the module docstring) gives ``distinct`` whatever the score; the
-    veto is the first reason then.
+    A hard-rule veto (see the module docstring) forbids ``match`` whatever the score; the veto
+    is the first reason then. The pair is ``distinct``, unless the other personal identifier
+    agrees (:attr:`Score.reviewable`) and every other field together would merge it (``value -
+    vetoed >= upper``): two people who agree on everything but a first name or a birth date
+    are twins, a father and his son, or one person with a wrong value, which only a person can
+    tell, so the pair goes to review (``possible``) with a reason that says so. (A couple at one
+    address, no birth dates known, stays ``distinct``: it is the common case, not a question.)
+    Its ``score`` stays the full one, below ``lower`` or not.
     """
     if cfg is None:
         cfg = _default_cfg(a.kind)
     s = score(a, b, cfg)
     if s.veto is not None:
-        return Decision("distinct", s.value, [f"rule: {s.veto}", *s.reasons])
+        if s.reviewable and s.value - s.vetoed >= cfg.upper:
+            return Decision("possible", s.value, [f"rule: {s.veto}", _review_question(s), *s.reasons], s.veto)
+        return Decision("distinct", s.value, [f"rule: {s.veto}", *s.reasons], s.veto)
     if s.value >= cfg.upper:
         outcome = "match"
     elif s.value >= cfg.lower:
@@ -1411,10 +1448,21 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _review_question(s: Score) -> str:
+    """What a reviewer of a vetoed pair is asked: what agrees, what differs, and what it may mean."""
+    field_vetoed = (s.veto or "").split(":")[0]
+    agree = [f for f, level in s.levels.items() if f != field_vetoed and level not in ("different", "conflict", "other_number")]
+    if field_vetoed == "first_name":
+        what, could = "a clearly different first name", "twins or siblings, or a wrong first name?"
+    else:
+        what, could = "a different birth date", "father and son, mother and daughter, or a wrong birth date?"
+    return f"review: same {', '.join(agree) or 'other fields'} but {what}: {could}"
+
+
 def _decide(a: Features, b: Features, cfg: ScoreConfig) -> Decision | None:
     """:func:`classify` for bulk runs: ``None`` for ``distinct``; reasons only for the rest."""
     s = _score(a, b, cfg, False)
-    if s.veto is not None or s.value < cfg.lower:
+    if s.value < cfg.lower if s.veto is None else not s.reviewable or s.value - s.vetoed < cfg.upper:
         return None
     d = classify(a, b, cfg)
     return d if d.outcome != "distinct" else None
@@ -1521,17 +1569,9 @@ def _score_candidates(
 ) -> list[tuple[int, int, Decision]]:
     """Score each candidate pair (encoded ``i * width + j``) once; keep match/possible."""
     out: list[tuple[int, int, Decision]] = []
-    # The birth-date hard rule, checked before any call: in name + birth-year blocks it
-    # decides nearly nine pairs in ten (the same test as in _score_person, whose score a
-    # vetoed pair does not need).
-    dob_veto = cfg.kind == "person" and cfg.hard_rules and "birth_date" in cfg.table()
     for code in sorted(candidates):
         i, j = divmod(code, width)
         a, b = left[i], right[j]
-        if dob_veto:
-            x, y = a.birth, b.birth
-            if x and y and x != y and _date_typo(x, y) is None:
-                continue
         d = _decide(a, b, cfg)
         if d is not None:
             out.append((i, j, d))
