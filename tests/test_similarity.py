@@ -654,3 +654,29 @@ def test_cluster_is_transitive_and_ignores_possible() -> None:
     assert outcomes[(3, 4)] == "possible"
     assert cluster(len(records), pairs) == [[0, 1, 2], [3], [4]]
     assert cluster(4, [(0, 3), (3, 2)]) == [[0, 2, 3], [1]]
+
+
+def test_the_classes_real_customer_data_is_judged_on() -> None:
+    """Issue 18: one person's work and private records, and a newsletter sign-up with only an
+    e-mail and a name, are found (for review: nothing but the name ties them); co-workers and
+    a namesake elsewhere are not."""
+    from synchub.match import normalize_record
+
+    def f(**d: Any) -> Any:
+        return features(normalize_record(d, "DE", []), "person")
+
+    work = f(first_name="Jürgen", last_name="Weißhaupt", emails=["juergen.weisshaupt@bergblick-outdoor.de"],
+             phones=["+49 8031 23344"], address={"street": "Industriestraße 3", "postal_code": "83022", "city": "Rosenheim", "country": "DE"})
+    private = f(first_name="Juergen", last_name="Weisshaupt", emails=["juergen.weisshaupt@gmail.com"], phones=["+49 171 2345678"],
+                birth_date="1965-07-21",
+                address={"street": "Agnes-Bernauer-Str. 9", "postal_code": "80687", "city": "München", "country": "DE"})
+    newsletter = f(first_name="Juergen", last_name="Weisshaupt", emails=["jw1965@web.de"])
+    coworker = f(first_name="Anna", last_name="Berger", emails=["anna.berger@bergblick-outdoor.de"], phones=["+49 8031 23344"],
+                 address={"street": "Industriestraße 3", "postal_code": "83022", "city": "Rosenheim", "country": "DE"})
+    namesake = f(first_name="Jürgen", last_name="Weißhaupt", emails=["jw@t-online.de"], birth_date="1980-01-02",
+                 address={"street": "Hauptstr. 1", "postal_code": "20095", "city": "Hamburg", "country": "DE"})
+    for a, b in ((work, private), (newsletter, private), (newsletter, work)):
+        assert set(blocking_keys(a)) & set(blocking_keys(b))  # they meet at all
+        assert classify(a, b).outcome == "possible"
+    assert classify(work, coworker).outcome == "distinct"
+    assert classify(private, namesake).outcome == "distinct"
