@@ -630,6 +630,8 @@ def blocking_keys(f: Features) -> list[tuple[str, str]]:
                  first 2 postcode characters                             postcode typo late
     ``dob_st``   birth date + first 4 letters of the compact street      names, postcode, house
                                                                          number
+    ``sl_pc``    first 4 letters of street and of address line 2,        street and line 2
+                 sorted, + postcode                                      swapped
     ``nm_by``    Kölner Phonetik of first name + birth year, and the     a move plus a postcode
                  same for the last name (two keys)                       typo; swapped names
     ``n3_pc2``   first 3 letters of first and last name + 2 postcode     phonetic-changing typos
@@ -672,6 +674,9 @@ def blocking_keys(f: Features) -> list[tuple[str, str]]:
             keys.append(("st_pc", f"{f.street_compact} {f.house_number}|{pck}"))
             if len(pc) >= 2:
                 keys.append(("st_pc2", f"{f.street_compact[:5]} {f.house_number}|{pc[:2]}"))
+            if f.line2_key:
+                # street and line 2 swapped (a building name, a district)
+                keys.append(("sl_pc", "|".join(sorted((f.street_compact[:4], f.line2_key[:4]))) + f"|{pck}"))
     if dob:
         if f.street_compact:
             keys.append(("dob_st", f"{dob}|{f.street_compact[:4]}"))
@@ -890,6 +895,10 @@ class Score:
     veto: str | None = None
     vetoed: float = 0.0
     reviewable: bool = False
+    #: A first-name veto between two records with one birth date at one street address: the
+    #: lower threshold is bar enough for review (two strangers share a full birth date and a
+    #: street address about once in 20,000 pairs of neighbours).
+    same_birth_and_street: bool = False
 
     @property
     def probability(self) -> float:
@@ -1196,6 +1205,8 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
             add("gender", "conflict", w["conflict"])
 
     _address(acc, a, b, t, cfg)
+    same_place = (reviewable and fl == "different" and not swapped and bool(a.street) and bool(b.street)
+                  and _street_level(a, b) in ("exact", "typo"))
 
     # --- contact -----------------------------------------------------------------------------
     w = t.get("email")
@@ -1234,7 +1245,7 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
 
     if not cfg.hard_rules:
         veto, vetoed = None, 0.0
-    return Score(acc.total, acc.reasons, acc.levels, veto, vetoed, reviewable and veto is not None)
+    return Score(acc.total, acc.reasons, acc.levels, veto, vetoed, reviewable and veto is not None, same_place)
 
 
 def _company_name_level(a: Features, b: Features) -> str:
@@ -1328,7 +1339,7 @@ def classify(a: Features, b: Features, cfg: ScoreConfig | None = None) -> Decisi
         cfg = _default_cfg(a.kind)
     s = score(a, b, cfg)
     if s.veto is not None:
-        if s.reviewable and s.value - s.vetoed >= cfg.upper:
+        if s.reviewable and s.value - s.vetoed >= (cfg.lower if s.same_birth_and_street else cfg.upper):
             return Decision("possible", s.value, [f"rule: {s.veto}", _review_question(s), *s.reasons], s.veto)
         return Decision("distinct", s.value, [f"rule: {s.veto}", *s.reasons], s.veto)
     if s.value >= cfg.upper:
@@ -1462,7 +1473,8 @@ def _review_question(s: Score) -> str:
 def _decide(a: Features, b: Features, cfg: ScoreConfig) -> Decision | None:
     """:func:`classify` for bulk runs: ``None`` for ``distinct``; reasons only for the rest."""
     s = _score(a, b, cfg, False)
-    if s.value < cfg.lower if s.veto is None else not s.reviewable or s.value - s.vetoed < cfg.upper:
+    if s.value < cfg.lower if s.veto is None else (
+            not s.reviewable or s.value - s.vetoed < (cfg.lower if s.same_birth_and_street else cfg.upper)):
         return None
     d = classify(a, b, cfg)
     return d if d.outcome != "distinct" else None
