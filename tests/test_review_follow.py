@@ -179,3 +179,16 @@ def test_upgrading_closes_stale_pairs_an_earlier_version_left_open(store_url: st
     assert got[("a", "c")]["status"] == "closed" and "merged into a" in got[("a", "c")]["resolution"]["reason"]
     assert got[("a", "d")]["status"] == "open"
     store.dispose()
+
+
+def test_splitting_a_record_out_closes_the_conflicts_it_brought(tmp_path: Path, store_url: str) -> None:
+    from synchub.review import split_sources
+
+    hub = _hub(tmp_path, store_url, "1,Ann,Lee,ann@example.com,,1990-01-02,,,\n", "7,Ann,Lee,ann@example.com,,1990-02-01,,,\n")
+    ann = _golden_of(hub, "crm/people/1")
+    (c,) = _conflicts(hub).values()
+    assert c["golden_id"] == ann and c["status"] == "open"
+    split_sources(hub, ann, ["shop/people/7"], by="user:ops")
+    (after,) = _conflicts(hub).values()
+    assert after["status"] == "closed" and after["resolved_by"] == "user:ops"  # Ann shows only her crm record's date now
+    assert any(e["action"] == "conflicts_closed" for e in hub.store.audit_of(ann))
