@@ -899,6 +899,11 @@ class Score:
     #: lower threshold is bar enough for review (two strangers share a full birth date and a
     #: street address about once in 20,000 pairs of neighbours).
     same_birth_and_street: bool = False
+    #: A first-name veto where one name agrees crosswise while the other pair differs (the
+    #: given name of one record in the other's surname field, one name replaced or entered in
+    #: the wrong field): what that reading adds for the review bar (the agreeing name's weight
+    #: instead of the surname disagreement).  Never used for an automatic merge.
+    crosswise: float = 0.0
 
     @property
     def probability(self) -> float:
@@ -1123,6 +1128,7 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
     vetoed = 0.0
     swapped = False
     given = ""  # the given names' level when read crosswise
+    half = 0.0  # one cross pair agrees, the other differs: weight of the agreeing one
     if wfirst is not None and wlast is not None and (fl not in _GOOD_NAME or ll not in _GOOD_NAME):
         # Crosswise: c1 = a.first ~ b.last, c2 = a.last ~ b.first.  If b is the swapped record,
         # c1 compares the given names and c2 the surnames; if a is, the other way round.  The
@@ -1140,7 +1146,11 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
         # A reading with one cross pair clearly different is not taken: it could not tell the
         # given names from the surnames, and the charitable choice would let a household
         # member ("Anna Müller" / "Müller, Peter") escape the first-name rule.
-        if (c1 in _CROSS_OK or c2 in _CROSS_OK) and "different" not in (c1, c2):
+        if "different" in (c1, c2):
+            agreeing = c2 if c1 == "different" else c1
+            if agreeing in _CROSS_OK:
+                half = min(wfirst[agreeing], wlast[agreeing])
+        elif c1 in _CROSS_OK or c2 in _CROSS_OK:
             pen = t["names_swapped"]["penalty"]
             w_b = (wfirst[c1] if c1 else 0.0) + (wlast[c2] if c2 else 0.0)
             w_a = (wfirst[c2] if c2 else 0.0) + (wlast[c1] if c1 else 0.0)
@@ -1245,7 +1255,11 @@ def _score_person(a: Features, b: Features, cfg: ScoreConfig, explain: bool) -> 
 
     if not cfg.hard_rules:
         veto, vetoed = None, 0.0
-    return Score(acc.total, acc.reasons, acc.levels, veto, vetoed, reviewable and veto is not None, same_place)
+    crosswise = max(0.0, half - wl) if half and veto is not None and veto.startswith("first_name") else 0.0
+    if crosswise and explain:
+        acc.reasons.append(f"names: one agrees crosswise ({a.first} {a.last} / {b.first} {b.last})")
+    return Score(acc.total, acc.reasons, acc.levels, veto, vetoed, reviewable and veto is not None, same_place,
+                 crosswise)
 
 
 def _company_name_level(a: Features, b: Features) -> str:
@@ -1339,7 +1353,7 @@ def classify(a: Features, b: Features, cfg: ScoreConfig | None = None) -> Decisi
         cfg = _default_cfg(a.kind)
     s = score(a, b, cfg)
     if s.veto is not None:
-        if s.reviewable and s.value - s.vetoed >= (cfg.lower if s.same_birth_and_street else cfg.upper):
+        if _reviewable(s, cfg):
             return Decision("possible", s.value, [f"rule: {s.veto}", _review_question(s), *s.reasons], s.veto)
         return Decision("distinct", s.value, [f"rule: {s.veto}", *s.reasons], s.veto)
     if s.value >= cfg.upper:
@@ -1459,6 +1473,12 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _reviewable(s: Score, cfg: ScoreConfig) -> bool:
+    """Whether a vetoed pair goes to review: the other personal identifier agrees and every
+    other field together (a name read crosswise included) reaches the bar."""
+    return s.reviewable and s.value - s.vetoed + s.crosswise >= (cfg.lower if s.same_birth_and_street else cfg.upper)
+
+
 def _review_question(s: Score) -> str:
     """What a reviewer of a vetoed pair is asked: what agrees, what differs, and what it may mean."""
     field_vetoed = (s.veto or "").split(":")[0]
@@ -1473,8 +1493,7 @@ def _review_question(s: Score) -> str:
 def _decide(a: Features, b: Features, cfg: ScoreConfig) -> Decision | None:
     """:func:`classify` for bulk runs: ``None`` for ``distinct``; reasons only for the rest."""
     s = _score(a, b, cfg, False)
-    if s.value < cfg.lower if s.veto is None else (
-            not s.reviewable or s.value - s.vetoed < (cfg.lower if s.same_birth_and_street else cfg.upper)):
+    if s.value < cfg.lower if s.veto is None else not _reviewable(s, cfg):
         return None
     d = classify(a, b, cfg)
     return d if d.outcome != "distinct" else None

@@ -228,6 +228,26 @@ def test_a_vetoed_pair_goes_to_review_only_when_the_other_identifier_agrees() ->
     assert decide(father, {**son, "first_name": "Jonas"}).outcome == "distinct"
 
 
+def test_a_name_that_agrees_crosswise_lifts_a_vetoed_pair_into_review_never_into_a_merge() -> None:
+    # One birth date, one postcode, other house numbers; "Thomas" is the given name of one
+    # record and the surname of the other, the remaining names differ (a name replaced, the
+    # other entered in the wrong field). Read straight, both names disagree.
+    near = {**HOME, "street": "Lindenstraße 40"}
+    a = person(first_name="Thomas", last_name="Matthes", birth_date="1975-04-02", address=HOME)
+    b = person(first_name="Klaus", last_name="Thomas", birth_date="1975-04-02", address=near)
+    for x, y in ((a, b), (b, a)):
+        d = decide(x, y)
+        assert d.outcome == "possible" and d.veto and d.veto.startswith("first_name"), (d.score, d.reasons)
+        assert any("agrees crosswise" in r for r in d.reasons)
+        assert [(i, j, p.outcome) for i, j, p in dedupe([x, y])] == [(0, 1, "possible")]
+    # Without the crosswise agreement the same pair is two people.
+    other = {**b, "last_name": "Becker"}
+    assert decide(a, other).outcome == "distinct"
+    assert dedupe([a, other]) == []
+    # ... and with birth dates that differ as well, the crosswise name does not make a question.
+    assert decide(a, {**b, "birth_date": "1951-09-30"}).outcome == "distinct"
+
+
 def test_hard_rules_override_a_high_score() -> None:
     upper = ScoreConfig.defaults_for("person").upper
     off = ScoreConfig.defaults_for("person").model_copy(update={"hard_rules": False})
