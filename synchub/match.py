@@ -333,14 +333,32 @@ class BatchMatcher:
         return (min(a, b), max(a, b)) in self.apart
 
     def _best(self, feat: Any, gid: str) -> Any:
-        best = None
+        """The record against each of a customer's records: the best decision, unless the hard
+        rules veto one of them. A customer is joined only by a record that may be the same
+        person as every one of its records: one with no first name must not carry Carly's
+        record into John's customer because it matches each of them on its own. A vetoed
+        customer that another of its records matches is a review item, never a merge."""
+        best = vetoed = None
         if feat is None:
             return None
         for view in self.views.get(gid, ()):
             d = self.sim.classify(feat, view, self.score_cfg)
-            if best is None or d.score > best.score:
+            if d.veto is not None:
+                if vetoed is None or d.score > vetoed.score:
+                    vetoed = d
+            elif best is None or d.score > best.score:
                 best = d
-        return best
+        if vetoed is None:
+            return best
+        if best is not None and best.outcome != "distinct":
+            return self.sim.Decision("possible", best.score, [
+                f"{vetoed.reasons[0]} (with another record of this customer)", *best.reasons], vetoed.veto)
+        return vetoed
+
+    def _clash(self, a: str, b: str) -> bool:
+        """Whether the hard rules veto a record of customer ``a`` against one of ``b``."""
+        return any(self.sim.vetoed(fa, fb, self.score_cfg)
+                   for fa in self.views.get(a, ()) for fb in self.views.get(b, ()))
 
     def assign(self, keys: list[Key], feat: Any, current: str | None, new_id: Callable[[], str]) -> Assignment:
         assert self.resolver is not None
@@ -385,6 +403,13 @@ class BatchMatcher:
         for gid in ordered if cur is None else list(join):
             if gid == target or self._kept_apart(target, gid) or any(self._kept_apart(j, gid) for j in joined):
                 continue  # an admin decided these are different customers
+            if self._clash(target, gid):
+                # The record matches both customers, but two of their records are two people
+                # by the hard rules (twins bridged by a record without a first name).
+                d = seen.get(gid)
+                self.possible.append(PossibleDuplicate("", gid, join[gid], [
+                    "rule: the hard rules keep a record of each customer apart", *(d.reasons if d else [])]))
+                continue
             r._parent[gid] = target
             joined.add(gid)
             self.views.setdefault(target, []).extend(self.views.pop(gid, []))

@@ -268,16 +268,19 @@ def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "
         with hub.store.engine.connect() as conn:
             apart = st.load_keep_apart(conn, None)
         pairs = similarity.dedupe(feats, kind, cfg, counter=counter)
-    del feats
     report = DedupeReport(compared=counter.comparisons)
     parent: dict[str, str] = {}
+    index = {gid: i for i, gid in enumerate(ids)}
+    members: dict[str, list[int]] = {}  # root -> records merged into it so far
 
     def find(x: str) -> str:
         while x in parent:
             x = parent[x]
         return x
 
-    for i, j, decision in sorted(pairs, key=lambda p: -p[2].score):
+    # Strongest pairs first; two groups are joined only if the hard rules allow every pair of
+    # their records (a record matching both twins must not make them one customer).
+    for i, j, decision in sorted(pairs, key=lambda p: (-p[2].score, p[0], p[1])):
         a, b = ids[i], ids[j]
         if decision.outcome == "match":
             ra, rb = find(a), find(b)
@@ -285,11 +288,19 @@ def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "
                 continue
             if (min(a, b), max(a, b)) in apart or (min(ra, rb), max(ra, rb)) in apart:
                 continue
+            group_a, group_b = members.get(ra, [index[ra]]), members.get(rb, [index[rb]])
+            if any(similarity.vetoed(feats[x], feats[y], cfg) for x in group_a for y in group_b):
+                report.possible.append((a, b, decision.score, [
+                    "rule: the hard rules keep a record of each customer apart", *decision.reasons]))
+                continue
             survivor, loser = min(ra, rb), max(ra, rb)
             parent[loser] = survivor
+            members[survivor] = group_a + group_b
+            members.pop(loser, None)
             report.merges.append((loser, survivor, decision.score, list(decision.reasons)))
         elif decision.outcome == "possible" and (min(a, b), max(a, b)) not in apart:
             report.possible.append((a, b, decision.score, list(decision.reasons)))
+    del feats
     if not dry_run and (report.merges or report.possible):
         now = utcnow()
         with similarity.gc_paused(), hub.store.begin() as conn:

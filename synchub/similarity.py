@@ -83,6 +83,7 @@ __all__ = [
     "gc_paused",
     "link",
     "score",
+    "vetoed",
 ]
 
 #: Largest block a database-backed caller keeps: a key shared by more golden records (a common
@@ -1471,6 +1472,13 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def vetoed(a: Features, b: Features, cfg: ScoreConfig | None = None) -> bool:
+    """Whether the hard rules forbid merging ``a`` and ``b`` (whatever the rest of the score)."""
+    if cfg is None:
+        cfg = _default_cfg(a.kind)
+    return _score(a, b, cfg, False).veto is not None
 
 
 def _reviewable(s: Score, cfg: ScoreConfig) -> bool:
