@@ -35,6 +35,8 @@ conflicts_app = typer.Typer(help="Conflicts the merge rules could not decide, fo
 app.add_typer(runs_app, name="runs")
 app.add_typer(customers_app, name="customers")
 app.add_typer(conflicts_app, name="conflicts")
+users_app = typer.Typer(help="Accounts of the web console and the REST API.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 #: Width of a console whose output is piped: no line is ever broken (tables as wide as their cells).
 _UNWRAPPED = 1_000_000
@@ -743,6 +745,95 @@ def plugins() -> None:
             err.print(f"[yellow]plugin {name} failed to load:[/] {escape(_clean(why))}", highlight=False)
     if failed_plugins:
         _exit(exitcodes.FAILED)
+
+
+# ----- users ----------------------------------------------------------------------------------
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    role: str = typer.Option(..., "--role", help="admin, steward, marketing or viewer."),
+    language: Optional[str] = typer.Option(None, "--language", help="de or en (default: the browser's)."),  # noqa: UP045
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from the first line of stdin."),
+) -> None:
+    """Create an account (the password is asked for twice, or read from stdin)."""
+    from synchub import accounts
+
+    user = accounts.add_user(_store(), name, role, _read_password(password_stdin), language=language, by="cli")
+    if state.json:
+        _emit_json({"name": user.name, "role": user.role, "language": user.language})
+    else:
+        out.print(f"user {escape(user.name)} added ({user.role})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List the accounts with their roles."""
+    from synchub import accounts
+
+    users = accounts.list_users(_store())
+    if state.json:
+        _emit_json({"users": users})
+        return
+    table = Table("name", "role", "language", "status", "created")
+    for u in users:
+        table.add_row(escape(u["name"]), u["role"], u["language"] or "", "disabled" if u["disabled"] else "active", _ts(u["created_at"]))
+    out.print(table)
+
+
+def _change_user(name: str, **changes: Any) -> None:
+    from synchub import accounts
+
+    user = accounts.change_user(_store(), name, by="cli", **changes)
+    if state.json:
+        _emit_json({"name": user.name, "role": user.role, "language": user.language, "disabled": user.disabled})
+    else:
+        out.print(f"user {escape(user.name)}: {user.role}, {'disabled' if user.disabled else 'active'}")
+
+
+@users_app.command("disable")
+def users_disable(name: str) -> None:
+    """Disable an account: it can no longer log in; its sessions end and its API tokens are revoked."""
+    _change_user(name, disabled=True)
+
+
+@users_app.command("enable")
+def users_enable(name: str) -> None:
+    """Enable a disabled account again (its old API tokens stay revoked)."""
+    _change_user(name, disabled=False)
+
+
+@users_app.command("set")
+def users_set(
+    name: str,
+    role: Optional[str] = typer.Option(None, "--role"),  # noqa: UP045
+    language: Optional[str] = typer.Option(None, "--language"),  # noqa: UP045
+    password: bool = typer.Option(False, "--password", help="Set a new password (asked for twice)."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the new password from stdin."),
+) -> None:
+    """Change an account's role, language or password."""
+    new = _read_password(password_stdin) if (password or password_stdin) else None
+    _change_user(name, role=role, language=language, password=new)
+
+
+@users_app.command("token")
+def users_token(name: str, label: str = typer.Option("script", "--label", help="What the token is for.")) -> None:
+    """Create an API token for scripts (shown once; send it as 'Authorization: Bearer <token>')."""
+    from synchub import accounts
+
+    token = accounts.add_token(_store(), name, label, by="cli")
+    if state.json:
+        _emit_json({"name": name, "label": label, "token": token})
+    else:
+        out.print(token, highlight=False)
+        err.print("[yellow]Shown once:[/] store it in your script's secret store.")
 
 
 # ----- --json after the command name -----------------------------------------------------------

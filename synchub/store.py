@@ -362,6 +362,55 @@ class FieldOverride(SQLModel, table=True):
     conflict_id: int | None = None
 
 
+
+class AppUser(SQLModel, table=True):
+    """An account of the web console and the REST API (issue 19): a role, an argon2 password
+    hash (never the password), and whether it may still log in."""
+
+    __tablename__ = "app_user"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, sa_column_kwargs={"unique": True})
+    role: str = Field(max_length=20)  # admin | steward | marketing | viewer
+    password_hash: str = Field(max_length=255)
+    language: str | None = Field(default=None, max_length=8)
+    disabled: bool = False
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A token for scripts: only its SHA-256 is kept, the token itself is shown once."""
+
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(index=True)
+    label: str = Field(max_length=100)
+    token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    created_at: datetime = _ts()
+    last_used_at: datetime | None = _ts(nullable=True)
+    revoked: bool = False
+
+
+class WebSession(SQLModel, table=True):
+    """A logged-in browser: the SHA-256 of the session cookie, whose user, until when."""
+
+    __tablename__ = "web_session"
+    id_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(index=True)
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts(index=True)
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed login, by account name and client address: the rate limit counts these."""
+
+    __tablename__ = "login_failure"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, index=True)
+    address: str = Field(max_length=64)
+    at: datetime = _ts(index=True)
+
+
 T = SQLModel.metadata.tables
 golden_t = T["golden_record"]
 source_t = T["source_record"]
@@ -378,6 +427,10 @@ match_key_t = T["match_key"]
 stop_t = T["match_key_stop"]
 derive_queue_t = T["derive_queue"]
 decision_t = T["match_decision"]
+user_t = T["app_user"]
+token_t = T["api_token"]
+session_t = T["web_session"]
+login_failure_t = T["login_failure"]
 override_t = T["field_override"]
 #: What the sync needs to know of a stored source record (:func:`lookup_source_records`).
 _SOURCE_REF = (source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source_t.c.content_hash, source_t.c.deleted,
@@ -1535,6 +1588,90 @@ def search_terms(text: str, phone_region: str | None) -> list[list[str]]:
         else:
             terms += [[t] for t in fold(word).split()]
     return terms or [[query.lower()]]
+
+# ----- accounts (web console, REST API) --------------------------------------------------------
+
+
+def insert_user(conn: sa.Connection, name: str, role: str, password_hash: str, language: str | None, now: datetime) -> int:
+    """A new account; raises :class:`sqlalchemy.exc.IntegrityError` if the name is taken."""
+    return int(conn.execute(user_t.insert().values(
+        name=name, role=role, password_hash=password_hash, language=language, disabled=False,
+        created_at=now, updated_at=now)).inserted_primary_key[0])
+
+
+def user_row(conn: sa.Connection, *, name: str | None = None, user_id: int | None = None) -> Any:
+    """One account by name or id (``None`` if there is none)."""
+    cond = user_t.c.name == name if name is not None else user_t.c.id == user_id
+    return conn.execute(sa.select(user_t).where(cond)).first()
+
+
+def user_rows(conn: sa.Connection) -> list[Any]:
+    return list(conn.execute(sa.select(user_t).order_by(user_t.c.name)))
+
+
+def update_user(conn: sa.Connection, user_id: int, now: datetime, **values: Any) -> None:
+    conn.execute(user_t.update().where(user_t.c.id == user_id).values(updated_at=now, **values))
+
+
+def insert_token(conn: sa.Connection, user_id: int, label: str, token_hash: str, now: datetime) -> int:
+    return int(conn.execute(token_t.insert().values(
+        user_id=user_id, label=label, token_hash=token_hash, created_at=now, revoked=False)).inserted_primary_key[0])
+
+
+def token_user(conn: sa.Connection, token_hash: str, now: datetime) -> Any:
+    """The account of a live API token (and marks the token used), or ``None``."""
+    row = conn.execute(sa.select(token_t.c.id, token_t.c.user_id).where(
+        token_t.c.token_hash == token_hash, token_t.c.revoked.is_(False))).first()
+    if row is None:
+        return None
+    conn.execute(token_t.update().where(token_t.c.id == row.id).values(last_used_at=now))
+    return user_row(conn, user_id=row.user_id)
+
+
+def token_rows(conn: sa.Connection, user_id: int) -> list[Any]:
+    return list(conn.execute(sa.select(token_t).where(token_t.c.user_id == user_id).order_by(token_t.c.id)))
+
+
+def revoke_tokens(conn: sa.Connection, user_id: int, token_id: int | None = None) -> int:
+    cond = [token_t.c.user_id == user_id] + ([token_t.c.id == token_id] if token_id is not None else [])
+    return int(conn.execute(token_t.update().where(*cond).values(revoked=True)).rowcount or 0)
+
+
+def insert_session(conn: sa.Connection, id_hash: str, user_id: int, now: datetime, expires_at: datetime) -> None:
+    conn.execute(session_t.delete().where(session_t.c.expires_at < now))  # forget expired ones
+    conn.execute(session_t.insert().values(id_hash=id_hash, user_id=user_id, created_at=now, expires_at=expires_at))
+
+
+def session_user(conn: sa.Connection, id_hash: str, now: datetime) -> Any:
+    """The account of a live session, or ``None``."""
+    row = conn.execute(sa.select(session_t.c.user_id).where(
+        session_t.c.id_hash == id_hash, session_t.c.expires_at > now)).first()
+    return user_row(conn, user_id=row.user_id) if row else None
+
+
+def delete_sessions(conn: sa.Connection, *, id_hash: str | None = None, user_id: int | None = None) -> None:
+    cond = session_t.c.id_hash == id_hash if id_hash is not None else session_t.c.user_id == user_id
+    conn.execute(session_t.delete().where(cond))
+
+
+def insert_login_failure(conn: sa.Connection, name: str, address: str, now: datetime) -> None:
+    conn.execute(login_failure_t.insert().values(name=name[:100], address=address[:64], at=now))
+
+
+def login_failures(conn: sa.Connection, *, since: datetime, name: str | None = None, address: str | None = None) -> list[datetime]:
+    """When the failed logins since ``since`` happened, for one account name or one address."""
+    cond = [login_failure_t.c.at >= since]
+    if name is not None:
+        cond.append(login_failure_t.c.name == name[:100])
+    if address is not None:
+        cond.append(login_failure_t.c.address == address[:64])
+    return [r[0] for r in conn.execute(sa.select(login_failure_t.c.at).where(*cond))]
+
+
+def forget_login_failures(conn: sa.Connection, *, before: datetime, name: str | None = None) -> None:
+    cond = [login_failure_t.c.at < before] if name is None else [login_failure_t.c.name == name[:100]]
+    conn.execute(login_failure_t.delete().where(*cond))
+
 
 def _escape_like(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
