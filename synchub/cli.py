@@ -682,6 +682,23 @@ def serve(
     run_serve(hub, console=err, metrics_port=metrics_port)
 
 
+@app.command()
+def web(
+    host: Optional[str] = typer.Option(None, help="Listen here (default: web.host in the config, 127.0.0.1)."),  # noqa: UP045
+    port: Optional[int] = typer.Option(None, help="Port (default: web.port in the config, 8470)."),  # noqa: UP045
+) -> None:
+    """Serve the admin console's REST API (OpenAPI at /api/v1/openapi.json) until Ctrl-C."""
+    import uvicorn
+
+    from synchub.web.api import create_app
+
+    hub = _hub()
+    cfg = hub.config.web
+    err.print(f"synchub web on http://{host or cfg.host}:{port or cfg.port}/api/v1/ (store {hub.store.display_url})")
+    uvicorn.run(create_app(hub), host=host or cfg.host, port=port or cfg.port, log_level="warning",
+                proxy_headers=True, server_header=False)
+
+
 def _quarantine_table(title: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=title)
     for col in ("where", "source id", "field", "source field", "raw value", "status", "reason"):

@@ -168,12 +168,25 @@ class ServeConfig(_Strict):
     keep_runs_days: int = Field(default=90, ge=1)
 
 
+class WebConfig(_Strict):
+    """``synchub web``: the admin console and its REST API."""
+
+    #: Loopback by default; to reach it from other machines, put it behind a reverse proxy
+    #: with TLS (README) rather than listening on a public interface.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8470, ge=1, le=65535)
+    #: Mark the session cookie ``Secure`` even on plain HTTP (behind a TLS-terminating proxy
+    #: that talks HTTP to the console). Over HTTPS it always is.
+    secure_cookies: bool = False
+
+
 class Config(_Strict):
     version: Literal[1] = 1
     store: str = "sqlite:///synchub.db"
     mappings_dir: list[str] = Field(default_factory=lambda: ["mappings"])
     defaults: Defaults = Field(default_factory=Defaults)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     match: dict[Literal["person", "company"], EntityMatchConfig] = Field(
         default_factory=lambda: {

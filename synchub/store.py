@@ -835,8 +835,10 @@ class Store:
 
     # ----- conflicts --------------------------------------------------------------------------
 
-    def list_conflicts(self, status: str | None = "open", limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
-        q = sa.select(conflict_t).order_by(conflict_t.c.id.desc()).limit(limit)
+    def list_conflicts(self, status: str | None = "open", limit: int = 100, offset: int = 0, **filters: Any) -> list[dict[str, Any]]:
+        q = sa.select(conflict_t).order_by(conflict_t.c.id.desc()).limit(limit).offset(offset)
+        if filters.get("customer"):
+            q = q.where(sa.or_(conflict_t.c.golden_id == filters["customer"], conflict_t.c.other_golden_id == filters["customer"]))
         if status:
             q = q.where(conflict_t.c.status == status)
         if filters.get("field"):
