@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path as PathLib
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,6 +30,8 @@ from synchub import accounts
 from synchub.accounts import User
 from synchub.errors import SynchubError
 
+#: The console's page, script and style (no resource is loaded from elsewhere).
+STATIC = PathLib(__file__).resolve().parent / "static"
 COOKIE = "synchub_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -128,6 +132,8 @@ class CustomerOut(BaseModel):
     version: int
     data: dict[str, Any]
     provenance: dict[str, Any]
+    #: each field unit with its value and where it came from and why it won
+    fields: list[dict[str, Any]]
     sources: list[dict[str, Any]]
     timeline: list[dict[str, Any]]
     history: list[dict[str, Any]]
@@ -341,9 +347,19 @@ def create_app(hub: Any) -> FastAPI:
             raise HTTPException(404, f"no customer {customer_id!r}")
         personal = user.can("read_personal")
         data = rec["data"] if personal else {k: v for k, v in rec["data"].items() if k in _NAME_FIELDS}
+        from synchub.merge import provenance_of
+        from synchub.schema import field_units
+
+        prov = (rec["provenance"] or {}) if personal else {}
+        fields = []
+        for unit, value in field_units(data).items():
+            p = provenance_of(prov, unit) if personal else {}
+            fields.append({"field": unit, "value": value, "connection": p.get("connection"), "stream": p.get("stream"),
+                           "source_id": p.get("source_id"), "observed_at": p.get("observed_at"), "rule": p.get("rule"),
+                           "lost": [{"value": x.get("value"), "connection": x.get("connection")} for x in p.get("losing") or []]})
         return CustomerOut(
             id=rec["id"], kind=rec["kind"], status=rec["status"], name=rec["display_name"] or "", version=rec["version"],
-            data=data, provenance=(rec["provenance"] or {}) if personal else {},
+            data=data, provenance=prov, fields=fields,
             sources=[{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")}
                      for s in store.source_records_of(rec["id"])],
             timeline=[{k: t[k] for k in ("kind", "occurred_at", "connection", "stream", "source_id", "data")}
@@ -402,6 +418,14 @@ def create_app(hub: Any) -> FastAPI:
         changed = accounts.change_user(store, name, by=actor(user), role=body.role, disabled=body.disabled,
                                        language=body.language, password=body.password)
         return UserOut(name=changed.name, role=changed.role, language=changed.language, disabled=changed.disabled)
+
+    # ----- the console: one page and its script and style, all served from here ----------------
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
 

@@ -1,0 +1,164 @@
+"""The admin console end to end in a real headless browser (issue 19): Debian's chromium driven
+by Playwright, against ``synchub web`` started here on the synced demo store.
+
+A steward logs in, merges a possible duplicate and splits it again, picks a value of a field
+conflict, bulk-dismisses the rest from the keyboard, sees a rejected row with where and why,
+is refused the users page, and a POST without the CSRF token is refused; an admin with German
+as language sees the German console. Screenshots of the main pages go to
+``test-output/console/`` (``SYNCHUB_TEST_OUTPUT`` to put them elsewhere).
+
+The browser must be there: ``.ci/run`` installs Debian's ``chromium`` package and fails, not
+skips, when it cannot (``SYNCHUB_REQUIRE_BROWSER=1``); elsewhere the test is skipped without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT
+
+PASSWORD = "a long enough password"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+OUTPUT = Path(os.environ.get("SYNCHUB_TEST_OUTPUT", ROOT / "test-output")) / "console"
+
+
+def _browser_or_skip() -> None:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing = "the playwright package"
+    else:
+        missing = "" if os.path.exists(CHROMIUM) else f"Debian's chromium ({CHROMIUM})"
+    if missing:
+        if os.environ.get("SYNCHUB_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser tests required but {missing} is missing")
+        pytest.skip(f"{missing} is not installed")
+
+
+@pytest.fixture
+def console(demo_dir: Path, tmp_path: Path) -> Iterator[str]:
+    _browser_or_skip()
+    env = {**os.environ, "SYNCHUB_STORE": f"sqlite:///{tmp_path / 'console.db'}"}
+    cfg = str(demo_dir / "config" / "demo.yaml")
+    cli = [sys.executable, "-m", "synchub.cli", "--config", cfg]
+    subprocess.run([*cli, "sync"], env=env, capture_output=True)  # partial on purpose: three broken rows
+    for name, role, language in (("steffi", "steward", "en"), ("root", "admin", "de")):
+        subprocess.run([*cli, "users", "add", name, "--role", role, "--language", language, "--password-stdin"],
+                       input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([*cli, "web", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("synchub web did not start")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _log_in(page, base: str, name: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{base}/#/login")
+    page.fill("#login-name", name)
+    page.fill("#login-password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#who:has-text('(')")
+
+
+def test_the_console_in_a_real_browser(console: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(locale="en-GB")
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        _log_in(page, console, "steffi")
+        rows = page.locator("#queue tbody tr")
+        expect(rows).to_have_count(4)  # the demo's open conflicts
+        page.screenshot(path=str(OUTPUT / "review-queue.png"), full_page=True)
+
+        # Merge the possible duplicate from its side-by-side page, then split it again.
+        dup = page.locator("#queue tbody tr", has_text="possible duplicate").first
+        dup.locator("a").click()
+        expect(page.locator("h2", has_text="Match evidence")).to_be_visible()
+        page.screenshot(path=str(OUTPUT / "possible-duplicate.png"), full_page=True)
+        customer_link = page.locator(".side a").first.get_attribute("href")
+        page.click("#merge")
+        expect(page.locator("#flash")).to_contain_text("Done")
+        expect(page.locator("#queue tbody tr", has_text="possible duplicate")).to_have_count(0)
+        page.goto(f"{console}/{customer_link}")
+        page.click("#split")
+        expect(page.locator("#flash")).to_contain_text("Done:")
+        page.screenshot(path=str(OUTPUT / "customer.png"), full_page=True)
+
+        # Pick a value of a field conflict.
+        page.goto(f"{console}/#/review?kind=field")
+        expect(rows.first).to_be_visible()
+        before = rows.count()
+        rows.first.locator("a").click()
+        page.screenshot(path=str(OUTPUT / "field-conflict.png"), full_page=True)
+        # (an opt-in cannot be picked by an admin: it must come from the person)
+        page.locator("tbody tr").filter(has_not_text='"subscribed"').locator("button.pick").first.click()
+        expect(page.locator("#flash")).to_contain_text("Done")
+        page.goto(f"{console}/#/review?kind=field")
+        expect(rows).to_have_count(before - 1)
+
+        # Bulk-dismiss every open item from the keyboard: x selects, j moves, d dismisses.
+        page.goto(f"{console}/#/review")
+        expect(rows.first).to_be_visible()
+        left = rows.count()
+        page.locator("h1").click()
+        for _ in range(left):
+            page.keyboard.press("x")
+            page.keyboard.press("j")
+        page.keyboard.press("d")
+        expect(page.locator("#flash")).to_contain_text(f"Done: {left}")
+        expect(page.locator("main")).to_contain_text("Nothing here.")
+
+        # A rejected row of the demo's partial run: where and why.
+        page.goto(f"{console}/#/runs")
+        page.locator("tr", has_text="partial").first.locator("a").click()
+        expect(page.locator("#rejected tbody tr").first).to_be_visible()
+        assert ":" in page.locator("#rejected tbody tr td").first.inner_text()  # file:line
+        page.screenshot(path=str(OUTPUT / "run-rejected.png"), full_page=True)
+
+        # A steward is refused the admin page, and a POST without the CSRF token.
+        page.goto(f"{console}/#/users")
+        expect(page.locator("#denied")).to_be_visible()
+        status = page.evaluate("""() => fetch('/api/v1/decisions', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                        body: JSON.stringify({ids: [1], action: 'dismiss'})}).then(r => r.status)""")
+        assert status == 403
+
+        # An admin whose language is German sees the German console.
+        page.click("#logout")
+        _log_in(page, console, "root")
+        expect(page.locator("nav")).to_contain_text("Prüfen")
+        page.goto(f"{console}/#/users")
+        expect(page.locator("main")).to_contain_text("steffi")
+        page.screenshot(path=str(OUTPUT / "users-de.png"), full_page=True)
+        browser.close()
+    # The refused requests above are the only failed loads (the browser logs each one).
+    assert [e for e in errors if "status of 403" not in e] == [], errors
