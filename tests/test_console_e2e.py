@@ -52,7 +52,7 @@ def console(demo_dir: Path, tmp_path: Path) -> Iterator[str]:
     cfg = str(demo_dir / "config" / "demo.yaml")
     cli = [sys.executable, "-m", "synchub.cli", "--config", cfg]
     subprocess.run([*cli, "sync"], env=env, capture_output=True)  # partial on purpose: three broken rows
-    for name, role, language in (("steffi", "steward", "en"), ("root", "admin", "de")):
+    for name, role, language in (("steffi", "steward", "en"), ("root", "admin", "de"), ("mara", "marketing", "en")):
         subprocess.run([*cli, "users", "add", name, "--role", role, "--language", language, "--password-stdin"],
                        input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
     with socket.socket() as s:
@@ -81,7 +81,7 @@ def _log_in(page, base: str, name: str) -> None:  # type: ignore[no-untyped-def]
     page.fill("#login-name", name)
     page.fill("#login-password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("#who:has-text('(')")
+    page.wait_for_selector(f"#who:has-text('{name} (')")  # this user's session, not the previous one's
 
 
 def test_the_console_in_a_real_browser(console: str) -> None:
@@ -104,6 +104,7 @@ def test_the_console_in_a_real_browser(console: str) -> None:
         dup = page.locator("#queue tbody tr", has_text="possible duplicate").first
         dup.locator("a").click()
         expect(page.locator("h2", has_text="Match evidence")).to_be_visible()
+        expect(page.locator("#compare th", has_text="first_name")).to_be_visible()  # both customers' fields
         page.screenshot(path=str(OUTPUT / "possible-duplicate.png"), full_page=True)
         customer_link = page.locator(".side a").first.get_attribute("href")
         page.click("#merge")
@@ -144,6 +145,8 @@ def test_the_console_in_a_real_browser(console: str) -> None:
         expect(page.locator("#rejected tbody tr").first).to_be_visible()
         assert ":" in page.locator("#rejected tbody tr td").first.inner_text()  # file:line
         page.screenshot(path=str(OUTPUT / "run-rejected.png"), full_page=True)
+        page.goto(f"{console}/#/runs")
+        expect(page.locator("button.run-again").first).to_be_visible()
 
         # A steward is refused the admin page, and a POST without the CSRF token.
         page.goto(f"{console}/#/users")
@@ -159,6 +162,20 @@ def test_the_console_in_a_real_browser(console: str) -> None:
         page.goto(f"{console}/#/users")
         expect(page.locator("main")).to_contain_text("steffi")
         page.screenshot(path=str(OUTPUT / "users-de.png"), full_page=True)
+
+        # Marketing: segment sizes and the re-opt-in list as a CSV download; no decisions.
+        page.click("#logout")
+        _log_in(page, console, "mara")
+        page.goto(f"{console}/#/lists")
+        expect(page.locator("#segments tbody tr")).to_have_count(1)
+        page.screenshot(path=str(OUTPUT / "lists.png"), full_page=True)
+        with page.expect_download() as download:
+            page.click("#reoptin-csv")
+        assert download.value.suggested_filename == "reoptin.csv"
+        page.screenshot(path=str(OUTPUT / "lists.png"), full_page=True)
+        page.goto(f"{console}/#/review")
+        expect(page.locator("main h1")).to_have_text("Review queue")
+        assert page.locator("#bulk-dismiss").count() == 0  # no decisions for marketing
         browser.close()
     # The refused requests above are the only failed loads (the browser logs each one).
     assert [e for e in errors if "status of 403" not in e] == [], errors

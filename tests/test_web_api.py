@@ -60,6 +60,7 @@ BODIES: dict[str, Any] = {
     "/api/v1/users": {"name": "zed", "role": "viewer", "password": PASSWORD},
     "/api/v1/users/{name}": {"language": "de"},
     "/api/v1/session": {"name": "nobody", "password": "x"},
+    "/api/v1/connections/{name}/runs": None,
 }
 QUERIES = {"/api/v1/customers": {"q": "Müller"}}
 
@@ -74,7 +75,7 @@ def test_every_route_is_in_the_table_and_checks_login_and_role(client: TestClien
         if permission is None:
             continue
         path, kwargs = _path(template), {"params": QUERIES.get(template, {})}
-        if method in ("POST", "PATCH", "PUT"):
+        if method in ("POST", "PATCH", "PUT") and BODIES[template] is not None:
             kwargs["json"] = BODIES[template]
         anonymous = client.request(method, path, **kwargs)
         assert anonymous.status_code == 401, (method, template, anonymous.status_code)
@@ -236,3 +237,66 @@ def test_synchub_web_serves_the_api_on_loopback(demo_dir: Path, tmp_path: Path) 
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_segment_counts_and_the_reoptin_list_for_marketing(hub: Hub, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = demo_dir / "config" / "demo.yaml"
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace("        settings: {file: kunden_bereinigt.csv, dialect: excel-de}",
+                                "        settings: {file: kunden_bereinigt.csv, dialect: excel-de}\n"
+                                "        filter: {address.country: {in: [AT, CH]}}"), encoding="utf-8")
+    monkeypatch.setenv("SYNCHUB_STORE", hub.store.url)
+    client = TestClient(create_app(Hub(load_config(cfg))))
+    marketing = _token(hub, "marketing")
+    [segment] = client.get("/api/v1/segments", headers=marketing).json()
+    expected = sum(1 for g in hub.store.iter_golden("person") if (g["data"].get("address") or {}).get("country") in ("AT", "CH"))
+    assert segment["connection"] == "export" and segment["members"] == expected and 0 < expected < 82
+
+    # A destination refused to subscribe someone who opted out there.
+    person = next(iter(hub.store.search_golden("Brandl")))
+    with hub.store.begin() as conn:
+        st.insert_conflicts(conn, [{"fingerprint": "f" * 64, "kind": "needs_reoptin", "golden_id": person["id"],
+                                    "other_golden_id": None, "field": "consent.email", "connections": "newsletter",
+                                    "rule": "newsletter/audience", "candidates": [{"value": None, "connection": "newsletter"}],
+                                    "applied": {"value": "=HYPERLINK(\"x\") opted out in Mailchimp"}, "status": "open",
+                                    "created_at": st.utcnow()}])
+    [row] = client.get("/api/v1/reoptin", headers=marketing).json()
+    assert row["email"] == person["data"]["emails"][0] and row["destination"] == "newsletter/audience"
+    csv_response = client.get("/api/v1/reoptin.csv", headers=marketing)
+    assert csv_response.headers["content-type"].startswith("text/csv")
+    body = csv_response.content.decode("utf-8")
+    assert body.startswith("\ufeffemail;name;customer_id;destination;since;note\r\n")
+    import csv
+
+    line = next(csv.reader(body.splitlines()[1:], delimiter=";"))
+    assert line[0] == person["data"]["emails"][0] and line[2] == person["id"]
+    assert line[-1].startswith("'=HYPERLINK")  # a spreadsheet must not run it as a formula
+
+
+def test_a_steward_re_runs_a_connection(client: TestClient, hub: Hub) -> None:
+    import time
+
+    headers = _token(hub, "steward")
+    before = {r["id"] for r in client.get("/api/v1/runs", headers=headers).json()}
+    r = client.post("/api/v1/connections/shop/runs", headers=headers)
+    assert r.status_code == 202 and r.json() == {"connection": "shop", "status": "started"}
+    for _ in range(200):
+        new = [x for x in client.get("/api/v1/runs", headers=headers).json() if x["id"] not in before]
+        if new and all(x["finished_at"] for x in new):
+            break
+        time.sleep(0.05)
+    # the pull of shop, then the push to the export it feeds
+    assert new and {x["connection"] for x in new} >= {"shop"} and {x["trigger"] for x in new} == {"user:steward"}, new
+    assert client.post("/api/v1/connections/nope/runs", headers=headers).status_code == 404
+
+
+def test_a_customer_shows_its_quarantined_values(client: TestClient, hub: Hub) -> None:
+    with hub.store.engine.connect() as conn:
+        row = conn.execute(sa.select(st.source_t.c.golden_id, st.source_t.c.quarantine)
+                           .where(st.source_t.c.quarantine.is_not(None))).first()
+    if row is None or not row.quarantine:
+        pytest.fail("the demo data is expected to hold a quarantined value")
+    customer = client.get(f"/api/v1/customers/{row.golden_id}", headers=_token(hub, "steward")).json()
+    assert customer["quarantined"] and all(q["reason"] for q in customer["quarantined"])
+    viewer = client.get(f"/api/v1/customers/{row.golden_id}", headers=_token(hub, "viewer")).json()
+    assert viewer["quarantined"] == []

@@ -14,6 +14,7 @@ no caching of personal data).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path as PathLib
@@ -29,6 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from synchub import accounts
 from synchub.accounts import User
 from synchub.errors import SynchubError
+
+log = logging.getLogger(__name__)
 
 #: The console's page, script and style (no resource is loaded from elsewhere).
 STATIC = PathLib(__file__).resolve().parent / "static"
@@ -135,6 +138,8 @@ class CustomerOut(BaseModel):
     #: each field unit with its value and where it came from and why it won
     fields: list[dict[str, Any]]
     sources: list[dict[str, Any]]
+    #: values a source gave that could not be used (or are unverified), with the reason
+    quarantined: list[dict[str, Any]]
     timeline: list[dict[str, Any]]
     history: list[dict[str, Any]]
 
@@ -164,6 +169,33 @@ class RunOut(BaseModel):
 class RunDetail(RunOut):
     rejected: list[dict[str, Any]]
     quarantined: list[dict[str, Any]]
+
+
+class SegmentOut(BaseModel):
+    connection: str
+    stream: str
+    entity: str
+    filter: dict[str, Any] | None = None
+    members: int
+
+
+class ReoptinOut(BaseModel):
+    conflict_id: int
+    customer_id: str
+    name: str
+    email: str | None = None
+    destination: str
+    note: str | None = None
+    since: datetime
+
+
+class RunStarted(BaseModel):
+    connection: str
+    status: str
+
+
+class CSVResponse(Response):
+    media_type = "text/csv"
 
 
 class UserOut(BaseModel):
@@ -351,6 +383,7 @@ def create_app(hub: Any) -> FastAPI:
         from synchub.schema import field_units
 
         prov = (rec["provenance"] or {}) if personal else {}
+        sources = store.source_records_of(rec["id"])
         fields = []
         for unit, value in field_units(data).items():
             p = provenance_of(prov, unit) if personal else {}
@@ -360,8 +393,9 @@ def create_app(hub: Any) -> FastAPI:
         return CustomerOut(
             id=rec["id"], kind=rec["kind"], status=rec["status"], name=rec["display_name"] or "", version=rec["version"],
             data=data, provenance=prov, fields=fields,
-            sources=[{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")}
-                     for s in store.source_records_of(rec["id"])],
+            sources=[{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")} for s in sources],
+            quarantined=[{"connection": s["connection"], "stream": s["stream"], "source_id": s["source_id"], **q}
+                         for s in sources for q in (s.get("quarantine") or [])] if personal else [],
             timeline=[{k: t[k] for k in ("kind", "occurred_at", "connection", "stream", "source_id", "data")}
                       for t in store.timeline_of(rec["id"])] if personal else [],
             history=[{k: a[k] for k in ("at", "actor", "action", "details")} for a in store.audit_of(rec["id"], limit=200)]
@@ -401,6 +435,73 @@ def create_app(hub: Any) -> FastAPI:
                        for q in store.quarantined_for_run(run_id)]
         return RunDetail(**{k: r.get(k) for k in RunOut.model_fields}, rejected=rejected, quarantined=quarantined)
 
+    @route("POST", "/api/v1/connections/{name}/runs", "run", response_model=RunStarted, status_code=202,
+           responses={404: {"model": Problem}})
+    def rerun(name: str, user: User = need("run")) -> Any:
+        """Start a run of one connection in the background; ``GET /api/v1/runs`` shows it."""
+        import threading
+
+        if name not in hub.config.connections:
+            raise HTTPException(404, f"no connection {name!r}")
+
+        def work() -> None:
+            try:
+                hub.sync([name], trigger=actor(user))
+            except Exception:  # the run records its own failure; a busy connection is not one
+                log.warning("re-run of %s failed", name, exc_info=True)
+
+        threading.Thread(target=work, name=f"web-run-{name}", daemon=True).start()
+        return RunStarted(connection=name, status="started")
+
+    # ----- marketing: segments and the needs-re-opt-in list --------------------------------------
+
+    @route("GET", "/api/v1/segments", "segments", response_model=list[SegmentOut])
+    def segments(user: User = need("segments")) -> Any:
+        """Members of each outbound stream's segment filter, counted over the active customers."""
+        from synchub.segment import compile_filter
+
+        wanted = [(name, cc, sname, sc, compile_filter(sc.filter, cc.entity))
+                  for name, cc in hub.config.connections.items() if cc.outbound
+                  for sname, sc in cc.streams.items() if sc.enabled]
+        counts = [0] * len(wanted)
+        for kind in sorted({cc.entity for _n, cc, *_ in wanted}):
+            for g in store.iter_golden(kind, batch=5000):
+                for i, (_n, cc, _s, _sc, predicate) in enumerate(wanted):
+                    if cc.entity == kind and predicate(g["data"]):
+                        counts[i] += 1
+        return [SegmentOut(connection=n, stream=s, entity=cc.entity, filter=sc.filter, members=counts[i])
+                for i, (n, cc, s, sc, _p) in enumerate(wanted)]
+
+    def reoptin_rows() -> list[ReoptinOut]:
+        out = []
+        for c in store.list_conflicts("open", limit=100_000, kind="needs_reoptin"):
+            g = store.get_golden(c["golden_id"]) or {"id": c["golden_id"], "display_name": "", "data": {}}
+            emails = (g.get("data") or {}).get("emails") or []
+            note = (c.get("applied") or {}).get("value")
+            out.append(ReoptinOut(conflict_id=c["id"], customer_id=g["id"], name=g.get("display_name") or "",
+                                  email=emails[0] if emails else None, destination=c.get("rule") or c.get("connections") or "",
+                                  note=note if isinstance(note, str) else None, since=c["created_at"]))
+        return out
+
+    @route("GET", "/api/v1/reoptin", "segments", response_model=list[ReoptinOut])
+    def reoptin(user: User = need("segments")) -> Any:
+        """People a destination refuses to subscribe (they opted out there): the re-opt-in list."""
+        return reoptin_rows()
+
+    @route("GET", "/api/v1/reoptin.csv", "segments", response_class=CSVResponse,
+           responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+    def reoptin_csv(user: User = need("segments")) -> Any:
+        """The re-opt-in list as CSV for Excel (``;``, UTF-8 with BOM)."""
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, delimiter=";", lineterminator="\r\n")
+        writer.writerow(["email", "name", "customer_id", "destination", "since", "note"])
+        for r in reoptin_rows():
+            writer.writerow([_cell(r.email), _cell(r.name), r.customer_id, _cell(r.destination), r.since.isoformat(), _cell(r.note)])
+        return CSVResponse("\ufeff" + buf.getvalue(), headers={"Content-Disposition": 'attachment; filename="reoptin.csv"'})
+
     # ----- users ------------------------------------------------------------------------------
 
     @route("GET", "/api/v1/users", "admin", response_model=list[UserOut])
@@ -431,6 +532,12 @@ def create_app(hub: Any) -> FastAPI:
 
 
 _NAME_FIELDS = frozenset({"first_name", "last_name", "company_name", "salutation", "title"})
+
+
+def _cell(value: str | None) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula (CSV injection)."""
+    text = value or ""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _me(user: User, csrf: str | None) -> Me:

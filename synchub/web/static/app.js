@@ -20,7 +20,10 @@ const TEXT = {
     "why": "Why", "evidence": "Match evidence", "score": "Score", "status": "Status", "started": "Started",
     "connection": "Connection", "rejected": "Rejected rows", "where": "Where", "reason": "Reason",
     "role": "Role", "language": "Language", "disabled": "disabled", "active": "active", "back": "Back",
-    "login.failed": "Login failed", "error": "Error",
+    "login.failed": "Login failed", "error": "Error", "nav.marketing": "Lists",
+    "segments": "Segments", "members": "Members", "reoptin": "Needs re-opt-in", "csv": "Download CSV",
+    "quarantined": "Values not used", "run.again": "Run again", "counts": "Counts", "email": "E-mail",
+    "destination": "Destination", "note": "Note", "compare": "Side by side",
   },
   de: {
     "nav.review": "Prüfen", "nav.customers": "Kunden", "nav.runs": "Läufe", "nav.users": "Benutzer",
@@ -38,7 +41,10 @@ const TEXT = {
     "why": "Warum", "evidence": "Abgleich-Begründung", "score": "Wert", "status": "Status", "started": "Gestartet",
     "connection": "Verbindung", "rejected": "Abgewiesene Zeilen", "where": "Wo", "reason": "Grund",
     "role": "Rolle", "language": "Sprache", "disabled": "gesperrt", "active": "aktiv", "back": "Zurück",
-    "login.failed": "Anmeldung fehlgeschlagen", "error": "Fehler",
+    "login.failed": "Anmeldung fehlgeschlagen", "error": "Fehler", "nav.marketing": "Listen",
+    "segments": "Segmente", "members": "Mitglieder", "reoptin": "Neu-Einwilligung nötig", "csv": "CSV herunterladen",
+    "quarantined": "Nicht verwendete Werte", "run.again": "Erneut ausführen", "counts": "Zahlen", "email": "E-Mail",
+    "destination": "Ziel", "note": "Hinweis", "compare": "Gegenüberstellung",
   },
 };
 
@@ -96,7 +102,12 @@ async function api(method, path, body) {
   return data;
 }
 
-function page(title, ...content) {
+// Each page change gets a number; a page whose data arrives after the next change started is
+// not drawn (a slow review list must not replace the page the user went to since).
+let active = 0;
+
+function page(mine, title, ...content) {
+  if (mine !== active) return;
   const main = document.getElementById("main");
   main.replaceChildren(el("h1", { text: title }), ...content);
 }
@@ -137,6 +148,7 @@ function describe(c) {
 }
 
 async function reviewPage(params) {
+  const mine = active;
   const filters = {
     kind: el("select", { name: "kind" }, ["", "possible_duplicate", "field", "needs_reoptin"].map((k) =>
       el("option", { value: k, selected: params.get("kind") === k, text: k ? t(k === "field" ? "field.conflict" : k) : t("any") }))),
@@ -160,7 +172,7 @@ async function reviewPage(params) {
   el("label", {}, t("older.than"), filters.older_than_days), el("label", {}, t("customer"), filters.customer), apply);
 
   let rows;
-  try { rows = await api("GET", "/conflicts?" + query.toString()); } catch (err) { return page(t("review.title"), el("p", { text: err.message })); }
+  try { rows = await api("GET", "/conflicts?" + query.toString()); } catch (err) { return page(mine, t("review.title"), el("p", { text: err.message })); }
   const canDecide = me.permissions.includes("review");
   const boxes = [];
   const body = el("tbody", {}, rows.map((c) => {
@@ -189,8 +201,9 @@ async function reviewPage(params) {
   const table = el("table", { id: "queue" },
     el("thead", {}, el("tr", {}, el("th", {}), el("th", { text: "#" }), el("th", { text: t("kind") }), el("th", { text: t("customer") }),
       el("th", { text: t("candidates") }), el("th", { text: t("since") }))), body);
-  page(t("review.title"), form, actions, rows.length ? table : el("p", { text: t("none") }), el("p", { class: "hint", text: t("keys") }));
+  page(mine, t("review.title"), form, actions, rows.length ? table : el("p", { text: t("none") }), el("p", { class: "hint", text: t("keys") }));
 
+  if (mine !== active) return;
   let current = 0;
   const mark = () => body.querySelectorAll("tr").forEach((tr, i) => tr.classList.toggle("current", i === current));
   mark();
@@ -208,8 +221,9 @@ async function reviewPage(params) {
 }
 
 async function conflictPage(id) {
+  const mine = active;
   let c;
-  try { c = await api("GET", `/conflicts/${id}`); } catch (err) { return page(`#${id}`, el("p", { text: err.message })); }
+  try { c = await api("GET", `/conflicts/${id}`); } catch (err) { return page(mine, `#${id}`, el("p", { text: err.message })); }
   const canDecide = me.permissions.includes("review") && c.status === "open";
   const decide = (body) => async () => {
     try {
@@ -225,6 +239,14 @@ async function conflictPage(id) {
     parts.push(el("div", { class: "side" },
       el("div", { class: "card" }, el("h2", {}, el("a", { href: `#/customer/${c.golden_id}`, text: c.customer || c.golden_id }))),
       el("div", { class: "card" }, el("h2", {}, el("a", { href: `#/customer/${c.other_golden_id}`, text: c.other_customer || c.other_golden_id })))));
+    try {
+      const [a, b] = await Promise.all([api("GET", `/customers/${c.golden_id}`), api("GET", `/customers/${c.other_golden_id}`)]);
+      const byField = (x) => Object.fromEntries(x.fields.map((f) => [f.field, f]));
+      const fa = byField(a), fb = byField(b);
+      const names = [...new Set([...Object.keys(fa), ...Object.keys(fb)])].sort();
+      const cell = (f) => el("td", {}, f ? show(f.value) : "", f && f.connection ? el("div", { class: "muted", text: `${f.connection} · ${(f.observed_at || "").slice(0, 10)}` }) : null);
+      parts.push(el("h2", { text: t("compare") }), el("table", { id: "compare" }, el("tbody", {}, names.map((n) => el("tr", {}, el("th", { text: n }), cell(fa[n]), cell(fb[n]))))));
+    } catch (err) { parts.push(el("p", { text: err.message })); }
     parts.push(el("h2", { text: t("evidence") }), el("p", { text: `${t("score")}: ${show(first.score)}` }),
       el("ul", {}, (first.reasons || []).map((r) => el("li", { text: r }))));
     if (canDecide) parts.push(el("div", { class: "actions" },
@@ -245,12 +267,13 @@ async function conflictPage(id) {
         el("button", { type: "button", id: "dismiss", text: t("dismiss"), on: { click: decide({ action: "dismiss" }) } })));
     }
   }
-  page(`#${c.id} ${c.kind === "possible_duplicate" ? t("possible_duplicate") : c.field || c.kind}`, ...parts);
+  page(mine, `#${c.id} ${c.kind === "possible_duplicate" ? t("possible_duplicate") : c.field || c.kind}`, ...parts);
 }
 
 // ----- customers -------------------------------------------------------------------------------
 
 async function customersPage(params) {
+  const mine = active;
   const q = el("input", { name: "q", id: "search", value: params.get("q") || "", size: 30, placeholder: t("search.hint") });
   const form = el("form", { class: "filters", on: { submit: (ev) => { ev.preventDefault(); location.hash = "#/customers?q=" + encodeURIComponent(q.value); } } },
     el("label", {}, t("search"), q), el("button", { type: "submit", text: t("search") }));
@@ -258,15 +281,16 @@ async function customersPage(params) {
   if (q.value) {
     try { hits = await api("GET", "/customers?q=" + encodeURIComponent(q.value)); } catch (err) { flash(err.message, "error"); }
   }
-  page(t("nav.customers"), form, el("table", {}, el("tbody", {}, hits.map((h) => el("tr", {},
+  page(mine, t("nav.customers"), form, el("table", {}, el("tbody", {}, hits.map((h) => el("tr", {},
     el("td", {}, el("a", { href: `#/customer/${h.id}`, text: h.name || h.id })), el("td", { text: h.email || "" }),
     el("td", { text: h.phone || "" }), el("td", { text: h.city || "" }))))));
   q.focus();
 }
 
 async function customerPage(id) {
+  const mine = active;
   let c;
-  try { c = await api("GET", `/customers/${id}`); } catch (err) { return page(id, el("p", { text: err.message })); }
+  try { c = await api("GET", `/customers/${id}`); } catch (err) { return page(mine, id, el("p", { text: err.message })); }
   const fields = el("table", { id: "fields" }, el("thead", {}, el("tr", {}, [t("field"), t("value"), t("source"), t("why")].map((h) => el("th", { text: h })))),
     el("tbody", {}, c.fields.map((f) => el("tr", {}, el("th", { text: f.field }), el("td", { text: show(f.value) }),
       el("td", { class: "muted", text: f.connection ? `${f.connection}/${f.stream || ""} #${f.source_id || ""} · ${(f.observed_at || "").slice(0, 10)}` : "" }),
@@ -283,33 +307,61 @@ async function customerPage(id) {
         route();
       } catch (err) { flash(err.message, "error"); }
     } } })) : null;
-  page(`${c.name || c.id}`, el("p", { class: "muted", text: `${c.kind} · ${c.id} · ${c.status} · v${c.version}` }), actions, fields,
+  const quarantined = c.quarantined.length ? [el("h2", { text: t("quarantined") }), el("table", { id: "quarantined" }, el("tbody", {},
+    c.quarantined.map((q) => el("tr", {}, el("td", { text: `${q.connection}/${q.stream} #${q.source_id}` }), el("td", { text: q.field || "" }),
+      el("td", { text: show(q.raw) }), el("td", { text: q.reason || "" })))))] : [];
+  page(mine, `${c.name || c.id}`, el("p", { class: "muted", text: `${c.kind} · ${c.id} · ${c.status} · v${c.version}` }), actions, fields, ...quarantined,
     el("h2", { text: t("sources") }), sources, el("h2", { text: t("timeline") }), timeline, el("h2", { text: t("history") }), history);
 }
 
 // ----- runs and users ----------------------------------------------------------------------------
 
 async function runsPage() {
+  const mine = active;
   const runs = await api("GET", "/runs");
-  page(t("nav.runs"), el("table", {}, el("thead", {}, el("tr", {}, ["#", t("connection"), t("status"), t("started")].map((h) => el("th", { text: h })))),
+  const canRun = me.permissions.includes("run");
+  const again = (name) => async () => {
+    try { await api("POST", `/connections/${encodeURIComponent(name)}/runs`); after(`${name}: ${t("done")}`, "ok"); setTimeout(route, 800); }
+    catch (err) { flash(err.message, "error"); }
+  };
+  page(mine, t("nav.runs"), el("table", { id: "runs" }, el("thead", {}, el("tr", {}, ["#", t("connection"), t("status"), t("started"), t("counts"), ""].map((h) => el("th", { text: h })))),
     el("tbody", {}, runs.map((r) => el("tr", {}, el("td", {}, el("a", { href: `#/run/${r.id}`, text: `#${r.id}` })),
-      el("td", { text: r.connection }), el("td", { text: r.status }), el("td", { text: (r.started_at || "").slice(0, 19) }))))));
+      el("td", { text: r.connection }), el("td", { text: r.status }), el("td", { text: (r.started_at || "").slice(0, 19) }),
+      el("td", { class: "muted", text: Object.entries((r.counts || {}).streams || {}).map(([s, c]) => `${s}: ${Object.entries(c).map(([k, v]) => `${k} ${v}`).join(", ")}`).join(" · ") }),
+      el("td", {}, canRun ? el("button", { type: "button", class: "run-again", text: t("run.again"), on: { click: again(r.connection) } }) : null))))));
+}
+
+async function marketingPage() {
+  const mine = active;
+  let segments, people;
+  try { [segments, people] = await Promise.all([api("GET", "/segments"), api("GET", "/reoptin")]); } catch (err) {
+    return page(mine, t("nav.marketing"), el("p", { id: "denied", text: err.status === 403 ? t("denied") : err.message }));
+  }
+  page(mine, t("nav.marketing"), el("h2", { text: t("segments") }),
+    el("table", { id: "segments" }, el("thead", {}, el("tr", {}, [t("connection"), t("members")].map((h) => el("th", { text: h })))),
+      el("tbody", {}, segments.map((g) => el("tr", {}, el("td", { text: `${g.connection}/${g.stream}` }), el("td", { text: String(g.members) }))))),
+    el("h2", { text: `${t("reoptin")} (${people.length})` }), el("p", {}, el("a", { href: "/api/v1/reoptin.csv", id: "reoptin-csv", text: t("csv") })),
+    el("table", { id: "reoptin" }, el("tbody", {}, people.map((p) => el("tr", {}, el("td", { text: p.email || "" }),
+      el("td", {}, el("a", { href: `#/customer/${p.customer_id}`, text: p.name || p.customer_id })), el("td", { text: p.destination }),
+      el("td", { text: (p.since || "").slice(0, 10) }))))));
 }
 
 async function runPage(id) {
+  const mine = active;
   const r = await api("GET", `/runs/${id}`);
-  page(`#${r.id} ${r.connection}`, el("p", { class: "muted", text: `${r.status} · ${(r.started_at || "").slice(0, 19)} ${r.error || ""}` }),
+  page(mine, `#${r.id} ${r.connection}`, el("p", { class: "muted", text: `${r.status} · ${(r.started_at || "").slice(0, 19)} ${r.error || ""}` }),
     el("h2", { text: `${t("rejected")} (${r.rejected.length})` }),
     el("table", { id: "rejected" }, el("thead", {}, el("tr", {}, [t("where"), t("field"), t("reason")].map((h) => el("th", { text: h })))),
       el("tbody", {}, r.rejected.map((x) => el("tr", {}, el("td", { text: x.ref }), el("td", { text: x.field || "" }), el("td", { text: x.reason }))))));
 }
 
 async function usersPage() {
+  const mine = active;
   let users;
   try { users = await api("GET", "/users"); } catch (err) {
-    return page(t("nav.users"), el("p", { id: "denied", text: err.status === 403 ? t("denied") : err.message }));
+    return page(mine, t("nav.users"), el("p", { id: "denied", text: err.status === 403 ? t("denied") : err.message }));
   }
-  page(t("nav.users"), el("table", {}, el("tbody", {}, users.map((u) => el("tr", {},
+  page(mine, t("nav.users"), el("table", {}, el("tbody", {}, users.map((u) => el("tr", {},
     el("td", { text: u.name }), el("td", { text: u.role }), el("td", { text: u.language || "" }),
     el("td", { text: u.disabled ? t("disabled") : t("active") }))))));
 }
@@ -320,6 +372,7 @@ let keyHandler = null;
 document.addEventListener("keydown", (ev) => { if (keyHandler) keyHandler(ev); });
 
 async function route() {
+  active += 1;
   keyHandler = null;
   const message = carry || [""];
   carry = null;
@@ -342,6 +395,7 @@ async function route() {
     if (parts[0] === "runs") return await runsPage();
     if (parts[0] === "run") return await runPage(parts[1]);
     if (parts[0] === "users") return await usersPage();
+    if (parts[0] === "lists") return await marketingPage();
     return await reviewPage(params);
   } catch (err) { flash(err.message, "error"); }
 }
