@@ -300,3 +300,18 @@ def test_a_customer_shows_its_quarantined_values(client: TestClient, hub: Hub) -
     assert customer["quarantined"] and all(q["reason"] for q in customer["quarantined"])
     viewer = client.get(f"/api/v1/customers/{row.golden_id}", headers=_token(hub, "viewer")).json()
     assert viewer["quarantined"] == []
+
+
+def test_the_review_queue_filters_by_score_band_kind_and_customer(client: TestClient, hub: Hub) -> None:
+    headers = _token(hub, "steward")
+    everything = client.get("/api/v1/conflicts", headers=headers).json()
+    [dup] = [c for c in everything if c["kind"] == "possible_duplicate"]
+    score = dup["candidates"][0]["score"]
+    band = lambda low, high: [c["id"] for c in client.get(  # noqa: E731
+        "/api/v1/conflicts", params={"min_score": low, "max_score": high}, headers=headers).json()]
+    assert band(score - 1, score + 1) == [dup["id"]]
+    assert band(score + 0.5, score + 10) == [] and band(score - 10, score - 0.5) == []
+    assert [c["id"] for c in client.get("/api/v1/conflicts", params={"kind": "field"}, headers=headers).json()] == [
+        c["id"] for c in everything if c["kind"] == "field"]
+    mine = client.get("/api/v1/conflicts", params={"customer": dup["other_golden_id"]}, headers=headers).json()
+    assert dup["id"] in [c["id"] for c in mine] and all(dup["other_golden_id"] in (c["golden_id"], c["other_golden_id"]) for c in mine)

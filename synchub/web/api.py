@@ -318,14 +318,19 @@ def create_app(hub: Any) -> FastAPI:
         customer: str | None = Query(None, max_length=32),
         older_than_days: int | None = Query(None, ge=0, le=36500),
         min_score: float | None = Query(None, ge=-1000, le=1000),
+        max_score: float | None = Query(None, ge=-1000, le=1000),
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=10_000_000),
     ) -> Any:
         older = datetime.now(timezone.utc) - timedelta(days=older_than_days) if older_than_days is not None else None
         rows = store.list_conflicts(None if status == "all" else status, limit=limit, offset=offset, kind=kind,
                                     field=field, connection=connection, customer=customer, older_than=older)
-        if min_score is not None:
-            rows = [r for r in rows if (r["candidates"] and (r["candidates"][0].get("score") or -1e9) >= min_score)]
+        if min_score is not None or max_score is not None:
+            # A score band: possible duplicates only (field conflicts have no score). Applied to
+            # the page read, so a narrow band may return fewer than ``limit`` items.
+            low, high = (-1e9 if min_score is None else min_score), (1e9 if max_score is None else max_score)
+            rows = [r for r in rows if r["candidates"] and isinstance(r["candidates"][0].get("score"), (int, float))
+                    and low <= r["candidates"][0]["score"] <= high]
         return [_conflict(store, r, user) for r in rows]
 
     @route("GET", "/api/v1/conflicts/{conflict_id}", "read", response_model=ConflictOut,

@@ -7,7 +7,7 @@ const TEXT = {
   en: {
     "nav.review": "Review", "nav.customers": "Customers", "nav.runs": "Runs", "nav.users": "Users",
     logout: "Log out", login: "Log in", name: "User name", password: "Password",
-    "review.title": "Review queue", kind: "Kind", field: "Field", source: "Source", "min.score": "Min. score",
+    "review.title": "Review queue", kind: "Kind", field: "Field", source: "Source", "min.score": "Min. score", "max.score": "Max. score",
     "older.than": "Older than (days)", customer: "Customer", filter: "Filter", candidates: "Candidates",
     since: "Since", open: "Open", "any": "any", "possible_duplicate": "possible duplicate", "field.conflict": "field",
     needs_reoptin: "needs re-opt-in",
@@ -28,7 +28,7 @@ const TEXT = {
   de: {
     "nav.review": "Prüfen", "nav.customers": "Kunden", "nav.runs": "Läufe", "nav.users": "Benutzer",
     logout: "Abmelden", login: "Anmelden", name: "Benutzername", password: "Passwort",
-    "review.title": "Prüfliste", kind: "Art", field: "Feld", source: "Quelle", "min.score": "Mindestwert",
+    "review.title": "Prüfliste", kind: "Art", field: "Feld", source: "Quelle", "min.score": "Mindestwert", "max.score": "Höchstwert",
     "older.than": "Älter als (Tage)", customer: "Kunde", filter: "Filtern", candidates: "Kandidaten",
     since: "Seit", open: "Öffnen", "any": "alle", "possible_duplicate": "mögliche Dublette", "field.conflict": "Feld",
     needs_reoptin: "Neu-Einwilligung nötig",
@@ -155,6 +155,7 @@ async function reviewPage(params) {
     field: el("input", { name: "field", value: params.get("field") || "", size: 14 }),
     connection: el("input", { name: "connection", value: params.get("connection") || "", size: 10 }),
     min_score: el("input", { name: "min_score", type: "number", value: params.get("min_score") || "", size: 5 }),
+    max_score: el("input", { name: "max_score", type: "number", value: params.get("max_score") || "", size: 5 }),
     older_than_days: el("input", { name: "older_than_days", type: "number", min: 0, value: params.get("older_than_days") || "", size: 5 }),
     customer: el("input", { name: "customer", value: params.get("customer") || "", size: 14 }),
   };
@@ -168,7 +169,7 @@ async function reviewPage(params) {
     location.hash = "#/review?" + q.toString();
   } } },
   el("label", {}, t("kind"), filters.kind), el("label", {}, t("field"), filters.field),
-  el("label", {}, t("source"), filters.connection), el("label", {}, t("min.score"), filters.min_score),
+  el("label", {}, t("source"), filters.connection), el("label", {}, t("min.score"), filters.min_score), el("label", {}, t("max.score"), filters.max_score),
   el("label", {}, t("older.than"), filters.older_than_days), el("label", {}, t("customer"), filters.customer), apply);
 
   let rows;
