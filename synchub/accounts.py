@@ -199,13 +199,19 @@ def authenticate(store: st.Store, name: str, password: str, address: str, *, now
 
     now = now or st.utcnow()
     since = now - FAILURE_WINDOW
+    # The typed name is kept only as a digest: people type their password into it by mistake.
+    who = _digest("login:" + name)
+    # This attempt counts as a failure before the password is checked, so parallel guesses
+    # cannot all pass the count before any of them is recorded; a success takes it back.
+    with store.begin() as conn:
+        st.insert_login_failure(conn, who, address, now)
     with store.engine.connect() as conn:
-        by_name = st.login_failures(conn, since=since, name=name)
+        by_name = st.login_failures(conn, since=since, name=who)
         by_address = st.login_failures(conn, since=since, address=address)
         row = st.user_row(conn, name=name)
     for failures, limit in ((by_name, MAX_FAILURES), (by_address, MAX_FAILURES_PER_ADDRESS)):
-        if len(failures) >= limit:
-            # the window of the limit-th latest failure ends first
+        if len(failures) > limit:  # this attempt included
+            # the next attempt passes once the limit-th latest failure has left the window
             retry = max(1, int((sorted(failures)[-limit] + FAILURE_WINDOW - now).total_seconds()) + 1)
             raise LoginRefused(f"too many failed logins: try again in {retry} seconds", retry_after=retry)
     hasher = _hasher()
@@ -224,11 +230,10 @@ def authenticate(store: st.Store, name: str, password: str, address: str, *, now
             ok = False
     if not ok or row is None or row.disabled:
         with store.begin() as conn:
-            st.insert_login_failure(conn, name, address, now)
             st.forget_login_failures(conn, before=now - 4 * FAILURE_WINDOW)
         raise LoginRefused("wrong user name or password, or the account is disabled")
     with store.begin() as conn:
-        st.forget_login_failures(conn, before=now, name=name)
+        st.forget_login_failures(conn, before=now, name=who)  # this attempt's row included
         if hasher.check_needs_rehash(row.password_hash):
             st.update_user(conn, row.id, now, password_hash=hasher.hash(password))
     return User.from_row(row)
@@ -264,7 +269,10 @@ def csrf_token(session_token: str) -> str:
 
 
 def csrf_ok(session_token: str, given: str | None) -> bool:
-    return bool(given) and hmac.compare_digest(csrf_token(session_token), given or "")
+    if not given:
+        return False
+    # as bytes: compare_digest refuses non-ASCII text, and a header may hold anything
+    return hmac.compare_digest(csrf_token(session_token).encode(), given.encode("utf-8", "replace"))
 
 
 def add_token(store: st.Store, name: str, label: str, *, by: str = "cli") -> str:

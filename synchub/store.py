@@ -1671,6 +1671,7 @@ def login_failures(conn: sa.Connection, *, since: datetime, name: str | None = N
 
 
 def forget_login_failures(conn: sa.Connection, *, before: datetime, name: str | None = None) -> None:
+    """Delete the failed logins older than ``before`` or, given ``name``, all of that name's."""
     cond = [login_failure_t.c.at < before] if name is None else [login_failure_t.c.name == name[:100]]
     conn.execute(login_failure_t.delete().where(*cond))
 

@@ -315,3 +315,64 @@ def test_the_review_queue_filters_by_score_band_kind_and_customer(client: TestCl
         c["id"] for c in everything if c["kind"] == "field"]
     mine = client.get("/api/v1/conflicts", params={"customer": dup["other_golden_id"]}, headers=headers).json()
     assert dup["id"] in [c["id"] for c in mine] and all(dup["other_golden_id"] in (c["golden_id"], c["other_golden_id"]) for c in mine)
+
+
+def test_a_viewer_sees_no_personal_data_in_decisions_evidence_or_source_ids(client: TestClient, hub: Hub) -> None:
+    steward, viewer = _token(hub, "steward"), _token(hub, "viewer")
+    field = next(c for c in client.get("/api/v1/conflicts", params={"kind": "field"}, headers=steward).json())
+    [done] = client.post("/api/v1/decisions", json={"ids": [field["id"]], "action": "pick", "pick": 2}, headers=steward).json()
+    assert done["ok"] and "value" in done["result"], done
+    seen = client.get(f"/api/v1/conflicts/{field['id']}", headers=viewer).json()
+    assert seen["resolution"] == {"action": "pick"} and seen["applied"] is None
+    assert all(set(c) <= {"connection", "stream", "observed_at", "score"} for c in seen["candidates"])
+    dup = next(c for c in client.get("/api/v1/conflicts", headers=viewer).json() if c["kind"] == "possible_duplicate")
+    assert all("reasons" not in c for c in dup["candidates"]) and dup["candidates"][0]["score"]
+    text = str(client.get("/api/v1/conflicts", params={"status": "all"}, headers=viewer).json())
+    for customer in client.get("/api/v1/customers", params={"q": "Müller"}, headers=steward).json():
+        full = client.get(f"/api/v1/customers/{customer['id']}", headers=steward).json()
+        limited = client.get(f"/api/v1/customers/{customer['id']}", headers=viewer).json()
+        assert all("source_id" not in s for s in limited["sources"]) and all("source_id" in s for s in full["sources"])
+        for email in full["data"].get("emails") or []:
+            assert email.lower() not in str(limited).lower() and email.lower() not in text.lower()
+
+
+def test_a_csrf_header_with_any_characters_is_refused_not_a_crash(client: TestClient) -> None:
+    _login(client, "steward")
+    r = client.post("/api/v1/decisions", json={"ids": [1], "action": "dismiss"}, headers={CSRF_HEADER: ("é" * 64).encode("latin-1")})
+    assert r.status_code == 403
+
+
+def test_parallel_guesses_cannot_outrun_the_rate_limit(hub: Hub) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def guess(i: int) -> str:
+        try:
+            accounts.authenticate(hub.store, "marketing", f"wrong guess {i:04d}", f"10.1.0.{i}")
+        except accounts.LoginRefused as exc:
+            return "limited" if exc.retry_after else "wrong"
+        return "in"
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(guess, range(32)))
+    # Each attempt is recorded before its password is checked: at most MAX_FAILURES get checked.
+    assert answers.count("in") == 0 and 1 <= answers.count("wrong") <= accounts.MAX_FAILURES, answers
+    with pytest.raises(accounts.LoginRefused, match="too many"):
+        accounts.authenticate(hub.store, "marketing", PASSWORD, "10.9.9.9")
+    with hub.store.engine.connect() as conn:
+        names = {r.name for r in conn.execute(sa.select(st.login_failure_t))}
+    assert "marketing" not in names  # only a digest of what was typed
+
+
+def test_an_unexpected_error_still_carries_the_security_headers(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub.config.web.secure_cookies = True
+    client = TestClient(create_app(hub), raise_server_exceptions=False)
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("boom: secret detail")
+
+    monkeypatch.setattr(hub.store, "recent_runs", broken)
+    r = client.get("/api/v1/runs", headers=_token(hub, "viewer"))
+    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+    for name, value in SECURITY_HEADERS.items():
+        assert r.headers[name] == value
+    assert r.headers["strict-transport-security"].startswith("max-age=")

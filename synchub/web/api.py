@@ -228,12 +228,22 @@ def create_app(hub: Any) -> FastAPI:
     app = FastAPI(title="synchub", version="1", description="Review conflicts, see customers, follow runs.",
                   docs_url=None, redoc_url=None, openapi_url="/api/v1/openapi.json")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[..., Any]) -> Response:
-        response = await call_next(request)
+    def with_headers(request: Request, response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.url.scheme == "https" or hub.config.web.secure_cookies:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[..., Any]) -> Response:
+        return with_headers(request, await call_next(request))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # Outside the middleware above: an unexpected error's answer needs the headers too.
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return with_headers(request, JSONResponse({"detail": "internal error"}, status_code=500))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -398,7 +408,8 @@ def create_app(hub: Any) -> FastAPI:
         return CustomerOut(
             id=rec["id"], kind=rec["kind"], status=rec["status"], name=rec["display_name"] or "", version=rec["version"],
             data=data, provenance=prov, fields=fields,
-            sources=[{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")} for s in sources],
+            sources=[{k: s[k] for k in ("connection", "stream", "source_id", "observed_at", "deleted")
+                      if k != "source_id" or personal} for s in sources],
             quarantined=[{"connection": s["connection"], "stream": s["stream"], "source_id": s["source_id"], **q}
                          for s in sources for q in (s.get("quarantine") or [])] if personal else [],
             timeline=[{k: t[k] for k in ("kind", "occurred_at", "connection", "stream", "source_id", "data")}
@@ -434,9 +445,9 @@ def create_app(hub: Any) -> FastAPI:
             raise HTTPException(404, f"no run {run_id}")
         personal = user.can("read_personal")
         # A rejected row's reason names file, line and field; its raw values only for personal-data roles.
-        rejected = [{k: x.get(k) for k in ("ref", "source_id", "field", "reason", *(("raw",) if personal else ()))}
-                    for x in store.rejected_for_run(run_id)]
-        quarantined = [{k: q.get(k) for k in ("ref", "source_id", "field", "reason", "status", *(("raw",) if personal else ()))}
+        more = ("source_id", "raw") if personal else ()  # a source id is often an e-mail address
+        rejected = [{k: x.get(k) for k in ("ref", "field", "reason", *more)} for x in store.rejected_for_run(run_id)]
+        quarantined = [{k: q.get(k) for k in ("ref", "field", "reason", "status", *more)}
                        for q in store.quarantined_for_run(run_id)]
         return RunDetail(**{k: r.get(k) for k in RunOut.model_fields}, rejected=rejected, quarantined=quarantined)
 
@@ -537,6 +548,8 @@ def create_app(hub: Any) -> FastAPI:
 
 
 _NAME_FIELDS = frozenset({"first_name", "last_name", "company_name", "salutation", "title"})
+#: What roles without personal data see of a conflict's candidate.
+_PUBLIC_CANDIDATE = ("connection", "stream", "observed_at", "score")
 
 
 def _cell(value: str | None) -> str:
@@ -573,13 +586,16 @@ def _conflict(store: Any, row: dict[str, Any], user: User) -> ConflictOut:
             g = store.get_golden(gid, follow_merges=False)
             names[gid] = g["display_name"] if g else None
     candidates = row["candidates"] or []
-    applied = row.get("applied")
-    if not user.can("read_personal") and row["kind"] != "possible_duplicate":
-        candidates = [{k: v for k, v in c.items() if k != "value"} for c in candidates]
+    applied, resolution = row.get("applied"), row.get("resolution")
+    if not user.can("read_personal"):
+        # An allow-list: values, reasons (they quote the shared e-mail or phone), notes and
+        # source ids (often an e-mail address) are personal data.
+        candidates = [{k: c[k] for k in _PUBLIC_CANDIDATE if k in c} for c in candidates]
         applied = None
+        resolution = {"action": resolution["action"]} if resolution and "action" in resolution else None
     return ConflictOut(
         id=row["id"], kind=row["kind"], status=row["status"], golden_id=row["golden_id"],
         other_golden_id=row.get("other_golden_id"), field=row.get("field"), customer=names.get(row["golden_id"]),
         other_customer=names.get(row.get("other_golden_id") or ""), candidates=candidates, applied=applied,
         rule=row.get("rule"), created_at=row["created_at"], resolved_by=row.get("resolved_by"),
-        resolution=row.get("resolution"))
+        resolution=resolution)

@@ -297,7 +297,7 @@ async function customerPage(id) {
       el("td", { class: "muted", text: f.connection ? `${f.connection}/${f.stream || ""} #${f.source_id || ""} · ${(f.observed_at || "").slice(0, 10)}` : "" }),
       el("td", { class: "muted", text: [f.rule || "", ...f.lost.map((x) => `≠ ${show(x.value)} (${x.connection})`)].join("; ") })))));
   const sources = el("table", {}, el("tbody", {}, c.sources.map((s) => el("tr", {},
-    el("td", { text: `${s.connection}/${s.stream}` }), el("td", { text: s.source_id }), el("td", { text: (s.observed_at || "").slice(0, 19) })))));
+    el("td", { text: `${s.connection}/${s.stream}` }), el("td", { text: s.source_id || "" }), el("td", { text: (s.observed_at || "").slice(0, 19) })))));
   const timeline = el("ul", {}, c.timeline.map((e) => el("li", { text: `${(e.occurred_at || "").slice(0, 10)} ${e.kind} ${e.connection}` })));
   const history = el("ul", {}, c.history.map((a) => el("li", { text: `${(a.at || "").slice(0, 19)} ${a.action} ${a.actor}` })));
   const actions = me.permissions.includes("review") && c.history.some((a) => a.action === "merge") ? el("div", { class: "actions" },
