@@ -79,9 +79,11 @@ class User:
     role: str
     language: str | None = None
     disabled: bool = False
+    #: permissions granted beyond the role's by configuration (``web.viewers_see_personal_data``)
+    grants: frozenset[str] = frozenset()
 
     def can(self, permission: str) -> bool:
-        return self.role in PERMISSIONS[permission]
+        return self.role in PERMISSIONS[permission] or permission in self.grants
 
     @classmethod
     def from_row(cls, row: Any) -> User:

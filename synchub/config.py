@@ -178,6 +178,9 @@ class WebConfig(_Strict):
     #: Mark the session cookie ``Secure`` even on plain HTTP (behind a TLS-terminating proxy
     #: that talks HTTP to the console). Over HTTPS it always is.
     secure_cookies: bool = False
+    #: Viewers see names only unless this is on (then also e-mails, phones, addresses, consent,
+    #: candidate values: everything a steward reads, still without any decision).
+    viewers_see_personal_data: bool = False
 
 
 class Config(_Strict):

@@ -111,6 +111,8 @@ def test_the_console_in_a_real_browser(console: str) -> None:
         expect(page.locator("#flash")).to_contain_text("Done")
         expect(page.locator("#queue tbody tr", has_text="possible duplicate")).to_have_count(0)
         page.goto(f"{console}/{customer_link}")
+        expect(page.locator("#consent tbody tr").first).to_be_visible()  # consent per channel, with its source
+        expect(page.locator("#sources button.split-out")).to_have_count(page.locator("#sources tbody tr").count())
         page.click("#split")
         expect(page.locator("#flash")).to_contain_text("Done:")
         page.screenshot(path=str(OUTPUT / "customer.png"), full_page=True)
@@ -161,6 +163,14 @@ def test_the_console_in_a_real_browser(console: str) -> None:
         expect(page.locator("nav")).to_contain_text("Prüfen")
         page.goto(f"{console}/#/users")
         expect(page.locator("main")).to_contain_text("steffi")
+        page.fill("#new-name", "vera")
+        page.fill("#new-password", PASSWORD)
+        page.select_option("#new-role", "viewer")
+        page.click("#add-user")
+        vera = page.locator("#users tr[data-name=vera]")
+        expect(vera).to_contain_text("aktiv")
+        vera.locator("button.toggle-user").click()
+        expect(page.locator("#users tr[data-name=vera]")).to_contain_text("gesperrt")
         page.screenshot(path=str(OUTPUT / "users-de.png"), full_page=True)
 
         # Marketing: segment sizes and the re-opt-in list as a CSV download; no decisions.

@@ -376,3 +376,16 @@ def test_an_unexpected_error_still_carries_the_security_headers(hub: Hub, monkey
     for name, value in SECURITY_HEADERS.items():
         assert r.headers[name] == value
     assert r.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_viewers_see_personal_data_only_when_configured(hub: Hub) -> None:
+    [hit] = [h for h in TestClient(create_app(hub)).get("/api/v1/customers", params={"q": "Brandl"},
+                                                        headers=_token(hub, "steward")).json()][:1]
+    viewer = _token(hub, "viewer")
+    assert TestClient(create_app(hub)).get(f"/api/v1/customers/{hit['id']}", headers=viewer).json()["data"].get("emails") is None
+    hub.config.web.viewers_see_personal_data = True
+    client = TestClient(create_app(hub))
+    assert client.get(f"/api/v1/customers/{hit['id']}", headers=viewer).json()["data"]["emails"]
+    assert client.get("/api/v1/me", headers=viewer).json()["permissions"] == ["read", "read_personal"]
+    # still no decisions
+    assert client.post("/api/v1/decisions", json={"ids": [1], "action": "dismiss"}, headers=viewer).status_code == 403

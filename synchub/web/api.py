@@ -14,6 +14,7 @@ no caching of personal data).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -259,6 +260,12 @@ def create_app(hub: Any) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
     def current_user(request: Request) -> User:
+        user = authenticated(request)
+        if user.role == "viewer" and hub.config.web.viewers_see_personal_data:
+            return dataclasses.replace(user, grants=frozenset({"read_personal"}))
+        return user
+
+    def authenticated(request: Request) -> User:
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             user = accounts.token_user(store, auth[7:].strip())

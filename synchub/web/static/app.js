@@ -24,6 +24,8 @@ const TEXT = {
     "segments": "Segments", "members": "Members", "reoptin": "Needs re-opt-in", "csv": "Download CSV",
     "quarantined": "Values not used", "run.again": "Run again", "counts": "Counts", "email": "E-mail",
     "destination": "Destination", "note": "Note", "compare": "Side by side",
+    "split.out": "Split out", "consent": "Consent", "channel": "Channel", "method": "Method", "at": "When",
+    "add.user": "Add user", "disable": "Disable", "enable": "Enable",
   },
   de: {
     "nav.review": "Prüfen", "nav.customers": "Kunden", "nav.runs": "Läufe", "nav.users": "Benutzer",
@@ -45,6 +47,8 @@ const TEXT = {
     "segments": "Segmente", "members": "Mitglieder", "reoptin": "Neu-Einwilligung nötig", "csv": "CSV herunterladen",
     "quarantined": "Nicht verwendete Werte", "run.again": "Erneut ausführen", "counts": "Zahlen", "email": "E-Mail",
     "destination": "Ziel", "note": "Hinweis", "compare": "Gegenüberstellung",
+    "split.out": "Herauslösen", "consent": "Einwilligung", "channel": "Kanal", "method": "Verfahren", "at": "Wann",
+    "add.user": "Benutzer anlegen", "disable": "Sperren", "enable": "Entsperren",
   },
 };
 
@@ -296,8 +300,26 @@ async function customerPage(id) {
     el("tbody", {}, c.fields.map((f) => el("tr", {}, el("th", { text: f.field }), el("td", { text: show(f.value) }),
       el("td", { class: "muted", text: f.connection ? `${f.connection}/${f.stream || ""} #${f.source_id || ""} · ${(f.observed_at || "").slice(0, 10)}` : "" }),
       el("td", { class: "muted", text: [f.rule || "", ...f.lost.map((x) => `≠ ${show(x.value)} (${x.connection})`)].join("; ") })))));
-  const sources = el("table", {}, el("tbody", {}, c.sources.map((s) => el("tr", {},
-    el("td", { text: `${s.connection}/${s.stream}` }), el("td", { text: s.source_id || "" }), el("td", { text: (s.observed_at || "").slice(0, 19) })))));
+  const canSplit = me.permissions.includes("review") && c.sources.length > 1;
+  const splitOut = (s) => async () => {
+    try {
+      const r = await api("POST", `/customers/${c.id}/split`, { sources: [`${s.connection}/${s.stream}/${s.source_id}`] });
+      after(`${t("done")}: ${r.split_off}`, "ok");
+      route();
+    } catch (err) { flash(err.message, "error"); }
+  };
+  const sources = el("table", { id: "sources" }, el("tbody", {}, c.sources.map((s) => el("tr", {},
+    el("td", { text: `${s.connection}/${s.stream}` }), el("td", { text: s.source_id || "" }), el("td", { text: (s.observed_at || "").slice(0, 19) }),
+    el("td", {}, canSplit && s.source_id ? el("button", { type: "button", class: "split-out", text: t("split.out"), on: { click: splitOut(s) } }) : null)))));
+  const consent = Object.entries(c.data.consent || {});
+  const consentTable = consent.length ? [el("h2", { text: t("consent") }), el("table", { id: "consent" },
+    el("thead", {}, el("tr", {}, [t("channel"), t("status"), t("at"), t("method"), t("source")].map((h) => el("th", { text: h })))),
+    el("tbody", {}, consent.map(([channel, v]) => {
+      const f = c.fields.find((x) => x.field === `consent.${channel}`) || {};
+      return el("tr", {}, el("td", { text: channel }), el("td", { text: (v && v.status) || "" }), el("td", { text: ((v && v.at) || "").slice(0, 19) }),
+        el("td", { text: [(v && v.method) || "", (v && v.source) || ""].filter(Boolean).join(", ") }),
+        el("td", { class: "muted", text: f.connection ? `${f.connection}/${f.stream || ""} · ${(f.observed_at || "").slice(0, 10)}` : "" }));
+    })))] : [];
   const timeline = el("ul", {}, c.timeline.map((e) => el("li", { text: `${(e.occurred_at || "").slice(0, 10)} ${e.kind} ${e.connection}` })));
   const history = el("ul", {}, c.history.map((a) => el("li", { text: `${(a.at || "").slice(0, 19)} ${a.action} ${a.actor}` })));
   const actions = me.permissions.includes("review") && c.history.some((a) => a.action === "merge") ? el("div", { class: "actions" },
@@ -311,7 +333,7 @@ async function customerPage(id) {
   const quarantined = c.quarantined.length ? [el("h2", { text: t("quarantined") }), el("table", { id: "quarantined" }, el("tbody", {},
     c.quarantined.map((q) => el("tr", {}, el("td", { text: `${q.connection}/${q.stream} #${q.source_id}` }), el("td", { text: q.field || "" }),
       el("td", { text: show(q.raw) }), el("td", { text: q.reason || "" })))))] : [];
-  page(mine, `${c.name || c.id}`, el("p", { class: "muted", text: `${c.kind} · ${c.id} · ${c.status} · v${c.version}` }), actions, fields, ...quarantined,
+  page(mine, `${c.name || c.id}`, el("p", { class: "muted", text: `${c.kind} · ${c.id} · ${c.status} · v${c.version}` }), actions, ...consentTable, fields, ...quarantined,
     el("h2", { text: t("sources") }), sources, el("h2", { text: t("timeline") }), timeline, el("h2", { text: t("history") }), history);
 }
 
@@ -362,9 +384,27 @@ async function usersPage() {
   try { users = await api("GET", "/users"); } catch (err) {
     return page(mine, t("nav.users"), el("p", { id: "denied", text: err.status === 403 ? t("denied") : err.message }));
   }
-  page(mine, t("nav.users"), el("table", {}, el("tbody", {}, users.map((u) => el("tr", {},
+  const change = (u, body) => async () => {
+    try { await api("PATCH", `/users/${encodeURIComponent(u.name)}`, body); after(`${u.name}: ${t("done")}`, "ok"); route(); }
+    catch (err) { flash(err.message, "error"); }
+  };
+  const name = el("input", { id: "new-name", size: 14 }), password = el("input", { id: "new-password", type: "password", autocomplete: "new-password", size: 18 });
+  const role = el("select", { id: "new-role" }, ["viewer", "marketing", "steward", "admin"].map((r) => el("option", { value: r, text: r })));
+  const language = el("select", { id: "new-language" }, ["de", "en"].map((l) => el("option", { value: l, text: l, selected: l === lang })));
+  const form = el("form", { class: "filters", on: { submit: async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", "/users", { name: name.value, role: role.value, password: password.value, language: language.value });
+      after(`${name.value}: ${t("done")}`, "ok");
+      route();
+    } catch (err) { flash(err.message, "error"); }
+  } } }, el("label", {}, t("name"), name), el("label", {}, t("password"), password), el("label", {}, t("role"), role),
+  el("label", {}, t("language"), language), el("button", { type: "submit", id: "add-user", text: t("add.user") }));
+  page(mine, t("nav.users"), el("table", { id: "users" }, el("tbody", {}, users.map((u) => el("tr", { "data-name": u.name },
     el("td", { text: u.name }), el("td", { text: u.role }), el("td", { text: u.language || "" }),
-    el("td", { text: u.disabled ? t("disabled") : t("active") }))))));
+    el("td", { text: u.disabled ? t("disabled") : t("active") }),
+    el("td", {}, el("button", { type: "button", class: "toggle-user", text: u.disabled ? t("enable") : t("disable"),
+      on: { click: change(u, { disabled: !u.disabled }) } })))))), form);
 }
 
 // ----- routing -----------------------------------------------------------------------------------
