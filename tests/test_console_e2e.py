@@ -5,7 +5,8 @@ A steward logs in, merges a possible duplicate and splits it again, picks a valu
 conflict, bulk-dismisses the rest from the keyboard, sees a rejected row with where and why,
 is refused the users page, and a POST without the CSRF token is refused; an admin with German
 as language sees the German console. Screenshots of the main pages go to
-``test-output/console/`` (``SYNCHUB_TEST_OUTPUT`` to put them elsewhere).
+``test-output/console/<store>/`` (``SYNCHUB_TEST_OUTPUT`` to put them elsewhere). Runs on the
+SQLite and the PostgreSQL store.
 
 The browser must be there: ``.ci/run`` installs Debian's ``chromium`` package and fails, not
 skips, when it cannot (``SYNCHUB_REQUIRE_BROWSER=1``); elsewhere the test is skipped without it.
@@ -29,7 +30,7 @@ from tests.helpers import ROOT
 
 PASSWORD = "a long enough password"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-OUTPUT = Path(os.environ.get("SYNCHUB_TEST_OUTPUT", ROOT / "test-output")) / "console"
+OUTPUT_ROOT = Path(os.environ.get("SYNCHUB_TEST_OUTPUT", ROOT / "test-output")) / "console"
 
 
 def _browser_or_skip() -> None:
@@ -46,9 +47,9 @@ def _browser_or_skip() -> None:
 
 
 @pytest.fixture
-def console(demo_dir: Path, tmp_path: Path) -> Iterator[str]:
+def console(demo_dir: Path, store_url: str) -> Iterator[str]:
     _browser_or_skip()
-    env = {**os.environ, "SYNCHUB_STORE": f"sqlite:///{tmp_path / 'console.db'}"}
+    env = {**os.environ, "SYNCHUB_STORE": store_url}
     cfg = str(demo_dir / "config" / "demo.yaml")
     cli = [sys.executable, "-m", "synchub.cli", "--config", cfg]
     subprocess.run([*cli, "sync"], env=env, capture_output=True)  # partial on purpose: three broken rows
@@ -84,9 +85,10 @@ def _log_in(page, base: str, name: str) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_selector(f"#who:has-text('{name} (')")  # this user's session, not the previous one's
 
 
-def test_the_console_in_a_real_browser(console: str) -> None:
+def test_the_console_in_a_real_browser(console: str, store_url: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    OUTPUT = OUTPUT_ROOT / store_url.split(":")[0].split("+")[0]  # sqlite/ and postgresql/
     OUTPUT.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     with sync_playwright() as p:
@@ -182,6 +184,9 @@ def test_the_console_in_a_real_browser(console: str) -> None:
         with page.expect_download() as download:
             page.click("#reoptin-csv")
         assert download.value.suggested_filename == "reoptin.csv"
+        with page.expect_download() as download:
+            page.click("#segments-csv")
+        assert Path(download.value.path()).read_text(encoding="utf-8-sig").startswith("connection;stream;entity;members")
         page.screenshot(path=str(OUTPUT / "lists.png"), full_page=True)
         page.goto(f"{console}/#/review")
         expect(page.locator("main h1")).to_have_text("Review queue")

@@ -251,6 +251,8 @@ def test_segment_counts_and_the_reoptin_list_for_marketing(hub: Hub, demo_dir: P
     [segment] = client.get("/api/v1/segments", headers=marketing).json()
     expected = sum(1 for g in hub.store.iter_golden("person") if (g["data"].get("address") or {}).get("country") in ("AT", "CH"))
     assert segment["connection"] == "export" and segment["members"] == expected and 0 < expected < 82
+    sizes = client.get("/api/v1/segments.csv", headers=marketing).content.decode("utf-8")
+    assert sizes == f"\ufeffconnection;stream;entity;members\r\nexport;customers;person;{expected}\r\n"
 
     # A destination refused to subscribe someone who opted out there.
     person = next(iter(hub.store.search_golden("Brandl")))

@@ -481,6 +481,16 @@ def create_app(hub: Any) -> FastAPI:
     @route("GET", "/api/v1/segments", "segments", response_model=list[SegmentOut])
     def segments(user: User = need("segments")) -> Any:
         """Members of each outbound stream's segment filter, counted over the active customers."""
+        return segment_counts()
+
+    @route("GET", "/api/v1/segments.csv", "segments", response_class=CSVResponse,
+           responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+    def segments_csv(user: User = need("segments")) -> Any:
+        """The segment sizes as CSV for Excel (``;``, UTF-8 with BOM)."""
+        return _csv(["connection", "stream", "entity", "members"],
+                    [[_cell(g.connection), _cell(g.stream), g.entity, str(g.members)] for g in segment_counts()], "segments.csv")
+
+    def segment_counts() -> list[SegmentOut]:
         from synchub.segment import compile_filter
 
         wanted = [(name, cc, sname, sc, compile_filter(sc.filter, cc.entity))
@@ -515,15 +525,9 @@ def create_app(hub: Any) -> FastAPI:
            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
     def reoptin_csv(user: User = need("segments")) -> Any:
         """The re-opt-in list as CSV for Excel (``;``, UTF-8 with BOM)."""
-        import csv
-        import io
-
-        buf = io.StringIO()
-        writer = csv.writer(buf, delimiter=";", lineterminator="\r\n")
-        writer.writerow(["email", "name", "customer_id", "destination", "since", "note"])
-        for r in reoptin_rows():
-            writer.writerow([_cell(r.email), _cell(r.name), r.customer_id, _cell(r.destination), r.since.isoformat(), _cell(r.note)])
-        return CSVResponse("\ufeff" + buf.getvalue(), headers={"Content-Disposition": 'attachment; filename="reoptin.csv"'})
+        return _csv(["email", "name", "customer_id", "destination", "since", "note"],
+                    [[_cell(r.email), _cell(r.name), r.customer_id, _cell(r.destination), r.since.isoformat(), _cell(r.note)]
+                     for r in reoptin_rows()], "reoptin.csv")
 
     # ----- users ------------------------------------------------------------------------------
 
@@ -557,6 +561,18 @@ def create_app(hub: Any) -> FastAPI:
 _NAME_FIELDS = frozenset({"first_name", "last_name", "company_name", "salutation", "title"})
 #: What roles without personal data see of a conflict's candidate.
 _PUBLIC_CANDIDATE = ("connection", "stream", "observed_at", "score")
+
+
+def _csv(header: list[str], rows: list[list[str]], filename: str) -> CSVResponse:
+    """A CSV download that Excel opens as it is (``;``, CRLF, UTF-8 with BOM)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=";", lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return CSVResponse("\ufeff" + buf.getvalue(), headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _cell(value: str | None) -> str:

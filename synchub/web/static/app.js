@@ -363,6 +363,7 @@ async function marketingPage() {
   page(mine, t("nav.marketing"), el("h2", { text: t("segments") }),
     el("table", { id: "segments" }, el("thead", {}, el("tr", {}, [t("connection"), t("members")].map((h) => el("th", { text: h })))),
       el("tbody", {}, segments.map((g) => el("tr", {}, el("td", { text: `${g.connection}/${g.stream}` }), el("td", { text: String(g.members) }))))),
+    el("p", {}, el("a", { href: "/api/v1/segments.csv", id: "segments-csv", text: t("csv") })),
     el("h2", { text: `${t("reoptin")} (${people.length})` }), el("p", {}, el("a", { href: "/api/v1/reoptin.csv", id: "reoptin-csv", text: t("csv") })),
     el("table", { id: "reoptin" }, el("tbody", {}, people.map((p) => el("tr", {}, el("td", { text: p.email || "" }),
       el("td", {}, el("a", { href: `#/customer/${p.customer_id}`, text: p.name || p.customer_id })), el("td", { text: p.destination }),
