@@ -605,6 +605,27 @@ def conflicts_resolve(
         out.print(f"conflict {conflict_id}: {_fmt(result)}")
 
 
+@customers_app.command("export")
+def customers_export(
+    golden_id: str,
+    fmt: str = typer.Option("json", "--format", help="json or html"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),  # noqa: UP045
+) -> None:
+    """Everything the hub holds about one person (access and portability request), with sources."""
+    from synchub.privacy import access_export, to_html, to_json
+
+    if fmt not in ("json", "html"):
+        raise typer.BadParameter(f"{fmt!r} is not one of 'json', 'html'", param_hint="'--format'")
+    export = access_export(_store(), golden_id)
+    text = to_json(export) if fmt == "json" else to_html(export)
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"{export['name']} ({export['customer']}): {len(export['source_records'])} source records "
+                  f"from {', '.join(export['sources']) or 'no source'} -> {output}", highlight=False)
+
+
 @customers_app.command("split")
 def customers_split(
     golden_id: str,

@@ -1591,6 +1591,41 @@ def search_terms(text: str, phone_region: str | None) -> list[list[str]]:
             terms += [[t] for t in fold(word).split()]
     return terms or [[query.lower()]]
 
+# ----- one person's data (access and portability export) ----------------------------------------
+
+
+def person_rows(conn: sa.Connection, golden_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row the hub holds about one customer and the records merged into it: golden
+    records, source records, timeline entries, conflicts, audit entries, admin decisions and
+    picked values, and what was written to each destination."""
+    ids = {golden_id}
+    frontier = {golden_id}
+    while frontier:  # records merged into it, and into those
+        merged = {r.id for r in conn.execute(sa.select(golden_t.c.id).where(golden_t.c.merged_into.in_(frontier)))}
+        frontier = merged - ids
+        ids |= merged
+
+    def rows(table: sa.Table, *conds: Any, order: Any = None) -> list[dict[str, Any]]:
+        q = sa.select(table).where(sa.or_(*conds))
+        if order is not None:
+            q = q.order_by(order)
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+    chunked = sorted(ids)
+    return {
+        "golden_records": rows(golden_t, golden_t.c.id.in_(chunked), order=golden_t.c.id),
+        "source_records": rows(source_t, source_t.c.golden_id.in_(chunked), order=source_t.c.id),
+        "timeline": rows(interaction_t, interaction_t.c.golden_id.in_(chunked), order=interaction_t.c.occurred_at),
+        "conflicts": rows(conflict_t, conflict_t.c.golden_id.in_(chunked), conflict_t.c.other_golden_id.in_(chunked),
+                          order=conflict_t.c.id),
+        "audit": rows(audit_t, audit_t.c.golden_id.in_(chunked), order=audit_t.c.id),
+        "decisions": rows(decision_t, decision_t.c.golden_a.in_(chunked), decision_t.c.golden_b.in_(chunked),
+                          order=decision_t.c.id),
+        "picked_values": rows(override_t, override_t.c.golden_id.in_(chunked), order=override_t.c.id),
+        "written_to_destinations": rows(outbound_t, outbound_t.c.golden_id.in_(chunked), order=outbound_t.c.connection),
+    }
+
+
 # ----- accounts (web console, REST API) --------------------------------------------------------
 
 
