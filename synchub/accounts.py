@@ -110,6 +110,12 @@ def check_role(role: str) -> str:
     return role
 
 
+def check_language(language: str | None) -> str | None:
+    if language is not None and language not in LANGUAGES:
+        raise AccountError(f"unknown language {language!r}: one of {', '.join(LANGUAGES)}")
+    return language
+
+
 def check_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
         raise AccountError(f"password too short: at least {MIN_PASSWORD} characters")
@@ -127,8 +133,7 @@ def add_user(store: st.Store, name: str, role: str, password: str, *, language: 
         raise AccountError(f"invalid user name {name!r}: letters, digits and . _ @ - (at most 100)")
     check_role(role)
     check_password(password)
-    if language is not None and language not in LANGUAGES:
-        raise AccountError(f"unknown language {language!r}: one of {', '.join(LANGUAGES)}")
+    check_language(language)
     hashed = hash_password(password)
     now = st.utcnow()
     try:
@@ -165,9 +170,7 @@ def change_user(store: st.Store, name: str, *, by: str = "cli", role: str | None
     if password is not None:
         values["password_hash"] = hash_password(check_password(password))
     if language is not None:
-        if language not in LANGUAGES:
-            raise AccountError(f"unknown language {language!r}: one of {', '.join(LANGUAGES)}")
-        values["language"] = language
+        values["language"] = check_language(language)
     now = st.utcnow()
     with store.begin() as conn:
         row = st.user_row(conn, name=name)
