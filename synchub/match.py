@@ -407,8 +407,7 @@ class BatchMatcher:
                 # The record matches both customers, but two of their records are two people
                 # by the hard rules (twins bridged by a record without a first name).
                 d = seen.get(gid)
-                self.possible.append(PossibleDuplicate("", gid, join[gid], [
-                    "rule: the hard rules keep a record of each customer apart", *(d.reasons if d else [])]))
+                self.possible.append(PossibleDuplicate("", gid, join[gid], [self.sim.CLASH_REASON, *(d.reasons if d else [])]))
                 continue
             r._parent[gid] = target
             joined.add(gid)

@@ -290,8 +290,7 @@ def dedupe(hub: Hub, kind: str = "person", *, dry_run: bool = False, by: str = "
                 continue
             group_a, group_b = members.get(ra, [index[ra]]), members.get(rb, [index[rb]])
             if any(similarity.vetoed(feats[x], feats[y], cfg) for x in group_a for y in group_b):
-                report.possible.append((a, b, decision.score, [
-                    "rule: the hard rules keep a record of each customer apart", *decision.reasons]))
+                report.possible.append((a, b, decision.score, [similarity.CLASH_REASON, *decision.reasons]))
                 continue
             survivor, loser = min(ra, rb), max(ra, rb)
             parent[loser] = survivor

@@ -69,6 +69,7 @@ from synchub.normalize import (
 
 __all__ = [
     "BULK_BLOCK",
+    "CLASH_REASON",
     "MAX_BLOCK",
     "Counter",
     "Decision",
@@ -1472,6 +1473,11 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+#: The reason given when a pair matches but a record of each side is vetoed against the other
+#: (the matcher and ``dedupe`` then log a review item instead of joining the two).
+CLASH_REASON = "rule: the hard rules keep a record of each customer apart"
 
 
 def vetoed(a: Features, b: Features, cfg: ScoreConfig | None = None) -> bool:
