@@ -723,6 +723,16 @@ class Store:
 
     # ----- golden records ---------------------------------------------------------------------
 
+    def display_names(self, golden_ids: Iterable[str]) -> dict[str, str]:
+        """The display names of these golden records (merged-away ones included), in one read
+        per chunk: a list of review items names its customers without loading their data."""
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(golden_ids))):
+                rows = conn.execute(sa.select(golden_t.c.id, golden_t.c.display_name).where(in_(conn, golden_t.c.id, chunk)))
+                out.update((r.id, r.display_name) for r in rows)
+        return out
+
     def get_golden(self, golden_id: str, *, follow_merges: bool = True) -> dict[str, Any] | None:
         """A golden record by id or unique id prefix; a merged-away id leads to its survivor."""
         with self.engine.connect() as conn:

@@ -350,7 +350,7 @@ def create_app(hub: Any) -> FastAPI:
             low, high = (-1e9 if min_score is None else min_score), (1e9 if max_score is None else max_score)
             rows = [r for r in rows if r["candidates"] and isinstance(r["candidates"][0].get("score"), (int, float))
                     and low <= r["candidates"][0]["score"] <= high]
-        return [_conflict(store, r, user) for r in rows]
+        return _conflicts(store, rows, user)
 
     @route("GET", "/api/v1/conflicts/{conflict_id}", "read", response_model=ConflictOut,
            responses={404: {"model": Problem}})
@@ -358,7 +358,7 @@ def create_app(hub: Any) -> FastAPI:
         rows = store.list_conflicts(None, limit=1, id=conflict_id)
         if not rows:
             raise HTTPException(404, f"no conflict {conflict_id}")
-        return _conflict(store, rows[0], user)
+        return _conflicts(store, rows, user)[0]
 
     @route("POST", "/api/v1/decisions", "review", response_model=list[DecisionResult])
     def decide(body: Decision, user: User = need("review")) -> Any:
@@ -600,14 +600,14 @@ def _name_matches(query: str, row: dict[str, Any]) -> bool:
     return all(term in name for term in fold(query).split())
 
 
-def _conflict(store: Any, row: dict[str, Any], user: User) -> ConflictOut:
-    """A conflict as the console shows it: with the customers' names; candidate values only
-    for roles that may read personal data."""
-    names = {}
-    for gid in (row["golden_id"], row.get("other_golden_id")):
-        if gid:
-            g = store.get_golden(gid, follow_merges=False)
-            names[gid] = g["display_name"] if g else None
+def _conflicts(store: Any, rows: list[dict[str, Any]], user: User) -> list[ConflictOut]:
+    """Conflicts as the console shows them: with the customers' names (read for all of them at
+    once); candidate values only for roles that may read personal data."""
+    names = store.display_names(g for r in rows for g in (r["golden_id"], r.get("other_golden_id")) if g)
+    return [_conflict(r, names, user) for r in rows]
+
+
+def _conflict(row: dict[str, Any], names: dict[str, str], user: User) -> ConflictOut:
     candidates = row["candidates"] or []
     applied, resolution = row.get("applied"), row.get("resolution")
     if not user.can("read_personal"):
