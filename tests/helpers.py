@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +88,40 @@ def content_snapshot(store: Store) -> list[str]:
 def rows(store: Store, table: sa.Table, *where: Any) -> list[dict[str, Any]]:
     with store.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(table).where(*where))]
+
+
+def members_of(store: Store) -> list[set[str]]:
+    """Each customer as the set of its source records' ids."""
+    with store.engine.connect() as conn:
+        members: dict[str, set[str]] = {}
+        for s in conn.execute(sa.select(source_t.c.golden_id, source_t.c.source_id)):
+            members.setdefault(s.golden_id, set()).add(s.source_id)
+    return list(members.values())
+
+
+@contextmanager
+def web_server(config: str, env: dict[str, str], ready: str = "/api/v1/openapi.json") -> Iterator[str]:
+    """``synchub web`` in a process of its own on a free loopback port: yields its base URL once
+    ``ready`` answers, and stops it afterwards."""
+    import httpx
+    import pytest
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "synchub.cli", "--config", config, "web", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(base + ready, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("synchub web did not answer: " + (server.stderr.read() if server.poll() is not None else ""))
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

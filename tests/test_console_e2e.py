@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, web_server
 
 PASSWORD = "a long enough password"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -56,25 +53,8 @@ def console(demo_dir: Path, store_url: str) -> Iterator[str]:
     for name, role, language in (("steffi", "steward", "en"), ("root", "admin", "de"), ("mara", "marketing", "en")):
         subprocess.run([*cli, "users", "add", name, "--role", role, "--language", language, "--password-stdin"],
                        input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([*cli, "web", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("synchub web did not start")
+    with web_server(cfg, env, ready="/") as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _log_in(page, base: str, name: str) -> None:  # type: ignore[no-untyped-def]

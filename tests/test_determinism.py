@@ -29,18 +29,23 @@ def _febrl(tmp: Path, store_url: str, *, batch: int, bulk: bool | None = False) 
         rows = [{k.strip(): (v or "").strip() for k, v in r.items()} for r in csv.DictReader(f, skipinitialspace=True)][:2000]
     for r in rows:
         r["street"] = f"{r['street_number']} {r['address_1']}".strip()
-    text = "\n".join([";".join(COLS)] + [";".join(r[c].replace(";", " ") for c in COLS) for r in rows]) + "\n"
-    tmp.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(tmp, "connections:\n  crm:\n    connector: files\n    settings: {path: data}\n    streams:\n"
-                            "      people: {mapping: febrl, settings: {pattern: people.csv, primary_key: rec_id}}\n",
-                       store_url, people__csv=text)
-    (tmp / "mappings" / "febrl.yaml").write_text(FEBRL_MAPPING, encoding="utf-8")
-    hub = hub_for(cfg)
+    hub = febrl_hub(tmp, store_url, [[r[c] for c in COLS] for r in rows])
     hub.config.defaults.batch_size = batch
     hub.bulk = bulk
     [summary] = hub.sync()
     assert summary.status == "succeeded"
     return outcome(hub.store)
+
+
+def febrl_hub(tmp: Path, store_url: str, rows: list[list[str]]) -> Any:
+    """A hub whose one stream reads ``rows`` (values in the order of :data:`COLS`) as a CSV."""
+    text = "\n".join([";".join(COLS)] + [";".join(v.replace(";", " ") for v in r) for r in rows]) + "\n"
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = write_config(tmp, "connections:\n  crm:\n    connector: files\n    settings: {path: data}\n    streams:\n"
+                            "      people: {mapping: febrl, settings: {pattern: people.csv, primary_key: rec_id}}\n",
+                       store_url, people__csv=text)
+    (tmp / "mappings" / "febrl.yaml").write_text(FEBRL_MAPPING, encoding="utf-8")
+    return hub_for(cfg)
 
 
 def outcome(store: st.Store) -> dict[str, Any]:

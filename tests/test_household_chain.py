@@ -15,14 +15,13 @@ import itertools
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from synchub import store as st
 from tests.conftest import _pg_schema
-from tests.helpers import hub_for, write_config
-from tests.test_bulk import FEBRL_MAPPING
+from tests.helpers import hub_for, members_of, write_config
+from tests.test_determinism import febrl_hub
+from tests.test_review import CONFIG, HEADER, PEOPLE
 
-COLS = ["rec_id", "given_name", "surname", "street", "address_2", "suburb", "postcode", "state", "date_of_birth"]
+#: FEBRL columns, in the order of tests.test_determinism.COLS
 ROWS = {
     "john": ["r-john", "john", "benger", "1 gellibrand street", "grandview", "carnegie", "4011", "nsw", "19710126"],
     "carly": ["r-carly", "carly", "benger", "1 gellibrand street", "grandview", "carnegie", "4011", "nsw", "19710126"],
@@ -32,24 +31,14 @@ ROWS = {
 
 
 def _sync(tmp: Path, store_url: str, order: tuple[str, ...], bulk: bool) -> tuple[list[set[str]], int]:
-    text = "\n".join([";".join(COLS)] + [";".join(ROWS[name]) for name in order]) + "\n"
-    tmp.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(tmp, "connections:\n  crm:\n    connector: files\n    settings: {path: data}\n    streams:\n"
-                            "      people: {mapping: febrl, settings: {pattern: people.csv, primary_key: rec_id}}\n",
-                       store_url, people__csv=text)
-    (tmp / "mappings" / "febrl.yaml").write_text(FEBRL_MAPPING, encoding="utf-8")
-    hub = hub_for(cfg)
+    hub = febrl_hub(tmp, store_url, [ROWS[name] for name in order])
     hub.bulk = bulk
     [summary] = hub.sync()
     assert summary.status == "succeeded"
-    with hub.store.engine.connect() as conn:
-        members: dict[str, set[str]] = {}
-        for s in conn.execute(sa.select(st.source_t.c.golden_id, st.source_t.c.source_id)):
-            members.setdefault(s.golden_id, set()).add(s.source_id)
-        review = conn.execute(sa.select(sa.func.count()).select_from(st.conflict_t).where(
-            st.conflict_t.c.kind == "possible_duplicate", st.conflict_t.c.status == "open")).scalar_one()
+    open_review = hub.store.list_conflicts("open", kind="possible_duplicate")
+    customers = members_of(hub.store)
     hub.store.dispose()
-    return list(members.values()), review
+    return customers, len(open_review)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -72,50 +61,21 @@ def test_a_record_without_first_name_never_merges_twins(tmp_path: Path, backend:
         assert review >= 1, order
 
 
-DEDUPE_CONFIG = """
-match:
-  person: {fuzzy: false}
-connections:
-  crm:
-    connector: files
-    settings: {path: data}
-    streams:
-      people: {mapping: people, settings: {pattern: "crm*.csv", primary_key: id}}
-"""
-PEOPLE = """
-entity: person
-fields:
-  first_name: first
-  last_name: last
-  emails: email
-  birth_date: born
-  address.street: street
-  address.postal_code: zip
-  address.city: city
-  address.country: {value: DE}
-"""
-
-
 def test_dedupe_never_merges_twins_through_a_record_without_first_name(tmp_path: Path, store_url: str) -> None:
     from synchub.review import dedupe
 
     # Exact matching only during the sync (all e-mails differ): four customers, then `dedupe`.
-    crm = ("id,first,last,email,born,street,zip,city\n"
-           "1,Jonas,Huber,jonas@example.de,1993-08-19,Lindenstraße 12,80331,München\n"
-           "2,Lukas,Huber,lukas@example.de,1993-08-19,Lindenstraße 12,80331,München\n"
-           "3,,Huber,huber@example.de,1993-08-19,Lindenstraße 12,80331,München\n"
-           "4,Lukas,Huber,l.huber@example.org,1993-08-19,Lindenstr. 12,80331,München\n")
-    cfg = write_config(tmp_path, DEDUPE_CONFIG, store_url, crm__csv=crm)
+    crm = HEADER + ("1,Jonas,Huber,jonas@example.de,,1993-08-19,Lindenstraße 12,80331,München\n"
+                    "2,Lukas,Huber,lukas@example.de,,1993-08-19,Lindenstraße 12,80331,München\n"
+                    "3,,Huber,huber@example.de,,1993-08-19,Lindenstraße 12,80331,München\n"
+                    "4,Lukas,Huber,l.huber@example.org,,1993-08-19,Lindenstr. 12,80331,München\n")
+    cfg = write_config(tmp_path, CONFIG.replace("merge:", "match:\n  person: {fuzzy: false}\nmerge:"), store_url, crm__csv=crm)
     (tmp_path / "mappings" / "people.yaml").write_text(PEOPLE, encoding="utf-8")
     hub = hub_for(cfg)
     hub.sync()
     report = dedupe(hub)
     assert report.merges, "Lukas's two records are one person"
-    with hub.store.engine.connect() as conn:
-        members: dict[str, set[str]] = {}
-        for s in conn.execute(sa.select(st.source_t.c.golden_id, st.source_t.c.source_id)):
-            members.setdefault(s.golden_id, set()).add(s.source_id)
-    customers = list(members.values())
+    customers = members_of(hub.store)
     assert not any({"1", "2"} <= c or {"1", "4"} <= c for c in customers), customers
     assert any({"2", "4"} <= c for c in customers), customers
     assert report.possible, "the twins are a question for a person"

@@ -17,6 +17,7 @@ from synchub import store as st
 from synchub.config import load_config
 from synchub.engine import Hub
 from synchub.web.api import COOKIE, CSRF_HEADER, ROUTES, SECURITY_HEADERS, create_app
+from tests.helpers import web_server
 
 PASSWORD = "a long enough password"
 
@@ -203,40 +204,20 @@ def test_users_are_managed_by_admins_through_the_api(client: TestClient, hub: Hu
 
 def test_synchub_web_serves_the_api_on_loopback(demo_dir: Path, tmp_path: Path) -> None:
     import os
-    import socket
     import subprocess
     import sys
-    import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "SYNCHUB_STORE": f"sqlite:///{tmp_path / 'web.db'}"}
     cfg = str(demo_dir / "config" / "demo.yaml")
     subprocess.run([sys.executable, "-m", "synchub.cli", "--config", cfg, "users", "add", "anna", "--role", "viewer",
                     "--password-stdin"], input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
-    server = subprocess.Popen([sys.executable, "-m", "synchub.cli", "--config", cfg, "web", "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/api/v1/openapi.json", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("synchub web did not answer: " + (server.stderr.read() if server.poll() is not None else ""))
-        with httpx.Client(base_url=base) as web:
-            assert web.get("/api/v1/conflicts").status_code == 401
-            login = web.post("/api/v1/session", json={"name": "anna", "password": PASSWORD})
-            assert login.status_code == 200 and "server" not in login.headers
-            assert web.get("/api/v1/me").json()["role"] == "viewer"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with web_server(cfg, env) as base, httpx.Client(base_url=base) as web:
+        assert web.get("/api/v1/conflicts").status_code == 401
+        login = web.post("/api/v1/session", json={"name": "anna", "password": PASSWORD})
+        assert login.status_code == 200 and "server" not in login.headers
+        assert web.get("/api/v1/me").json()["role"] == "viewer"
 
 
 def test_segment_counts_and_the_reoptin_list_for_marketing(hub: Hub, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
