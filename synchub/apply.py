@@ -52,6 +52,8 @@ class StreamCounts:
     #: values kept but flagged unverified.
     quarantined: int = 0
     unverified: int = 0
+    #: Inbound: records of erased people (on the suppression list), not stored.
+    suppressed: int = 0
 
     def add(self, other: StreamCounts) -> None:
         for k, v in asdict(other).items():

@@ -161,6 +161,8 @@ def sync(
                                  "and what consent rules would hold back; write nothing, read nothing into the store."),
     bulk: bool | None = typer.Option(None, "--bulk/--no-bulk", help="Load in bulk (match in memory, commit in large "
                                      "units) or batch by batch; default: defaults.bulk_load in the config."),
+    confirm_deletions: bool = typer.Option(False, "--confirm-deletions", help="Let full listings and file snapshots "
+                                           "delete more than max_delete_share of a stream (after checking the source)."),
 ) -> None:
     """Pull from inbound connections, match and merge, then push to outbound connections."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -168,6 +170,7 @@ def sync(
     hub = _hub()
     if bulk is not None:
         hub.bulk = bulk
+    hub.confirm_deletions = confirm_deletions
     if dry_run:
         _dry_run(hub, connections)
         return
@@ -624,6 +627,146 @@ def customers_export(
         output.write_text(text, encoding="utf-8")
         err.print(f"{export['name']} ({export['customer']}): {len(export['source_records'])} source records "
                   f"from {', '.join(export['sources']) or 'no source'} -> {output}", highlight=False)
+
+
+@customers_app.command("erase")
+def customers_erase(
+    who: str = typer.Argument(..., help="Customer id (or prefix, or a merged-away id) or e-mail address."),
+    yes: bool = typer.Option(False, "--yes", help="Do it; without it, only show what would be erased where."),
+    fan_out: bool = typer.Option(True, "--fan-out/--hub-only", help="Also ask every connection holding them to erase "
+                                 "them (default); --hub-only leaves the receipts for the connections' next runs."),
+    by: str = typer.Option(None, "--by", help="Who asks (default: $USER).", envvar="USER"),
+) -> None:
+    """Erase a person (right to erasure): from the hub, from every tool that holds them, and for good
+    (their e-mails and source ids go on the suppression list, so no source re-creates them)."""
+    from synchub.privacy import erase, find_person, plan_erasure
+
+    hub = _hub()
+    if not yes:
+        plan = plan_erasure(hub, find_person(hub, who))
+        if state.json:
+            _emit_json({"dry_run": True, "customer": plan.golden_id, "name": plan.name, "records": len(plan.sources),
+                        "receipts": [{k: r[k] for k in ("connection", "stream", "status", "detail")} for r in plan.receipts]})
+            return
+        out.print(f"Would erase [bold]{escape(plan.name or plan.golden_id)}[/] ({plan.golden_id}): "
+                  f"{len(plan.golden_ids)} customer record(s), {len(plan.sources)} source record(s).", highlight=False)
+        for r in plan.receipts:
+            what = {"pending": "asked to erase" if r["targets"] else "rewritten", "manual": "manual",
+                    "failed": "cannot be reached now (asked again on its next run)"}[r["status"]]
+            out.print(f"  {r['connection']}/{r['stream']}: {what}" + (f" - {escape(r['detail'])}" if r["detail"] else ""),
+                      highlight=False)
+        out.print("Nothing was changed. Run again with --yes to erase.")
+        return
+    plan = erase(hub, who, actor=f"user:{by or 'cli'}", fan=fan_out)
+    rows = _receipt_rows(hub, plan.erasure_id)
+    if state.json:
+        _emit_json({"erasure": plan.erasure_id, "customer": plan.golden_id, "records": len(plan.sources),
+                    "deleted": plan.deleted, "receipts": rows})
+    else:
+        out.print(f"Erased {len(plan.golden_ids)} customer record(s) and {len(plan.sources)} source record(s) "
+                  f"(erasure {plan.erasure_id}).", highlight=False)
+        _print_receipts(rows)
+    if any(r["status"] == "failed" for r in rows):
+        _exit(exitcodes.FAILED)
+
+
+def _receipt_rows(hub: Any, erasure_id: int | None) -> list[dict[str, Any]]:
+    from synchub.privacy import erasures
+
+    found = [e for e in erasures(hub, limit=1000) if e["id"] == erasure_id]
+    return [{k: r[k] for k in ("id", "connection", "stream", "status", "detail", "attempts", "updated_at", "to_remove")}
+            for r in (found[0]["receipts"] if found else [])]
+
+
+def _print_receipts(rows: list[dict[str, Any]]) -> None:
+    colour = {"confirmed": "green", "requested": "green", "failed": "red", "manual": "yellow", "pending": "yellow"}
+    for r in rows:
+        out.print(f"  receipt {r['id']} {r['connection']}/{r['stream']}: [{colour.get(r['status'], 'white')}]{r['status']}[/]"
+                  + (f" - {escape(r['detail'])}" if r["detail"] else "")
+                  + (f": {escape(', '.join(r['to_remove']))} (then: synchub erasures done {r['id']})" if r.get("to_remove") else ""),
+                  highlight=False)
+
+
+erasures_app = typer.Typer(help="Erasures and their receipts per connection.", invoke_without_command=True)
+app.add_typer(erasures_app, name="erasures")
+
+
+@erasures_app.callback()
+def erasures_list(ctx: typer.Context, limit: int = typer.Option(50, help="How many erasures.")) -> None:
+    """Erasures, newest first, with each connection's receipt."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from synchub.privacy import erasures
+
+    rows = erasures(_hub(), limit)
+    if state.json:
+        _emit_json({"erasures": rows})
+        return
+    if not rows:
+        out.print("no erasures")
+    for e in rows:
+        out.print(f"erasure {e['id']} at {_ts(e['requested_at'])} by {escape(e['requested_by'])} ({escape(e['reason'])})",
+                  highlight=False)
+        _print_receipts(e["receipts"])
+
+
+@erasures_app.command("done")
+def erasures_done(receipt_id: int, by: str = typer.Option(None, "--by", envvar="USER")) -> None:
+    """Confirm that a manual receipt's records were removed at the source (the hub then forgets their ids)."""
+    from synchub.privacy import mark_done
+
+    mark_done(_hub(), receipt_id, actor=f"user:{by or 'cli'}")
+    if state.json:
+        _emit_json({"receipt": receipt_id, "status": "confirmed"})
+    else:
+        out.print(f"receipt {receipt_id} confirmed")
+
+
+@erasures_app.command("retry")
+def erasures_retry(connection: Optional[str] = typer.Option(None, help="Only this connection.")) -> None:  # noqa: UP045
+    """Ask the connections again about every erasure they have not confirmed (each run does too)."""
+    from synchub.privacy import fan_out
+
+    done = fan_out(_hub(), connection=connection)
+    if state.json:
+        _emit_json({"receipts": done})
+    else:
+        out.print(", ".join(f"{n} {k}" for k, n in sorted(done.items())) or "nothing to retry")
+    if done.get("failed"):
+        _exit(exitcodes.FAILED)
+
+
+retention_app = typer.Typer(help="Retention rules (privacy.retention in the config).", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("run")
+def retention_run(
+    rule: list[str] = typer.Argument(None, help="Rules to run (default: all)."),
+    apply: bool = typer.Option(False, "--apply", help="Erase/anonymise; without it only list whom each rule reaches."),
+    sample: int = typer.Option(20, help="How many customers to list per rule."),
+    by: str = typer.Option(None, "--by", envvar="USER"),
+) -> None:
+    """Who the retention rules reach (a dry run, audited), or with --apply, carry them out."""
+    from synchub.privacy import retention
+
+    hub = _hub()
+    names = rule or [r.name for r in hub.config.privacy.retention]
+    if not names:
+        raise ConfigError("no retention rules configured (privacy.retention)")
+    results = [retention(hub, n, apply=apply, actor=f"user:{by or 'cli'}") for n in names]
+    if state.json:
+        _emit_json({"rules": [{**r, "found": [c.__dict__ for c in r["found"]]} for r in results]})
+    else:
+        for r in results:
+            verb = {"erase": "erased", "anonymise": "anonymised"}.get(r["action"], "done")
+            head = f"{r['rule']}: {len(r['found'])} customer(s)"
+            out.print(head + (f", {len(r['done'])} {verb}, {len(r['failed'])} failed" if apply else
+                              f" would be {verb} (dry run; --apply to do it)"), highlight=False)
+            for c in r["found"][:sample]:
+                out.print(f"  {c.golden_id}  {escape(c.name)}  last activity {_ts(c.last_activity) or 'never'}", highlight=False)
+    if any(r["failed"] for r in results):
+        _exit(exitcodes.FAILED)
 
 
 @customers_app.command("split")

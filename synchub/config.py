@@ -93,6 +93,10 @@ class StreamConfig(_Strict):
     #: Outbound: only golden records matching this filter go to the stream (see
     #: :mod:`synchub.segment`); records that stop matching leave it (``OutRecord(op="leave")``).
     filter: dict[str, Any] | None = None
+    #: Inbound: the largest share of the stream's records one full listing or file snapshot may
+    #: delete (``defaults.max_delete_share`` when unset). More is refused unless confirmed with
+    #: ``synchub sync --confirm-deletions``: a truncated export must not empty the hub.
+    max_delete_share: float | None = Field(default=None, gt=0, le=1)
 
 
 class ConnectionConfig(_Strict):
@@ -153,6 +157,8 @@ class Defaults(_Strict):
     #: store has never seen, ``always``, or ``never`` (every stream batch by batch). ``synchub
     #: sync --bulk/--no-bulk`` overrides it for one run.
     bulk_load: Literal["auto", "always", "never"] = "auto"
+    #: See ``StreamConfig.max_delete_share``; deleting up to 3 records is always allowed.
+    max_delete_share: float = Field(default=0.2, gt=0, le=1)
 
 
 class ServeConfig(_Strict):
@@ -183,6 +189,39 @@ class WebConfig(_Strict):
     viewers_see_personal_data: bool = False
 
 
+class RetentionRule(_Strict):
+    """Customers the company may no longer keep (``synchub retention``): those matching
+    ``filter`` (the segment syntax of :mod:`synchub.segment`) that no source confirmed and no
+    interaction touched for ``inactive_days``. ``erase``: as ``customers erase``, fanned out to
+    every connection; ``anonymise``: the hub keeps a record without anything that identifies
+    the person (for counts and purchase figures) and the sources are left alone."""
+
+    name: str = Field(min_length=1, max_length=100)
+    entity: Literal["person"] = "person"
+    filter: dict[str, Any] | None = None
+    inactive_days: int = Field(ge=1)
+    action: Literal["erase", "anonymise"] = "erase"
+
+
+class PrivacyConfig(_Strict):
+    """Erasure and retention (issue 20)."""
+
+    #: Key of the suppression list's hashes (HMAC-SHA256) of erased e-mails and source ids:
+    #: without it nobody can tell from the store whom it suppresses. Required to erase; give it
+    #: as ``${SYNCHUB_PRIVACY_SALT}`` and keep it: a new salt forgets every erased person.
+    salt: SecretStr | None = None
+    retention: list[RetentionRule] = Field(default_factory=list)
+
+    @field_validator("salt")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            if len(v.get_secret_value()) < 16:
+                raise ValueError("privacy.salt must be at least 16 characters (a random secret)")
+            register_secret(v.get_secret_value())
+        return v
+
+
 class Config(_Strict):
     version: Literal[1] = 1
     store: str = "sqlite:///synchub.db"
@@ -190,6 +229,7 @@ class Config(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     match: dict[Literal["person", "company"], EntityMatchConfig] = Field(
         default_factory=lambda: {

@@ -182,6 +182,31 @@ class PlannedWrite:
 
 
 @dataclass
+class ErasureTarget:
+    """One person's record at a destination, to erase (``synchub customers erase``): what the hub
+    knows of it there. ``external_id`` is the destination's id (from a record this stream
+    delivered or a write's answer); ``emails`` are the person's addresses, for APIs that look a
+    person up by e-mail. At least one of the two is set."""
+
+    golden_id: str
+    external_id: str | None = None
+    emails: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ErasureResult:
+    """The destination's answer to one erasure. ``confirmed``: the destination says the data is
+    gone (or it never held it); ``requested``: it accepted a request it carries out later
+    (Shopify's customer data erasure); ``failed``: not done, ``detail`` says why; the hub asks
+    again on the connection's next run unless ``retryable`` is False (a person must act)."""
+
+    target: ErasureTarget
+    status: Literal["confirmed", "requested", "failed"]
+    detail: str | None = None
+    retryable: bool = True
+
+
+@dataclass
 class CheckResult:
     ok: bool
     lines: list[str] = field(default_factory=list)
@@ -224,6 +249,13 @@ class Stream:
         Yield one result per record (a rejected record is a result, not an exception)."""
         raise NotImplementedError(f"stream {self.name!r} cannot be written")
 
+    def erase(self, targets: list[ErasureTarget]) -> Iterator[ErasureResult]:
+        """Erase these people at the source/destination for good (a data-subject erasure, not an
+        archive): yield one result per target. Called by ``synchub customers erase`` after the
+        hub has forgotten them, and again for failed ones on the connection's next run, so it
+        must be safe to repeat (an id the destination no longer knows is ``confirmed``)."""
+        raise NotImplementedError(f"stream {self.name!r} cannot erase")
+
     def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
         """What :meth:`write` would do, without doing it (``--dry-run``). The default compares
         each record with ``previous``; streams with rules of their own (consent) override it."""
@@ -244,6 +276,10 @@ class Stream:
     @property
     def can_write(self) -> bool:
         return type(self).write is not Stream.write
+
+    @property
+    def can_erase(self) -> bool:
+        return type(self).erase is not Stream.erase
 
     def target_exists(self) -> bool:
         """For snapshot streams: False when the destination is gone and must be written again."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from synchub import bulk, quarantine
+from synchub import bulk, privacy, quarantine
 from synchub import store as st
 from synchub.apply import (
     StreamCounts,
@@ -54,7 +54,7 @@ from synchub.connector import (
     Stream,
     WriteResult,
 )
-from synchub.errors import ConfigError, QuotaExhausted, SynchubError
+from synchub.errors import ConfigError, FatalRunError, QuotaExhausted, SynchubError
 from synchub.golden import log_attention, rederive
 from synchub.http import HttpClientFactory
 from synchub.locks import RunLock, connection_lock
@@ -117,6 +117,10 @@ class AlreadyRunning(SynchubError):
     """The connection is being synced by another job or another worker sharing the store."""
 
 
+class DeletionsRefused(FatalRunError):
+    """A full listing or file snapshot would delete more than the stream's safety limit allows."""
+
+
 class Interrupted(SynchubError):
     """A stop was requested (SIGTERM): the run ended early after committing its batch."""
 
@@ -142,6 +146,8 @@ class Hub:
         self.on_run_finished: list[Callable[[RunSummary], None]] = []
         self.on_run_started: list[Callable[[str, str], None]] = []
         self._locks: dict[str, RunLock] = {}
+        #: ``synchub sync --confirm-deletions``: full listings may delete past ``max_delete_share``.
+        self.confirm_deletions = False
 
     # ----- building blocks --------------------------------------------------------------------
 
@@ -237,6 +243,16 @@ class Hub:
             finally:
                 self._locks.pop(name, None)
 
+    def _retry_erasures(self, name: str) -> None:
+        """Erasures this connection has not confirmed yet are asked again before its run."""
+        try:
+            done = privacy.fan_out(self, connection=name)
+        except Exception as exc:  # the run goes on; the receipts say what is still open
+            log.error("%s: erasures could not be sent again: %s", name, redact(describe_error(exc)))
+            return
+        if done:
+            log.info("%s: erasures sent again: %s", name, ", ".join(f"{n} {k}" for k, n in sorted(done.items())))
+
     def _check_lock(self, connection: str) -> None:
         """Before a commit: still holding the connection's run lock (:class:`LockLost` if not)."""
         lock = self._locks.get(connection)
@@ -253,6 +269,7 @@ class Hub:
         raised: BaseException | None = None
         http = dataclasses.replace(self.http, sessions=[])
         try:
+            self._retry_erasures(name)
             connector = self.connector(name, http)
             streams = connector.streams()
             for sname, stream in streams.items():
@@ -326,6 +343,7 @@ class Hub:
                 n += 1
             state = self.store.get_state(connection, stream_name) or {}
             if state.get("snapshot_hash") == digest.hexdigest() and stream.target_exists():
+                self._erased_from_export(connection, stream_name, stream, "current: it holds nobody erased")
                 return
             def snapshot() -> Iterator[OutRecord]:
                 self._check_lock(connection)
@@ -342,6 +360,7 @@ class Hub:
                 else:
                     counts.write_rejected += 1
             self.store.save_state(connection, stream_name, {"snapshot_hash": digest.hexdigest(), "records": n}, run_id)
+            self._erased_from_export(connection, stream_name, stream, "written again without them")
             return
         todo, pushed = self._outbound_todo(connection, stream_name, stream, mapping, selected)
         if not todo:
@@ -429,6 +448,15 @@ class Hub:
             commit()
         if held_back:
             raise Interrupted(f"stopped on request with {held_back} write(s) of {stream_name} left for the next run")
+
+    def _erased_from_export(self, connection: str, stream_name: str, stream: Stream, how: str) -> None:
+        """The export now holds the hub's current records: erasures waiting for it are done."""
+        with self.store.begin() as conn:
+            n = st.confirm_snapshot_receipts(conn, connection, stream_name,
+                                             f"{stream.describe_target() or 'export'} {how} ({utcnow():%Y-%m-%d %H:%M} UTC)",
+                                             utcnow())
+        if n:
+            log.info("%s/%s: %d erasure(s) carried out in the export", connection, stream_name, n)
 
     def check(self, connection: str) -> CheckResult:
         """``synchub check``: the connector's own check, then (if it passed) its warnings about
@@ -548,10 +576,11 @@ class Hub:
         rejects: list[dict[str, Any]] = []
         preparer = Preparer(mapping, stream, None if mapping.timeline_only else list(self.config.match_config(mapping.entity).keys),
                             self.config.defaults.phone_region, utcnow())
+        suppressor = privacy.Suppressor(self, connection, stream_name, mapping.owner_stream if mapping.timeline_only else None)
 
         def flush() -> None:
             nonlocal loading, batch_size
-            self._flush(connection, stream_name, mapping, preparer, pending, rejects, run_id, counts, loading)
+            self._flush(connection, stream_name, mapping, preparer, pending, rejects, run_id, counts, loading, suppressor)
             pending.clear()
             rejects.clear()
             if isinstance(loading, bulk.BulkState) and loading.held() > bulk.HOLD_MAX:
@@ -661,7 +690,7 @@ class Hub:
 
     def _flush(self, connection: str, stream: str, mapping: Mapping, preparer: Preparer, items: list[Record],
                rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts,
-               loading: bulk.BulkState | bool | None = None) -> None:
+               loading: bulk.BulkState | bool | None = None, suppressor: privacy.Suppressor | None = None) -> None:
         """Commit one batch: its rejects, then its records. Records of a timeline-only stream
         (orders) replace the entries the hub held for them, on their owner's timeline, and the
         owners' purchase summaries are derived again."""
@@ -676,6 +705,13 @@ class Hub:
         if b & (b - 1) == 0 or b % ANALYZE_EVERY == 0:  # batches 1, 2, 4, 8, ... then every 50
             self.store.analyze()
         with self.store.begin() as conn:
+            if suppressor is not None:
+                # Checked in the transaction that stores them: an erasure committed before it
+                # keeps the person out (erasures also hold every connection's run lock).
+                pending, left_out = suppressor.filter(conn, pending)
+                if left_out:
+                    counts.suppressed += left_out
+                    log.info("%s/%s: %d records of erased people not stored", connection, stream, left_out)
             if rejects:
                 st.insert_rejects(conn, rejects)
                 counts.rejected += len(rejects)
@@ -710,14 +746,17 @@ class Hub:
         actor = f"run:{run_id}"
         with self.store.begin() as conn:
             if mapping.timeline_only:
-                gone_rows = [r for r in st.timeline_entries(conn, connection, stream) if r.record_id not in item.ids]
+                entries = st.timeline_entries(conn, connection, stream)
+                gone_rows = [r for r in entries if r.record_id not in item.ids]
                 gone = sorted({r.record_id for r in gone_rows})
+                self._deletion_limit(connection, stream, len(gone), len({r.record_id for r in entries}))
                 st.delete_interactions(conn, connection, stream, gone)
                 touched = {r.golden_id for r in gone_rows if r.golden_id}
             else:
                 gone_src = [r for r in st.live_source_records(conn, connection, stream, item.as_of)
                             if r.source_id not in item.ids]
                 gone = [r.source_id for r in gone_src]
+                self._deletion_limit(connection, stream, len(gone), st.count_live_source_records(conn, connection, stream))
                 # An opt-out outlives the record: it is the evidence that this person must not be
                 # contacted, and erasing it could let an older opt-in elsewhere win.
                 st.tombstone_source_records(conn, [r.id for r in gone_src], opt_outs_only, now)
@@ -731,6 +770,21 @@ class Hub:
                 log.info("%s/%s: %d records are gone from the source", connection, stream, len(gone))
                 counts.deleted += len(gone)
                 self._rederive_any(conn, touched, actor, run_id)
+
+    def _deletion_limit(self, connection: str, stream: str, gone: int, held: int) -> None:
+        """Refuse to delete more than the stream's ``max_delete_share`` of what the hub holds of it
+        in one listing (at least 3 may always go), unless this run was told to: an export cut
+        short or an empty listing must not empty the hub. Raised before anything is deleted and
+        before the stream's cursor moves, so the next run sees the same listing again."""
+        if self.confirm_deletions or gone <= 3:
+            return
+        scfg = self.config.connections[connection].streams.get(stream)
+        share = (scfg.max_delete_share if scfg is not None else None) or self.config.defaults.max_delete_share
+        if gone > share * held:
+            raise DeletionsRefused(
+                f"{connection}/{stream}: the source no longer lists {gone} of the {held} records the hub holds "
+                f"({gone / max(held, 1):.0%}), more than max_delete_share {share:.0%}; nothing was deleted. "
+                f"If that is right, run again with: synchub sync {connection} --confirm-deletions")
 
     def _rederive_any(self, conn: sa.Connection, golden_ids: set[str], actor: str, run_id: int) -> None:
         """Derive golden records of any kind again (after their timeline changed)."""

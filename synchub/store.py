@@ -411,6 +411,52 @@ class LoginFailure(SQLModel, table=True):
     at: datetime = _ts(index=True)
 
 
+class Suppression(SQLModel, table=True):
+    """An identifier of an erased person (issue 20), as a salted hash (HMAC-SHA256 with the
+    configured ``privacy.salt``): a record that carries one is not stored again, so no source
+    re-creates the person. ``key_type``: ``email`` or ``source`` (connection/stream/source id)."""
+
+    __tablename__ = "suppression"
+    digest: str = Field(primary_key=True, max_length=64)
+    key_type: str = Field(max_length=16)
+    erasure_id: int | None = None
+    created_at: datetime = _ts()
+
+
+class Erasure(SQLModel, table=True):
+    """One erasure of a person: who asked, when, and a non-reversible reference to the
+    customer (HMAC of its id), so the audit can prove it happened without naming them."""
+
+    __tablename__ = "erasure"
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(max_length=64, index=True)
+    requested_by: str = Field(max_length=200)
+    requested_at: datetime = _ts()
+    #: erase (a person's request) | retention:<rule>
+    reason: str = Field(default="erase", max_length=200)
+
+
+class ErasureReceipt(SQLModel, table=True):
+    """What one connection (stream) was asked to erase and what it answered: ``requested``,
+    ``confirmed``, ``failed`` (retried on the connection's next run while ``retryable``),
+    ``pending`` (not asked yet, or a file export until its next write), ``manual`` (a source
+    the hub cannot change, e.g. an import file: someone must remove the rows named in
+    ``detail``). ``targets`` holds the destination's ids/e-mails only until it answered."""
+
+    __tablename__ = "erasure_receipt"
+    __table_args__ = (sa.Index("ix_erasure_receipt_open", "connection", "status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    erasure_id: int = Field(index=True)
+    connection: str = Field(max_length=100)
+    stream: str = Field(max_length=100)
+    status: str = Field(max_length=16)
+    detail: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    retryable: bool = Field(default=True)
+    targets: list[dict[str, Any]] | None = Field(default=None, sa_column=sa.Column(JSONOrNull, nullable=True))
+    attempts: int = Field(default=0)
+    updated_at: datetime = _ts()
+
+
 T = SQLModel.metadata.tables
 golden_t = T["golden_record"]
 source_t = T["source_record"]
@@ -432,6 +478,9 @@ token_t = T["api_token"]
 session_t = T["web_session"]
 login_failure_t = T["login_failure"]
 override_t = T["field_override"]
+suppression_t = T["suppression"]
+erasure_t = T["erasure"]
+receipt_t = T["erasure_receipt"]
 #: What the sync needs to know of a stored source record (:func:`lookup_source_records`).
 _SOURCE_REF = (source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source_t.c.content_hash, source_t.c.deleted,
                source_t.c.raw_hash)
@@ -1049,6 +1098,12 @@ def count_source_records(conn: sa.Connection, connection: str, stream: str, *, l
     return _count_upto(conn, sa.select(source_t.c.id).where(source_t.c.connection == connection, source_t.c.stream == stream), limit)
 
 
+def count_live_source_records(conn: sa.Connection, connection: str, stream: str) -> int:
+    """How many records of one stream the hub holds as present at the source."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(source_t).where(
+        source_t.c.connection == connection, source_t.c.stream == stream, source_t.c.deleted.is_(False))).scalar_one())
+
+
 def count_golden(conn: sa.Connection, kind: str, *, limit: int) -> int:
     """How many golden records of ``kind`` the store holds (any status), counting no further than ``limit``."""
     return _count_upto(conn, sa.select(golden_t.c.id).where(golden_t.c.kind == kind), limit)
@@ -1604,16 +1659,22 @@ def search_terms(text: str, phone_region: str | None) -> list[list[str]]:
 # ----- one person's data (access and portability export) ----------------------------------------
 
 
+def person_ids(conn: sa.Connection, golden_id: str) -> set[str]:
+    """The customer's golden id and those of every record merged into it (and into those)."""
+    ids = {golden_id}
+    frontier = {golden_id}
+    while frontier:
+        merged = {r.id for r in conn.execute(sa.select(golden_t.c.id).where(golden_t.c.merged_into.in_(frontier)))}
+        frontier = merged - ids
+        ids |= merged
+    return ids
+
+
 def person_rows(conn: sa.Connection, golden_id: str) -> dict[str, list[dict[str, Any]]]:
     """Every row the hub holds about one customer and the records merged into it: golden
     records, source records, timeline entries, conflicts, audit entries, admin decisions and
     picked values, and what was written to each destination."""
-    ids = {golden_id}
-    frontier = {golden_id}
-    while frontier:  # records merged into it, and into those
-        merged = {r.id for r in conn.execute(sa.select(golden_t.c.id).where(golden_t.c.merged_into.in_(frontier)))}
-        frontier = merged - ids
-        ids |= merged
+    ids = person_ids(conn, golden_id)
 
     def rows(table: sa.Table, *conds: Any, order: Any = None) -> list[dict[str, Any]]:
         q = sa.select(table).where(sa.or_(*conds))
@@ -1634,6 +1695,133 @@ def person_rows(conn: sa.Connection, golden_id: str) -> dict[str, list[dict[str,
         "picked_values": rows(override_t, override_t.c.golden_id.in_(chunked), order=override_t.c.id),
         "written_to_destinations": rows(outbound_t, outbound_t.c.golden_id.in_(chunked), order=outbound_t.c.connection),
     }
+
+
+def erase_rows(conn: sa.Connection, ids: set[str], emails: Iterable[str]) -> dict[str, int]:
+    """Delete every row about the golden records ``ids`` (a customer and those merged into it):
+    what :func:`person_rows` finds, plus their identity and blocking keys, quarantined values and
+    rejected rows of their source records (and rejected rows whose raw text holds one of
+    ``emails``), queued derivations. Returns the rows deleted per table."""
+    chunked = sorted(ids)
+    srcs = list(conn.execute(sa.select(source_t.c.id, source_t.c.connection, source_t.c.stream, source_t.c.source_id)
+                             .where(source_t.c.golden_id.in_(chunked))))
+    by_stream: dict[tuple[str, str], list[str]] = {}
+    for r in srcs:
+        by_stream.setdefault((r.connection, r.stream), []).append(r.source_id)
+    done: dict[str, int] = {}
+
+    def delete(table: sa.Table, *conds: Any) -> None:
+        n = conn.execute(table.delete().where(sa.or_(*conds))).rowcount or 0
+        done[table.name] = done.get(table.name, 0) + n
+
+    for (connection, stream), sids in by_stream.items():
+        for part in _chunks(sids):
+            for table in (quarantined_t, rejected_t):
+                delete(table, sa.and_(table.c.connection == connection, table.c.stream == stream,
+                                      table.c.source_id.in_(part)))
+            # Timeline entries owned by these records that the hub has not attached to them yet.
+            delete(interaction_t, sa.and_(interaction_t.c.connection == connection, interaction_t.c.owner_stream == stream,
+                                          interaction_t.c.owner_id.in_(part)))
+    for email in {e.strip().lower() for e in emails if e and "@" in e}:
+        delete(rejected_t, sa.func.lower(rejected_t.c.raw).like(f"%{_escape_like(email)}%", escape="\\"))
+    delete(key_t, key_t.c.golden_id.in_(chunked))
+    delete(match_key_t, match_key_t.c.golden_id.in_(chunked))
+    delete(interaction_t, interaction_t.c.golden_id.in_(chunked))
+    delete(conflict_t, conflict_t.c.golden_id.in_(chunked), conflict_t.c.other_golden_id.in_(chunked))
+    delete(decision_t, decision_t.c.golden_a.in_(chunked), decision_t.c.golden_b.in_(chunked))
+    delete(override_t, override_t.c.golden_id.in_(chunked))
+    delete(derive_queue_t, derive_queue_t.c.golden_id.in_(chunked))
+    delete(outbound_t, outbound_t.c.golden_id.in_(chunked))
+    delete(audit_t, audit_t.c.golden_id.in_(chunked))
+    delete(source_t, source_t.c.golden_id.in_(chunked))
+    delete(golden_t, golden_t.c.id.in_(chunked))
+    return {k: v for k, v in done.items() if v}
+
+
+def last_activity(conn: sa.Connection, kind: str) -> dict[str, datetime]:
+    """Per golden record of ``kind``: when a source last delivered a change of one of its live
+    records, or its latest timeline entry, whichever is later."""
+    out: dict[str, datetime] = {}
+    q1 = (sa.select(source_t.c.golden_id, sa.func.max(source_t.c.observed_at))
+          .where(source_t.c.kind == kind, source_t.c.deleted.is_(False)).group_by(source_t.c.golden_id))
+    q2 = (sa.select(interaction_t.c.golden_id, sa.func.max(interaction_t.c.occurred_at))
+          .where(interaction_t.c.golden_id.is_not(None)).group_by(interaction_t.c.golden_id))
+    for q in (q1, q2):
+        for gid, moment in conn.execute(q):
+            if moment is None:
+                continue
+            if isinstance(moment, str):  # SQLite's max() of a text column loses the type
+                moment = datetime.fromisoformat(moment)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            if gid not in out or moment > out[gid]:
+                out[gid] = moment
+    return out
+
+
+def insert_suppressions(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Add digests to the suppression list; ones already on it stay as they are."""
+    known = {r[0] for r in conn.execute(sa.select(suppression_t.c.digest).where(
+        suppression_t.c.digest.in_([r["digest"] for r in rows])))} if rows else set()
+    fresh = {r["digest"]: r for r in rows if r["digest"] not in known}
+    if fresh:
+        conn.execute(suppression_t.insert(), list(fresh.values()))
+
+
+def suppressed(conn: sa.Connection, digests: Iterable[str]) -> set[str]:
+    """Which of ``digests`` are on the suppression list."""
+    wanted = list(dict.fromkeys(digests))
+    out: set[str] = set()
+    for part in _chunks(wanted):
+        out.update(r[0] for r in conn.execute(sa.select(suppression_t.c.digest).where(suppression_t.c.digest.in_(part))))
+    return out
+
+
+def insert_erasure(conn: sa.Connection, ref: str, requested_by: str, reason: str, now: datetime) -> int:
+    return int(conn.execute(erasure_t.insert().values(
+        ref=ref, requested_by=requested_by[:200], reason=reason[:200], requested_at=now)).inserted_primary_key[0])
+
+
+def insert_receipts(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(receipt_t.insert(), rows)
+
+
+def open_receipts(conn: sa.Connection, connection: str | None = None, erasure_id: int | None = None) -> list[sa.Row[Any]]:
+    """Receipts still to ask about: pending ones, and failed ones that may be retried."""
+    cond = [sa.or_(receipt_t.c.status == "pending", sa.and_(receipt_t.c.status == "failed", receipt_t.c.retryable.is_(True)))]
+    if connection is not None:
+        cond.append(receipt_t.c.connection == connection)
+    if erasure_id is not None:
+        cond.append(receipt_t.c.erasure_id == erasure_id)
+    return list(conn.execute(sa.select(receipt_t).where(*cond).order_by(receipt_t.c.id)))
+
+
+def update_receipt(conn: sa.Connection, receipt_id: int, now: datetime, **values: Any) -> None:
+    conn.execute(receipt_t.update().where(receipt_t.c.id == receipt_id).values(updated_at=now, **values))
+
+
+def confirm_snapshot_receipts(conn: sa.Connection, connection: str, stream: str, detail: str, now: datetime) -> int:
+    """A file export was written (or found current) without the erased people: its receipts are done."""
+    return int(conn.execute(receipt_t.update().where(
+        receipt_t.c.connection == connection, receipt_t.c.stream == stream, receipt_t.c.status == "pending").values(
+        status="confirmed", detail=detail, targets=None, updated_at=now, attempts=receipt_t.c.attempts + 1)).rowcount or 0)
+
+
+def erasure_rows(conn: sa.Connection, limit: int = 100, erasure_id: int | None = None) -> list[dict[str, Any]]:
+    """Erasures, newest first, each with its receipts."""
+    q = sa.select(erasure_t).order_by(erasure_t.c.id.desc()).limit(limit)
+    if erasure_id is not None:
+        q = q.where(erasure_t.c.id == erasure_id)
+    out = [dict(r._mapping) for r in conn.execute(q)]
+    receipts: dict[int, list[dict[str, Any]]] = {}
+    if out:
+        for r in conn.execute(sa.select(receipt_t).where(receipt_t.c.erasure_id.in_([e["id"] for e in out]))
+                              .order_by(receipt_t.c.id)):
+            receipts.setdefault(r.erasure_id, []).append(dict(r._mapping))
+    for e in out:
+        e["receipts"] = receipts.get(e["id"], [])
+    return out
 
 
 # ----- accounts (web console, REST API) --------------------------------------------------------
