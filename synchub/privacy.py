@@ -485,7 +485,10 @@ def retention_candidates(hub: Hub, rule_name: str, *, now: datetime | None = Non
         if seen is not None and seen >= cutoff:
             continue
         if selected(rec["data"]):
-            out.append(RetentionCandidate(rec["id"], rec["display_name"], seen))
+            out.append(RetentionCandidate(rec["id"], "", seen))
+    names = hub.store.display_names(c.golden_id for c in out)
+    for c in out:
+        c.name = names.get(c.golden_id, "")
     return out
 
 

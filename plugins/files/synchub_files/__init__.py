@@ -45,14 +45,16 @@ from synchub.connector import (
     ConnectorSettings,
     OutRecord,
     ReadItem,
+    Reconcile,
     Record,
     Rejected,
     Stream,
     StreamSettings,
     WriteResult,
 )
-from synchub.errors import FatalRunError
+from synchub.errors import FatalRunError, RecordError
 from synchub.plugins import hookimpl
+from synchub.prepare import primary_key
 from synchub_files.csvio import (
     EXCEL_DE,
     CsvEncodeError,
@@ -117,6 +119,9 @@ class FileStreamSettings(StreamSettings):
     stable_seconds: float = Field(
         default=0, ge=0, description="Leave files modified less than this long ago for the next run.")
     archive: str | None = Field(default=None, description="After a file's rows are committed, move it into this folder.")
+    snapshot: bool = Field(
+        default=False, description="Each file is a full export of the stream: a record the hub holds that a newer "
+                                   "file lacks was deleted at the source (within max_delete_share).")
     # outbound
     file: str | None = Field(default=None, description="File to write, relative to path.")
     dialect: Literal["default", "excel-de", "excel-de-cp1252"] = "default"
@@ -171,6 +176,22 @@ class FileStreamSettings(StreamSettings):
         )
 
 
+class _Listing:
+    """The primary keys of one snapshot file, for the hub to tell which records it lacks."""
+
+    def __init__(self, as_of: datetime):
+        self.as_of = as_of
+        self.ids: set[str] = set()
+        self.unreadable = 0
+
+    def reconcile(self, path: str, log: Any) -> Iterator[ReadItem]:
+        if self.unreadable:
+            # A row the hub could not read may be a record it holds: no deletions from this file.
+            log.warning("%s: %d unreadable row(s); no deletions are taken from this snapshot", path, self.unreadable)
+            return
+        yield Reconcile(ids=self.ids, as_of=self.as_of)
+
+
 class CsvReadStream(Stream):
     """Reads rows of every file matching the pattern, once per file version."""
 
@@ -219,7 +240,10 @@ class CsvReadStream(Stream):
                     version["sha256"] = digest
                     if not (prev and prev.get("sha256") == digest):  # else touched, not changed
                         observed = datetime.fromtimestamp(info.mtime, tz=timezone.utc)
-                        yield from self._rows(fh, info.path, observed)
+                        listing = _Listing(datetime.now(timezone.utc)) if self.settings.snapshot else None
+                        yield from self._rows(fh, info.path, observed, listing)
+                        if listing is not None:
+                            yield from listing.reconcile(info.path, self.log)
             except FileChanged as exc:
                 self.log.info("leaving %s for the next run: %s", info.path, exc)
                 continue
@@ -283,7 +307,7 @@ class CsvReadStream(Stream):
         else:
             self.log.info("archived %s to %s", path, dest)
 
-    def _rows(self, fh: Any, path: str, observed: datetime) -> Iterator[ReadItem]:
+    def _rows(self, fh: Any, path: str, observed: datetime, listing: _Listing | None = None) -> Iterator[ReadItem]:
         """The rows of one file (``fh``: seekable, at offset 0).
 
         Unless the stream sets ``encoding``, a first pass decides it from the whole file, so one
@@ -313,6 +337,8 @@ class CsvReadStream(Stream):
                                  check_utf8_lookalikes=lookalikes):
                 ref = f"{path}:{row.line}"
                 if isinstance(row, CsvRowError):
+                    if listing is not None:
+                        listing.unreadable += 1
                     yield Rejected(ref=ref, reason=row.reason, raw=row.raw)
                     continue
                 if len(pk) == 1:
@@ -320,6 +346,11 @@ class CsvReadStream(Stream):
                 else:  # joined as the engine joins it: exactly the rows that would overwrite each other
                     parts = [row.values.get(f) for f in pk]
                     key = "|".join(parts) if all(parts) else None  # type: ignore[arg-type]
+                if listing is not None:
+                    try:  # the id the hub keeps the record under
+                        listing.ids.add(primary_key(row.values, pk))
+                    except RecordError:
+                        pass
                 if key:  # an empty key is the engine's to reject
                     first = firsts.first(key, row.line)
                     if first is not None:
@@ -329,6 +360,8 @@ class CsvReadStream(Stream):
                         continue
                 yield Record(row.values, ref=ref, observed_at=observed)
         except CsvFileError as exc:
+            if listing is not None:
+                listing.unreadable += 1
             yield Rejected(ref=path, reason=str(exc))
 
     def header_problems(self, reads: list[tuple[str, str]]) -> list[str]:

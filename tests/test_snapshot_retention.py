@@ -1,0 +1,200 @@
+"""Deletions that files cannot announce (a files stream declared a snapshot, with the safety
+limit) and retention rules (dry run, erase, anonymise), issue 20. On both stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from synchub import privacy
+from synchub import store as st
+from synchub.engine import Hub
+from tests.helpers import content_snapshot, hub_for, write_people_mapping
+
+SALT = "retention-test-salt-0123456789"
+
+
+def _rows(n: int, skip: tuple[int, ...] = ()) -> str:
+    lines = ["id;email;first;last"]
+    lines += [f"P{i:03d};p{i}@example.org;Vorname{i};Nachname{i}" for i in range(1, n + 1) if i not in skip]
+    return "\n".join(lines) + "\n"
+
+
+def _config(tmp: Path, store_url: str, stream_extra: str = "", extra: str = "") -> Path:
+    write_people_mapping(tmp / "mappings")
+    (tmp / "data").mkdir(exist_ok=True)
+    cfg = tmp / "synchub.yaml"
+    cfg.write_text(
+        f"store: '{store_url}'\nmappings_dir: [mappings]\n"
+        "match:\n  person: {keys: [email], fuzzy: false}\n"
+        "connections:\n  crm:\n    connector: files\n    settings: {path: data}\n    streams:\n"
+        "      people:\n        mapping: people\n"
+        f"        settings: {{pattern: 'people*.csv', primary_key: id, snapshot: true}}\n{stream_extra}"
+        f"privacy:\n  salt: '{SALT}'\n{extra}", encoding="utf-8")
+    return cfg
+
+
+@pytest.fixture
+def snap(tmp_path: Path, store_url: str) -> Iterator[tuple[Hub, Path]]:
+    hub = hub_for(_config(tmp_path, store_url))
+    (tmp_path / "data" / "people.csv").write_text(_rows(20), encoding="utf-8")
+    hub.sync()
+    yield hub, tmp_path / "data" / "people.csv"
+    hub.store.dispose()
+
+
+def _active(hub: Hub) -> int:
+    return hub.store.counts()["golden_active"]
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def test_a_record_missing_from_a_newer_snapshot_is_deleted_in_the_hub(snap: tuple[Hub, Path]) -> None:
+    hub, path = snap
+    assert _active(hub) == 20
+    _write(path, _rows(20, skip=(5, 6)))
+    run = hub.sync()[0]
+    assert run.status == "succeeded" and run.streams["people"].deleted == 2
+    assert _active(hub) == 18
+    assert not hub.store.search_golden("p5@example.org")
+    with hub.store.engine.connect() as conn:
+        audit = conn.execute(sa.select(st.audit_t.c.details).where(st.audit_t.c.action == "source_deleted")).scalars().all()
+    assert sorted(d["source_id"] for d in audit) == ["P005", "P006"]
+    # Back in the next export: back in the hub.
+    _write(path, _rows(20))
+    hub.sync()
+    assert _active(hub) == 20
+
+
+def test_a_snapshot_that_would_delete_too_much_is_refused_until_confirmed(snap: tuple[Hub, Path]) -> None:
+    hub, path = snap
+    before = content_snapshot(hub.store)
+    _write(path, _rows(3))  # an export cut short: 17 of 20 missing (85 %, over the default 20 %)
+    run = hub.sync()[0]
+    assert run.status == "failed"
+    assert "17 of the 20" in (run.error or "") and "--confirm-deletions" in (run.error or "")
+    assert _active(hub) == 20
+    assert content_snapshot(hub.store) == before
+    # The file stays unread: the next run refuses again rather than forgetting the listing.
+    assert hub.sync()[0].status == "failed"
+    hub.confirm_deletions = True
+    run = hub.sync()[0]
+    assert run.status == "succeeded" and run.streams["people"].deleted == 17
+    assert _active(hub) == 3
+
+
+def test_a_few_deletions_always_pass_and_the_share_is_configurable(tmp_path: Path, store_url: str) -> None:
+    hub = hub_for(_config(tmp_path, store_url, stream_extra="        max_delete_share: 0.5\n"))
+    path = tmp_path / "data" / "people.csv"
+    _write(path, _rows(20))
+    hub.sync()
+    _write(path, _rows(20, skip=tuple(range(1, 10))))  # 9 of 20 (45 %): under 50 %
+    assert hub.sync()[0].status == "succeeded"
+    assert _active(hub) == 11
+    _write(path, _rows(20, skip=tuple(range(1, 14))))  # 3 more: always allowed
+    assert hub.sync()[0].status == "succeeded"
+    assert _active(hub) == 7
+    hub.store.dispose()
+
+
+def test_a_snapshot_with_an_unreadable_row_deletes_nothing(snap: tuple[Hub, Path]) -> None:
+    hub, path = snap
+    text = _rows(20, skip=(7,)).replace("P010;p10@example.org;Vorname10;Nachname10", 'P010;"p10@example.org;broken')
+    _write(path, text)
+    run = hub.sync()[0]
+    assert run.streams["people"].deleted == 0 and run.streams["people"].rejected >= 1
+    assert _active(hub) == 20
+
+
+def test_without_snapshot_a_missing_row_stays(tmp_path: Path, store_url: str) -> None:
+    cfg = _config(tmp_path, store_url)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(", snapshot: true", ""), encoding="utf-8")
+    hub = hub_for(cfg)
+    path = tmp_path / "data" / "people.csv"
+    _write(path, _rows(5))
+    hub.sync()
+    _write(path, _rows(5, skip=(2,)))
+    assert hub.sync()[0].streams["people"].deleted == 0
+    assert _active(hub) == 5
+    hub.store.dispose()
+
+
+# ----- retention ---------------------------------------------------------------------------------
+
+RULES = """\
+  retention:
+    - name: stale-leads
+      filter: {last_name: {in: [Nachname1, Nachname2, Nachname3]}}
+      inactive_days: 365
+    - name: anonymise-old
+      filter: {last_name: Nachname4}
+      inactive_days: 365
+      action: anonymise
+"""
+
+
+@pytest.fixture
+def kept(tmp_path: Path, store_url: str) -> Iterator[Hub]:
+    hub = hub_for(_config(tmp_path, store_url, extra=RULES))
+    _write(tmp_path / "data" / "people.csv", _rows(6))
+    hub.sync()
+    # P001, P002 and P004 last changed at the source two years ago; P003 yesterday.
+    with hub.store.begin() as conn:
+        old = st.utcnow() - timedelta(days=730)
+        conn.execute(st.source_t.update().where(st.source_t.c.source_id.in_(["P001", "P002", "P004"]))
+                     .values(observed_at=old))
+    yield hub
+    hub.store.dispose()
+
+
+def test_retention_dry_run_lists_and_changes_nothing_but_the_audit(kept: Hub) -> None:
+    before = content_snapshot(kept.store)
+    result = privacy.retention(kept, "stale-leads", apply=False, actor="user:test")
+    assert sorted(c.name for c in result["found"]) == ["Vorname1 Nachname1", "Vorname2 Nachname2"]
+    assert all(c.last_activity is not None and c.last_activity < st.utcnow() - timedelta(days=365) for c in result["found"])
+    assert result["done"] == []
+    assert _active(kept) == 6
+    with kept.store.engine.connect() as conn:
+        audit = conn.execute(sa.select(st.audit_t.c.details).where(st.audit_t.c.action == "retention_dry_run")).scalars().all()
+    assert audit == [{"rule": "stale-leads", "found": 2, "done": 0, "failed": 0}]
+    assert [r for r in content_snapshot(kept.store) if "retention" not in r] == [r for r in before if "retention" not in r]
+
+
+def test_retention_run_erases_and_suppresses(kept: Hub) -> None:
+    result = privacy.retention(kept, "stale-leads", apply=True, actor="user:test")
+    assert len(result["done"]) == 2
+    assert _active(kept) == 4
+    assert not kept.store.search_golden("Nachname1") and kept.store.search_golden("Nachname3")
+    reasons = [e["reason"] for e in privacy.erasures(kept)]
+    assert reasons == ["retention:stale-leads", "retention:stale-leads"]
+    # The file still holds them; read again, they stay out.
+    with kept.store.begin() as conn:
+        conn.execute(st.state_t.delete())
+    run = kept.sync()[0]
+    assert run.streams["people"].suppressed == 2
+    assert _active(kept) == 4
+    # Nobody else is reached by a second run.
+    assert privacy.retention(kept, "stale-leads", apply=True, actor="user:test")["found"] == []
+
+
+def test_anonymise_keeps_a_record_without_identity(kept: Hub) -> None:
+    result = privacy.retention(kept, "anonymise-old", apply=True, actor="user:test")
+    assert len(result["done"]) == 1
+    with kept.store.engine.connect() as conn:
+        anon = conn.execute(sa.select(st.golden_t).where(st.golden_t.c.status == "anonymised")).one()
+        text = " ".join(str(v) for r in conn.execute(sa.select(st.golden_t, )) for v in r).lower()
+    assert anon.display_name == "" and "emails" not in anon.data and "last_name" not in anon.data
+    assert "nachname4" not in text and "p4@example.org" not in text
+    assert _active(kept) == 5
+    assert not kept.store.search_golden("Nachname4")
+
+
+def test_retention_names_an_unknown_rule(kept: Hub) -> None:
+    with pytest.raises(privacy.ConfigError, match="stale-leads"):
+        privacy.retention(kept, "nope", apply=False, actor="user:test")
