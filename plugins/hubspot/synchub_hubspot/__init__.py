@@ -24,10 +24,16 @@ Writing sends only the properties that changed since the last write, 100 inputs 
 for contacts) otherwise, ``batch/create`` as the last resort. Empty values never clear a HubSpot
 property unless it is listed in ``clear_properties``. A 207 multi-status rejects the failed inputs
 one by one; a batch refused as a whole (400) is split until the bad inputs are found.
+
+Erasing (contacts only) sends ``POST /crm/v3/objects/contacts/gdpr-delete`` per person: by the
+HubSpot id when the hub knows it, otherwise (and when HubSpot no longer knows that id) by each of
+the person's e-mail addresses (``idProperty: email``). HubSpot answers 204 for an address it does
+not hold too, and blocklists it, so the person cannot come back through a form or an import.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -42,6 +48,8 @@ from synchub.connector import (
     CheckResult,
     Connector,
     ConnectorSettings,
+    ErasureResult,
+    ErasureTarget,
     OutRecord,
     ReadItem,
     Record,
@@ -50,7 +58,7 @@ from synchub.connector import (
     StreamSettings,
     WriteResult,
 )
-from synchub.errors import AuthError, FatalRunError, RetryableError
+from synchub.errors import AuthError, FatalRunError, QuotaExhausted, RetryableError
 from synchub.http import (
     ApiSession,
     HubSpotPolicy,
@@ -83,6 +91,8 @@ DEFAULT_PROPERTIES = {
 }
 #: Read always: the cursor, and the ids a merge retired.
 SYSTEM_PROPERTIES = ("hs_object_id", "hs_merged_object_ids")
+#: The scope a GDPR delete of contacts needs.
+ERASE_SCOPE = "crm.objects.contacts.write"
 
 
 def now_ms() -> int:
@@ -228,6 +238,16 @@ def _is_empty(value: Any) -> bool:
 def _filter(prop: str, operator: str, value: Any) -> dict[str, Any]:
     """One search filter."""
     return {"propertyName": prop, "operator": operator, "value": str(value)}
+
+
+def _scrub(text: str, target: ErasureTarget) -> str:
+    """An erasure's detail is kept after the person's data is gone: never their addresses (an
+    error body may quote one), never a secret."""
+    text = redact(text)
+    for email in target.emails:
+        if email and email.strip():
+            text = re.sub(re.escape(email.strip()), "<e-mail>", text, flags=re.IGNORECASE)
+    return text[:1000]
 
 
 # --------------------------------------------------------------------------- the stream
@@ -605,6 +625,80 @@ class ObjectStream(Stream):
             # In the batch but neither in the results nor named by an error.
             why = unnamed[0] if unnamed else "no result for this input in HubSpot's response"
             yield WriteResult(rec.golden_id, ok=False, external_id=rec.external_id, error=f"HubSpot: {why}")
+
+    # ----- erasing ---------------------------------------------------------------------------
+
+    @property
+    def can_erase(self) -> bool:
+        # A data-subject erasure is about people: companies are not erased.
+        return self.object == "contacts"
+
+    def erase(self, targets: list[ErasureTarget]) -> Iterator[ErasureResult]:
+        """GDPR-delete each person's contact: by id, else (or when HubSpot does not know the id)
+        by each e-mail. One result per target; a failure stays with its target. After the
+        credentials were refused or the daily quota is spent, the remaining targets fail
+        without sending anything (retried on the next run)."""
+        if not self.can_erase:
+            raise NotImplementedError(f"stream {self.name!r} ({self.object}) cannot erase: only contacts are erased")
+        stopped: str | None = None
+        for target in targets:
+            if stopped is not None:
+                yield ErasureResult(target, "failed", stopped, retryable=True)
+                continue
+            try:
+                yield self._erase_one(target)
+            except AuthError as exc:
+                stopped = _scrub(f"HubSpot refused the credentials ({exc}); erasing contacts needs a token "
+                                 f"with scope {ERASE_SCOPE}", target)
+                yield ErasureResult(target, "failed", stopped, retryable=True)
+            except QuotaExhausted as exc:
+                stopped = _scrub(f"not erased, HubSpot's API quota is spent: {exc}", target)
+                yield ErasureResult(target, "failed", stopped, retryable=True)
+            except RequestRejected as exc:
+                yield self._erase_rejected(target, exc)
+            except RetryableError as exc:
+                yield ErasureResult(target, "failed", _scrub(f"HubSpot did not answer, retries spent: {exc}", target),
+                                    retryable=True)
+            except Exception as exc:  # one person's failure must not stop the others
+                yield ErasureResult(target, "failed", _scrub(f"{type(exc).__name__}: {exc}", target), retryable=True)
+
+    def _erase_one(self, target: ErasureTarget) -> ErasureResult:
+        emails = list({e.strip().lower(): e.strip() for e in target.emails if e and e.strip()}.values())
+        if target.external_id:
+            if self._gdpr_delete({"objectId": str(target.external_id)}):
+                return ErasureResult(target, "confirmed", f"HubSpot contact {target.external_id} permanently deleted")
+            if not emails:
+                return ErasureResult(target, "confirmed", f"not held: HubSpot does not know contact {target.external_id}")
+        for email in emails:
+            # 204 whether HubSpot held the address or not; one it did not hold is blocklisted.
+            self._gdpr_delete({"objectId": email, "idProperty": "email"})
+        if not emails:
+            return ErasureResult(target, "confirmed", "not held: no HubSpot id and no e-mail address to erase by")
+        lost = f"contact {target.external_id} not found, " if target.external_id else ""
+        return ErasureResult(target, "confirmed", f"{lost}permanently deleted by e-mail ({len(emails)} "
+                                                  f"address{'es' if len(emails) > 1 else ''}; addresses HubSpot "
+                                                  "did not hold are blocklisted)")
+
+    def _gdpr_delete(self, body: dict[str, str]) -> bool:
+        """True: deleted (204); False: HubSpot does not know the contact (404)."""
+        try:
+            # Deleting again is harmless (an unknown id answers 404): safe to resend.
+            self.connector.session.post(f"/crm/v3/objects/{self.object}/gdpr-delete", json=body, idempotent=True)
+        except RequestRejected as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _erase_rejected(target: ErasureTarget, exc: RequestRejected) -> ErasureResult:
+        if exc.status == 403:
+            return ErasureResult(target, "failed", _scrub(f"HubSpot refused access ({exc}); erasing contacts needs "
+                                                          f"a token with scope {ERASE_SCOPE}", target), retryable=True)
+        # 400/422: HubSpot refuses the request itself; sending it again cannot help.
+        final = exc.status in (400, 422)
+        return ErasureResult(target, "failed", _scrub(f"HubSpot refused the GDPR delete: {exc}", target),
+                             retryable=not final)
 
 
 # --------------------------------------------------------------------------- the connector

@@ -48,6 +48,16 @@ Merge (``POST /crm/v3/objects/{type}/merge`` or :meth:`FakeHubSpot.merge`)
     which answers with its new id. The old ids never appear in search, listings or the archived
     listing. ``merge_keeps_primary_id=True`` gives the older behaviour (the primary keeps its id).
 
+GDPR delete (``POST /crm/v3/objects/contacts/gdpr-delete``)
+    ``{"objectId": id}`` removes the contact for good (also an archived one, also by an id a
+    merge retired): it leaves every listing, the archived one included, and its id answers 404
+    from then on. An unknown id is a 404 ``OBJECT_NOT_FOUND``. With ``"idProperty": "email"`` the
+    contact holding the address (primary or additional) is removed; an address no contact holds
+    is put on ``fake.blocklist`` (the operation's description) and answered 204 as well. Every
+    removed id is appended to ``fake.gdpr_deleted``. Undocumented: what a later write of a
+    blocklisted address gets; the fake does not refuse such writes. Companies have no GDPR delete
+    (404).
+
 Rate limits and auth
     Every non-search response carries ``X-HubSpot-RateLimit-Max``, ``-Remaining`` and
     ``-Interval-Milliseconds`` (a rolling 10 s window), plus ``-Daily`` and ``-Daily-Remaining``
@@ -276,6 +286,10 @@ class FakeHubSpot:
 
         self.requests: list[httpx.Request] = []
         self.violations: list[tuple[httpx.Request, str]] = []
+        #: Ids of contacts removed by a GDPR delete, in order.
+        self.gdpr_deleted: list[str] = []
+        #: Lower-cased addresses a GDPR delete by e-mail found no contact for (HubSpot blocks them).
+        self.blocklist: set[str] = set()
         self._records: dict[str, dict[str, Record]] = {t: {} for t in OBJECT_TYPE_IDS}
         self._aliases: dict[str, dict[str, str]] = {t: {} for t in OBJECT_TYPE_IDS}
         self._next_id = first_id
@@ -621,6 +635,8 @@ class FakeHubSpot:
             return self._do_search(object_type, self._body(request))
         elif rest == "merge" and method == "POST":
             return self._merge_endpoint(object_type, self._body(request))
+        elif rest == "gdpr-delete" and method == "POST" and object_type == "contacts":
+            return self._gdpr_delete(object_type, self._body(request))
         elif rest.startswith("batch/") and method == "POST":
             operation = rest[len("batch/") :]
             handler = {
@@ -1241,6 +1257,29 @@ class FakeHubSpot:
                 self._error(outcome["message"], outcome["category"]),
             )
         return 200, outcome[1]
+
+    # ------------------------------------------------------------------ GDPR delete
+
+    def _gdpr_delete(self, object_type: str, body: dict[str, Any]) -> tuple[int, Any]:
+        key = body.get("objectId")
+        if not isinstance(key, str) or not key.strip():
+            raise ApiError(400, self._error("Invalid input JSON: objectId is required"))
+        id_property = self._id_property(object_type, body.get("idProperty"), read=True)
+        record = self._find(object_type, key, id_property=id_property, archived=None)
+        if record is None:
+            if id_property == "email":
+                self.blocklist.add(key.strip().lower())
+                return 204, None
+            raise ApiError(
+                404, self._error(NOT_FOUND_MESSAGE, "OBJECT_NOT_FOUND", context={"id": [key]})
+            )
+        del self._records[object_type][record.id]
+        aliases = self._aliases[object_type]
+        for old, target in list(aliases.items()):
+            if target == record.id:
+                del aliases[old]
+        self.gdpr_deleted.append(record.id)
+        return 204, None
 
     # ------------------------------------------------------------------ merge
 

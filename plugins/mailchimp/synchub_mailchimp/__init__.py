@@ -34,6 +34,11 @@ transactional), so it knows what Mailchimp holds right now:
 
 A request that times out with unknown outcome is never sent again as the same batch: its members
 go out one by one as idempotent ``PUT`` requests keyed by subscriber hash.
+
+Erasing a person sends ``POST /lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent``
+for each of their addresses (and for the member the hub's id names, which may hold an address the
+hub no longer knows). Mailchimp then refuses the address for good: re-adding it is the final
+rejection "Forgotten Email Not Subscribed" (see above).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -56,6 +62,8 @@ from synchub.connector import (
     CheckResult,
     Connector,
     ConnectorSettings,
+    ErasureResult,
+    ErasureTarget,
     OutRecord,
     PlannedWrite,
     ReadItem,
@@ -66,10 +74,10 @@ from synchub.connector import (
     WriteResult,
     parse_time,
 )
-from synchub.errors import AuthError, ConfigError, RetryableError
+from synchub.errors import AuthError, ConfigError, QuotaExhausted, RetryableError
 from synchub.http import ApiSession, MailchimpPolicy, RequestRejected, account_key, json_object
 from synchub.plugins import hookimpl
-from synchub.redact import register_secret
+from synchub.redact import redact, register_secret
 
 API_DOMAIN = "api.mailchimp.com"
 #: Statuses Mailchimp holds as "this person must not be subscribed by an API call".
@@ -247,6 +255,8 @@ class AudienceStream(Stream):
         self.connector = connector
         self.settings = settings
         self.list_id = settings.list_id
+        #: During :meth:`erase`: whether the audience exists (None: not asked yet).
+        self._audience_known: bool | None = None
 
     @property
     def session(self) -> ApiSession:
@@ -775,9 +785,118 @@ class AudienceStream(Stream):
         for d in leaving:
             yield results[d.rec.golden_id]
 
+    # -- erasing
+
+    def erase(self, targets: list[ErasureTarget]) -> Iterator[ErasureResult]:
+        """Delete each person's members for good, one ``delete-permanent`` per address. 204 and
+        404 (no such member: never there, or deleted already) both confirm. One result per
+        target; after the API key was refused, the quota spent or the audience found missing,
+        the remaining targets fail without sending anything (retried on the next run)."""
+        self._audience_known = None
+        stopped: str | None = None
+        for target in targets:
+            if stopped is not None:
+                yield ErasureResult(target, "failed", stopped, retryable=True)
+                continue
+            try:
+                yield self._erase_one(target)
+            except AuthError as exc:
+                stopped = _scrub(f"Mailchimp refused the API key ({exc}); erasing needs a valid key of a user "
+                                 f"who may delete contacts of audience {self.list_id}", target)
+                yield ErasureResult(target, "failed", stopped, retryable=True)
+            except (QuotaExhausted, _AudienceMissing) as exc:
+                stopped = _scrub(f"not erased: {exc}", target)
+                yield ErasureResult(target, "failed", stopped, retryable=True)
+            except RequestRejected as exc:
+                yield self._erase_rejected(target, exc)
+            except RetryableError as exc:
+                yield ErasureResult(target, "failed", _scrub(f"Mailchimp did not answer, retries spent: {exc}", target),
+                                    retryable=True)
+            except Exception as exc:  # one person's failure must not stop the others
+                yield ErasureResult(target, "failed", _scrub(f"{type(exc).__name__}: {exc}", target), retryable=True)
+
+    def _erase_one(self, target: ErasureTarget) -> ErasureResult:
+        hashes = list(dict.fromkeys(subscriber_hash(e) for e in target.emails if e and e.strip()))
+        ext = str(target.external_id or "").strip()
+        if ext and ext.lower() not in hashes:
+            # The stream's source id is the member's contact_id (an address change keeps it) or
+            # its hash; both look alike (32 hex digits). Ask for the member it names: its
+            # address may not be among the hub's.
+            found = self._member_hash(ext)
+            if found is not None and found not in hashes:
+                hashes.append(found)
+        if not hashes:
+            return ErasureResult(target, "confirmed", f"not held: no member of audience {self.list_id} to erase")
+        deleted = 0
+        for h in hashes:
+            try:
+                # Deleting again answers 404: safe to resend after a timeout.
+                self.session.post(f"{self.members_path}/{h}/actions/delete-permanent", idempotent=True)
+                deleted += 1
+            except RequestRejected as exc:
+                if exc.status != 404:
+                    raise
+                self._check_audience()
+        if not deleted:
+            return ErasureResult(target, "confirmed", f"not held: no member of audience {self.list_id}")
+        return ErasureResult(target, "confirmed", f"{deleted} member(s) of audience {self.list_id} permanently deleted"
+                                                  + (f", {len(hashes) - deleted} not held" if deleted < len(hashes) else ""))
+
+    def _member_hash(self, key: str) -> str | None:
+        """The subscriber hash of the member ``key`` (a contact_id) names; None: no such member."""
+        try:
+            body = self.connector.json(self.session.get(f"{self.members_path}/{quote(key, safe='')}",
+                                                        params={"fields": "id,email_address"}))
+        except RequestRejected as exc:
+            if exc.status != 404:
+                raise
+            self._check_audience()
+            return None
+        if body.get("email_address"):
+            return subscriber_hash(str(body["email_address"]))
+        return str(body["id"]).lower() if body.get("id") else None
+
+    def _check_audience(self) -> None:
+        """Mailchimp answers 404 for a missing audience too: make sure a 404 means "no such
+        member" before it counts as erased (once per call of :meth:`erase`)."""
+        if self._audience_known is None:
+            try:
+                self.session.get(f"lists/{self.list_id}", params={"fields": "id"})
+                self._audience_known = True
+            except RequestRejected as exc:
+                if exc.status != 404:
+                    raise
+                self._audience_known = False
+        if not self._audience_known:
+            raise _AudienceMissing(f"Mailchimp has no audience {self.list_id} (check the stream's list_id)")
+
+    def _erase_rejected(self, target: ErasureTarget, exc: RequestRejected) -> ErasureResult:
+        if exc.status in (401, 403):
+            return ErasureResult(target, "failed", _scrub(
+                f"Mailchimp refused access ({exc}); erasing needs an API key of a user who may delete contacts "
+                f"of audience {self.list_id}", target), retryable=True)
+        # 400: Mailchimp refuses the request itself; sending it again cannot help.
+        final = exc.status in (400, 422)
+        return ErasureResult(target, "failed", _scrub(f"Mailchimp refused the permanent delete: {exc}", target),
+                             retryable=not final)
+
 
 def _hub_status(status: str | None) -> str | None:
     return {"transactional": "never", "archived": None}.get(status, status) if status else None
+
+
+class _AudienceMissing(Exception):
+    """The stream's audience does not exist (a 404 then says nothing about a member)."""
+
+
+def _scrub(text: str, target: ErasureTarget) -> str:
+    """An erasure's detail is kept after the person's data is gone: never their addresses (an
+    error body may quote one), never a secret."""
+    text = redact(text)
+    for email in target.emails:
+        if email and email.strip():
+            text = re.sub(re.escape(email.strip()), "<e-mail>", text, flags=re.IGNORECASE)
+    return text[:1000]
 
 
 @dataclass

@@ -40,6 +40,14 @@ Writing (customers)
     who unsubscribed in Shopify is never set ``SUBSCRIBED`` (``reoptin: pending`` may ask them
     again when their newer opt-in came from themselves; otherwise they are listed for review as
     ``needs_reoptin``), and a subscription needs documented consent.
+
+Erasing (customers)
+    ``customerRequestDataErasure`` per person, by the customer's id (or, when Shopify no longer
+    knows it or the hub has none, by the customers found for the person's e-mail addresses).
+    Shopify accepts the request and erases the customer later (``customers/redact``), so the
+    answer is ``requested``; the customer then disappears from reads and the next reconcile.
+    A customer Shopify does not hold (``DOES_NOT_EXIST``) is ``confirmed``. Needs the
+    ``write_customers`` access scope.
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ from synchub.connector import (
     CheckResult,
     Connector,
     ConnectorSettings,
+    ErasureResult,
+    ErasureTarget,
     OutRecord,
     PlannedWrite,
     ReadItem,
@@ -74,7 +84,7 @@ from synchub.connector import (
     WriteResult,
     parse_time,
 )
-from synchub.errors import FatalRunError, RetryableError
+from synchub.errors import AuthError, FatalRunError, QuotaExhausted, RetryableError
 from synchub.http import (
     ApiSession,
     RequestRejected,
@@ -258,12 +268,21 @@ CUSTOMER_CREATE = ("mutation SynchubCreate($input: CustomerInput!) { customerCre
 TAGS_ADD = "mutation SynchubTagsAdd($id: ID!, $tags: [String!]!) { tagsAdd(id: $id, tags: $tags) { userErrors { field message } } }"
 TAGS_REMOVE = ("mutation SynchubTagsRemove($id: ID!, $tags: [String!]!) { tagsRemove(id: $id, tags: $tags) { "
                "userErrors { field message } } }")
+ERASE = ("mutation SynchubErase($customerId: ID!) { customerRequestDataErasure(customerId: $customerId) { "
+         "customerId userErrors { code field message } } }")
+#: The access scope ``customerRequestDataErasure`` needs.
+ERASE_SCOPE = "write_customers"
 CONSENT_UPDATE = ("mutation SynchubConsent($input: CustomerEmailMarketingConsentUpdateInput!) { "
                   "customerEmailMarketingConsentUpdate(input: $input) { customer { id } userErrors { field message code } } }")
 
 
 class ShopifyError(FatalRunError):
-    """Shopify refused a query outright (a query error, not a record's problem)."""
+    """Shopify refused a query outright (a query error, not a record's problem). ``codes`` are
+    the errors' ``extensions.code`` values (``ACCESS_DENIED`` for a missing scope)."""
+
+    def __init__(self, message: str, *, codes: Iterable[str] = ()):
+        super().__init__(message)
+        self.codes = frozenset(codes)
 
 
 class BulkFailed(RetryableError):
@@ -375,6 +394,11 @@ class ShopifyStream(Stream):
 
     @property
     def can_write(self) -> bool:
+        return self.resource == "customers"
+
+    @property
+    def can_erase(self) -> bool:
+        # Orders are the shop's records; the person is erased through their customer.
         return self.resource == "customers"
 
     # -- read
@@ -667,6 +691,114 @@ class ShopifyStream(Stream):
             return WriteResult(rec.golden_id, ok=False, external_id=gid, error=f"Shopify: {exc}", retryable=True)
         return WriteResult(rec.golden_id, ok=True, external_id=gid, attention=d.attention, holds=d.holds)
 
+    # -- erase
+
+    def erase(self, targets: list[ErasureTarget]) -> Iterator[ErasureResult]:
+        """Ask Shopify to erase each person's customer (``customerRequestDataErasure``): one
+        result per target, ``requested`` when Shopify accepted, ``confirmed`` when it holds no
+        such customer. After the credentials were refused or the scope found missing, the
+        remaining targets fail without sending anything (retried on the next run)."""
+        if not self.can_erase:
+            raise NotImplementedError(f"stream {self.name!r} ({self.resource}) cannot erase: only customers are erased")
+        stopped: str | None = None
+        for target in targets:
+            if stopped is not None:
+                yield ErasureResult(target, "failed", stopped, retryable=True)
+                continue
+            try:
+                yield self._erase_one(target)
+            except (AuthError, ShopifyError, RequestRejected) as exc:
+                denied = isinstance(exc, AuthError) or "ACCESS_DENIED" in getattr(exc, "codes", ()) or (
+                    isinstance(exc, RequestRejected) and exc.status in (401, 403))
+                if denied:
+                    stopped = _scrub(f"Shopify refused access ({exc}); erasing customers needs the "
+                                     f"{ERASE_SCOPE} access scope", target)
+                    yield ErasureResult(target, "failed", stopped, retryable=True)
+                else:
+                    # A request Shopify refuses as such (400, a query error): sending it again
+                    # cannot help.
+                    yield ErasureResult(target, "failed", _scrub(f"Shopify refused the erasure request: {exc}", target),
+                                        retryable=False)
+            except QuotaExhausted as exc:
+                stopped = _scrub(f"not erased, Shopify's API limit is spent: {exc}", target)
+                yield ErasureResult(target, "failed", stopped, retryable=True)
+            except RetryableError as exc:
+                yield ErasureResult(target, "failed", _scrub(f"Shopify did not answer, retries spent: {exc}", target),
+                                    retryable=True)
+            except Exception as exc:  # one person's failure must not stop the others
+                yield ErasureResult(target, "failed", _scrub(f"{type(exc).__name__}: {exc}", target), retryable=True)
+
+    def _erase_one(self, target: ErasureTarget) -> ErasureResult:
+        # By the id the hub knows; when there is none, or Shopify no longer knows it (a merge
+        # retired it), the customers that hold the person's addresses now.
+        rounds: list[list[str] | None] = [[_customer_gid(target.external_id)]] if target.external_id else []
+        rounds.append(None)
+        tried: list[str] = []
+        requested: list[str] = []
+        for gids in rounds:
+            if requested:
+                break
+            for gid in gids if gids is not None else self._customers_by_email(target.emails):
+                tried.append(gid)
+                outcome, detail = self._request_erasure(gid)
+                if outcome == "requested":
+                    requested.append(gid)
+                elif outcome != "absent":
+                    return ErasureResult(target, "failed", _scrub(detail or "", target), retryable=outcome == "retry")
+        if requested:
+            return ErasureResult(target, "requested", f"Shopify accepted the erasure of customer(s) "
+                                                      f"{', '.join(_num(g) for g in requested)}; it erases their "
+                                                      "data later (customers/redact)")
+        held = f"customer {', '.join(_num(g) for g in tried)}" if tried else "customer with these addresses"
+        return ErasureResult(target, "confirmed", f"not held: Shopify has no {held}")
+
+    def _request_erasure(self, gid: str) -> tuple[Literal["requested", "absent", "retry", "final"], str | None]:
+        """Shopify's answer for one customer: ``requested``, ``absent`` (DOES_NOT_EXIST), or a
+        refusal to ask about again (``retry``, FAILED_TO_REQUEST) or not (``final``), with why."""
+        # Asking again for a customer whose erasure is pending changes nothing: safe to resend.
+        data = self.connector.graphql(ERASE, {"customerId": gid}, idempotent=True)
+        payload = data.get("customerRequestDataErasure") or {}
+        errors = [e for e in payload.get("userErrors") or [] if isinstance(e, dict)]
+        if not errors:
+            return "requested", None
+        codes = {str(e.get("code") or "") for e in errors}
+        if codes == {"DOES_NOT_EXIST"}:
+            return "absent", None
+        text = redact("; ".join(f"{e.get('code') or 'error'}: {e.get('message')}" for e in errors))
+        if "FAILED_TO_REQUEST" in codes:
+            return "retry", f"Shopify could not take the erasure request for customer {_num(gid)} ({text})"
+        return "final", f"Shopify refused the erasure request for customer {_num(gid)}: {text}"
+
+    def _customers_by_email(self, emails: list[str]) -> list[str]:
+        found: list[str] = []
+        for email in dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()):
+            data = self.connector.graphql(FIND_BY_EMAIL, {"query": f"email:{json.dumps(email)}"})
+            for node in (data.get("customers") or {}).get("nodes") or []:
+                if isinstance(node, dict) and node.get("id") and node["id"] not in found:
+                    found.append(str(node["id"]))
+        return found
+
+
+def _customer_gid(external_id: str) -> str:
+    """A customer's GraphQL id from the id the hub holds: the gid the stream reads, or the
+    numeric id (REST, webhooks, ``legacyResourceId``)."""
+    text = str(external_id).strip()
+    return GID_CUSTOMER + text if text.isdigit() else text
+
+
+def _num(gid: str) -> str:
+    return gid.rsplit("/", 1)[-1]
+
+
+def _scrub(text: str, target: ErasureTarget) -> str:
+    """An erasure's detail is kept after the person's data is gone: never their addresses (an
+    error may quote one), never a secret."""
+    text = redact(text)
+    for email in target.emails:
+        if email and email.strip():
+            text = re.sub(re.escape(email.strip()), "<e-mail>", text, flags=re.IGNORECASE)
+    return text[:1000]
+
 
 def _address_input(address: Any) -> list[dict[str, Any]] | None:
     if not isinstance(address, dict):
@@ -737,8 +869,11 @@ class ShopifyConnector(Connector):
                                              idempotent=idempotent), "Shopify")
         errors = body.get("errors")
         if errors:
-            messages = "; ".join(str(e.get("message") if isinstance(e, dict) else e) for e in (errors if isinstance(errors, list) else [errors]))
-            raise ShopifyError(f"Shopify refused the query: {redact(messages)}")
+            listed = errors if isinstance(errors, list) else [errors]
+            messages = "; ".join(str(e.get("message") if isinstance(e, dict) else e) for e in listed)
+            codes = [str((e.get("extensions") or {}).get("code")) for e in listed
+                     if isinstance(e, dict) and isinstance(e.get("extensions"), dict) and e["extensions"].get("code")]
+            raise ShopifyError(f"Shopify refused the query: {redact(messages)}", codes=codes)
         data = body.get("data")
         if not isinstance(data, dict):
             raise ShopifyError("Shopify answered without data")

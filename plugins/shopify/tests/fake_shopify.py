@@ -108,7 +108,14 @@ Mutations
     ``consentUpdatedAt`` in the future -> ``INVALID``; unknown customer -> ``INVALID`` (codes
     chosen from the enum, messages guessed). Every accepted change (and a consent given to
     ``customerCreate``) is appended to ``fake.consent_log`` as ``(gid, state)``. All these bump
-    ``updatedAt``. Other mutations are errors naming the fake.
+    ``updatedAt``. ``customerRequestDataErasure(customerId)``: an unknown customer is a
+    userError ``DOES_NOT_EXIST`` (field ``["customerId"]``, message guessed), an id that is not a
+    customer gid a GraphQL error (guessed); otherwise the request is accepted (``customerId`` in
+    the answer), appended to ``fake.erasure_requests`` and left pending, as Shopify carries it out
+    later: nothing changes for reads until :meth:`FakeShopify.complete_erasures` redacts every
+    pending customer (:meth:`FakeShopify.redact_customer`). Asking again while pending is
+    accepted again (guessed). :meth:`FakeShopify.fail_erasure_requests` makes the next requests
+    answer ``FAILED_TO_REQUEST``. Other mutations are errors naming the fake.
 
 Bulk operations (shopify.dev "Perform bulk operations")
     ``bulkOperationRunQuery(query)`` validates the inner query against the schema and Shopify's
@@ -416,6 +423,11 @@ class FakeShopify:
         self.orders: dict[str, dict[str, Any]] = {}
         self.deleted_customers: list[str] = []
         self.redacted_customers: list[str] = []
+        #: Every accepted ``customerRequestDataErasure``, by customer gid (repeats included).
+        self.erasure_requests: list[str] = []
+        #: Customers whose erasure was requested and not carried out yet.
+        self.pending_erasures: list[str] = []
+        self._erasure_failures = 0
         self.consent_log: list[tuple[str, str]] = []
         self.requests: list[httpx.Request] = []
         self.violations: list[str] = []
@@ -507,6 +519,19 @@ class FakeShopify:
         """The outcome of Shopify's ``customers/redact``: the customer is gone for reads."""
         self.delete_customer(gid)
         self.redacted_customers.append(gid)
+
+    def fail_erasure_requests(self, n: int = 1) -> None:
+        """The next ``n`` ``customerRequestDataErasure`` calls answer ``FAILED_TO_REQUEST``."""
+        self._erasure_failures += n
+
+    def complete_erasures(self) -> list[str]:
+        """Carry out the pending erasure requests, as Shopify does some time after accepting
+        them: each customer is redacted (gone for reads). Returns the gids redacted."""
+        done = [gid for gid in self.pending_erasures if gid in self.customers]
+        for gid in done:
+            self.redact_customer(gid)
+        self.pending_erasures = []
+        return done
 
     def add_order(
         self,
@@ -1280,6 +1305,7 @@ class FakeShopify:
             "tagsAdd": lambda info, id, tags: self._tags_change(id, tags, add=True),
             "tagsRemove": lambda info, id, tags: self._tags_change(id, tags, add=False),
             "customerEmailMarketingConsentUpdate": self._consent_update,
+            "customerRequestDataErasure": self._request_erasure,
             "bulkOperationRunQuery": self._bulk_run,
             "bulkOperationCancel": self._bulk_cancel,
         }
@@ -1454,6 +1480,24 @@ class FakeShopify:
         customer["updatedAt"] = iso(self.now())
         self.consent_log.append((gid, state))
         return {"customer": self._customer_view(customer), "userErrors": []}
+
+    def _request_erasure(self, info: Any, customerId: str) -> dict[str, Any]:
+        parts = _gid_parts(customerId)
+        if parts is None or parts[0] != "Customer":
+            raise _fail(f"Invalid global id '{customerId}'")
+        if self._erasure_failures > 0:
+            self._erasure_failures -= 1
+            error = _user_error(
+                ["customerId"], "Failed to request customer data erasure.", "FAILED_TO_REQUEST"
+            )
+            return {"customerId": None, "userErrors": [error]}
+        if customerId not in self.customers:
+            error = _user_error(["customerId"], "Customer does not exist.", "DOES_NOT_EXIST")
+            return {"customerId": None, "userErrors": [error]}
+        self.erasure_requests.append(customerId)
+        if customerId not in self.pending_erasures:
+            self.pending_erasures.append(customerId)
+        return {"customerId": customerId, "userErrors": []}
 
     # ------------------------------------------------------------------ bulk operations
 
