@@ -145,7 +145,7 @@ def test_erasure_needs_the_salt_and_changes_nothing_without_it(demo_dir: Path, s
     h.store.upgrade()
     h.sync()
     before = content_snapshot(h.store)
-    with pytest.raises(ConfigError, match="privacy.salt"):
+    with pytest.raises(ConfigError, match=r"privacy\.salt"):
         privacy.erase(h, "anna.leitner@example.de", actor="user:test")
     assert content_snapshot(h.store) == before
     h.store.dispose()
