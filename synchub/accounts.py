@@ -48,6 +48,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "review": frozenset({"admin", "steward"}),  # resolve conflicts, merge, keep apart, split
     "run": frozenset({"admin", "steward"}),  # re-run a connection
     "admin": frozenset({"admin"}),  # users, tokens of others, settings
+    "privacy": frozenset({"admin"}),  # a person's data export, erasure, erasure receipts
 }
 
 MIN_PASSWORD = 12

@@ -344,3 +344,41 @@ def test_a_running_sync_of_any_connection_blocks_the_erasure(tool_hub: Hub) -> N
         with pytest.raises(AlreadyRunning, match="crm"):
             privacy.erase(tool_hub, "eva@example.org", actor="user:test", wait=0)
     assert content_snapshot(tool_hub.store) == before
+
+
+# ----- the REST API --------------------------------------------------------------------------------
+
+
+def test_the_api_exports_and_erases_for_admins_only(hub: Hub) -> None:
+    from fastapi.testclient import TestClient
+
+    from synchub import accounts
+    from synchub.web.api import create_app
+
+    for role in ("admin", "steward"):
+        accounts.add_user(hub.store, role, role, "a long enough password 1")
+    admin = {"Authorization": f"Bearer {accounts.add_token(hub.store, 'admin', 'test')}"}
+    steward = {"Authorization": f"Bearer {accounts.add_token(hub.store, 'steward', 'test')}"}
+    client = TestClient(create_app(hub))
+    gid = privacy.find_person(hub, "anna.leitner@example.de")
+    for method, path, body in [("GET", f"/api/v1/customers/{gid}/export", None),
+                               ("POST", f"/api/v1/customers/{gid}/erase", {"confirm": True}),
+                               ("GET", "/api/v1/erasures", None)]:
+        assert client.request(method, path, json=body, headers=steward).status_code == 403
+    exported = client.get(f"/api/v1/customers/{gid}/export", headers=admin)
+    assert exported.status_code == 200 and exported.json()["customer"] == gid
+    assert {s["source_id"] for s in exported.json()["source_records"]} == {"K-10002", "anna.leitner@example.de"}
+    page = client.get(f"/api/v1/customers/{gid}/export", params={"format": "html"}, headers=admin)
+    assert page.headers["content-type"].startswith("text/html") and "Leitner" in page.text
+    assert client.post(f"/api/v1/customers/{gid}/erase", json={"confirm": False}, headers=admin).status_code == 422
+    erased = client.post(f"/api/v1/customers/{gid}/erase", json={"confirm": True}, headers=admin)
+    assert erased.status_code == 200, erased.text
+    assert {(r["connection"], r["status"]) for r in erased.json()["receipts"]} == {
+        ("shop", "manual"), ("newsletter", "manual"), ("export", "pending")}
+    assert erased.json()["requested_by"] == "user:admin"
+    assert client.post(f"/api/v1/customers/{gid}/erase", json={"confirm": True}, headers=admin).status_code == 404
+    assert client.get(f"/api/v1/customers/{gid}/export", headers=admin).status_code == 404
+    listed = client.get("/api/v1/erasures", headers=admin).json()
+    assert listed[0]["id"] == erased.json()["id"]
+    shop = next(r for r in listed[0]["receipts"] if r["connection"] == "shop")
+    assert shop["to_remove"] == ["K-10002"]

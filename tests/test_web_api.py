@@ -62,6 +62,7 @@ BODIES: dict[str, Any] = {
     "/api/v1/users/{name}": {"language": "de"},
     "/api/v1/session": {"name": "nobody", "password": "x"},
     "/api/v1/connections/{name}/runs": None,
+    "/api/v1/customers/{customer_id}/erase": {"confirm": True},
 }
 QUERIES = {"/api/v1/customers": {"q": "Müller"}}
 

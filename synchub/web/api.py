@@ -199,6 +199,35 @@ class CSVResponse(Response):
     media_type = "text/csv"
 
 
+class HTMLResponse(Response):
+    media_type = "text/html"
+
+
+class Erase(_Body):
+    #: Must be true: an erasure cannot be undone.
+    confirm: Literal[True]
+
+
+class ReceiptOut(BaseModel):
+    id: int
+    connection: str
+    stream: str
+    status: str
+    detail: str | None = None
+    attempts: int
+    updated_at: datetime
+    #: For ``manual`` receipts: the source ids someone must remove at the source.
+    to_remove: list[str] = []
+
+
+class ErasureOut(BaseModel):
+    id: int
+    requested_by: str
+    requested_at: datetime
+    reason: str
+    receipts: list[ReceiptOut]
+
+
 class UserOut(BaseModel):
     name: str
     role: str
@@ -223,6 +252,9 @@ class UserChange(_Body):
 _ERRORS = {401: {"model": Problem}, 403: {"model": Problem}}
 #: How the CSV downloads are documented in the OpenAPI document.
 _CSV_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+_EXPORT_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}, "text/html": {"schema": {"type": "string"}}}},
+    404: {"model": Problem}}
 
 
 def create_app(hub: Any) -> FastAPI:
@@ -439,6 +471,53 @@ def create_app(hub: Any) -> FastAPI:
         else:
             new_id = undo_merge(hub, rec["id"], merged_id=body.merged, by=actor(user))
         return SplitResult(customer=rec["id"], split_off=new_id)
+
+    # ----- privacy ----------------------------------------------------------------------------
+
+    @route("GET", "/api/v1/customers/{customer_id}/export", "privacy", responses=_EXPORT_DOC)
+    def export(customer_id: str, format: Literal["json", "html"] = "json", user: User = need("privacy")) -> Any:
+        """Everything the hub holds about one person, with sources (access and portability)."""
+        from synchub.errors import NotFoundError
+        from synchub.privacy import access_export, to_html, to_json
+
+        try:
+            data = access_export(store, customer_id) if 0 < len(customer_id) <= 32 else None
+        except NotFoundError:
+            data = None
+        if data is None:
+            raise HTTPException(404, f"no customer {customer_id!r}")
+        with store.begin() as conn:  # who looked at whose data
+            from synchub.store import insert_audit, utcnow
+
+            insert_audit(conn, [{"at": utcnow(), "actor": actor(user), "action": "export", "golden_id": data["customer"],
+                                 "details": {"format": format}}])
+        if format == "html":
+            return HTMLResponse(to_html(data), headers={"Content-Disposition": f'attachment; filename="{data["customer"]}.html"'})
+        return Response(to_json(data), media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="{data["customer"]}.json"'})
+
+    @route("POST", "/api/v1/customers/{customer_id}/erase", "privacy", response_model=ErasureOut,
+           responses={404: {"model": Problem}, 409: {"model": Problem}})
+    def erase(customer_id: str, body: Erase, user: User = need("privacy")) -> Any:
+        """Erase the person from the hub and every connection holding them (cannot be undone)."""
+        from synchub.errors import NotFoundError
+        from synchub.privacy import erase as erase_person
+        from synchub.privacy import erasures
+
+        if not 0 < len(customer_id) <= 32:
+            raise HTTPException(404, f"no customer {customer_id!r}")
+        try:
+            plan = erase_person(hub, customer_id, actor=actor(user), wait=10.0)
+        except NotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return next(e for e in erasures(hub, limit=50) if e["id"] == plan.erasure_id)
+
+    @route("GET", "/api/v1/erasures", "privacy", response_model=list[ErasureOut])
+    def erasure_list(limit: Annotated[int, Query(ge=1, le=1000)] = 100, user: User = need("privacy")) -> Any:
+        """Erasures, newest first, with each connection's receipt."""
+        from synchub.privacy import erasures
+
+        return erasures(hub, limit)
 
     # ----- runs -------------------------------------------------------------------------------
 
