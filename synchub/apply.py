@@ -84,16 +84,21 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
         existing = st.lookup_source_records(conn, connection, stream, latest)
     changed: list[Prepared] = []
     rehashed: dict[str, tuple[int, str | None]] = {}  # source id -> (row id, new raw hash)
+    same: list[str] = []
     for p in latest.values():
         ex = existing.get(p.source_id)
         if ex is not None and ex.content_hash == p.hash:
             counts.unchanged += 1
+            if st.confirmation_due(getattr(ex, "confirmed_at", now), now):
+                same.append(p.source_id)
             if ex.raw_hash != p.raw_hash:  # prepared again (new code, mapping, raw spelling): same record
                 rehashed[p.source_id] = (ex.id, p.raw_hash)
         elif ex is None and p.deleted:
             counts.unchanged += 1  # deleted at the source before the hub ever saw it
         else:
             changed.append(p)
+    if same:
+        st.confirm_source_records(conn, connection, stream, same, now)
     if rehashed:
         st.set_raw_hashes(conn, dict(rehashed.values()))
         if loading is not None:
@@ -166,7 +171,8 @@ def apply_batch(conn: sa.Connection, connection: str, stream: str, kind: str, pe
     for p in changed:
         row = {
             "golden_id": assignment[p.source_id], "data": p.data, "content_hash": p.hash,
-            "observed_at": p.observed_at, "changed_at": now, "deleted": p.deleted, "quarantine": p.quarantine,
+            "observed_at": p.observed_at, "changed_at": now, "confirmed_at": now, "deleted": p.deleted,
+            "quarantine": p.quarantine,
             "raw_hash": p.raw_hash,
         }
         ex = existing.get(p.source_id)

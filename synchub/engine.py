@@ -651,7 +651,7 @@ class Hub:
 
     def _prepare_batch(self, connection: str, stream: str, preparer: Preparer, items: list[Record],
                        rejects: list[dict[str, Any]], run_id: int, counts: StreamCounts,
-                       loading: bulk.BulkState | bool | None) -> list[Prepared]:
+                       loading: bulk.BulkState | bool | None, seen: list[str]) -> list[Prepared]:
         """Prepare the records read for one batch, except those whose raw row the hub prepared
         before, unchanged (:mod:`synchub.prepare`): they count as unchanged at once."""
         raw: list[str | None] = [None] * len(items)
@@ -664,15 +664,17 @@ class Hub:
                 if sid is not None:
                     last[sid] = i
         known: dict[str, str] = {}
+        due: set[str] = set()  # not confirmed by the source for a day
         if any(h is not None for h in raw):
             if isinstance(loading, bulk.BulkState):
-                known = loading.raw_hashes(last)
+                known = loading.raw_hashes(last)  # (stored by this load: confirmed now)
             else:
                 with self.store.engine.connect() as conn:
-                    known = st.lookup_raw_hashes(conn, connection, stream, last)
+                    known = st.lookup_raw_hashes(conn, connection, stream, last, unconfirmed=due, now=utcnow())
         # A source id whose last occurrence is unchanged is unchanged; its earlier ones in
         # the batch are superseded by it, as on the path that prepares them.
         unchanged = {sid for sid, i in last.items() if raw[i] is not None and known.get(sid) == raw[i]}
+        seen.extend(unchanged & due)
 
         def reject(ref: str | None, source_id: str | None, field_name: str | None, reason: str, data: dict[str, Any]) -> None:
             rejects.append(_reject_row(run_id, connection, stream, ref, source_id, field_name, reason, _raw(data)))
@@ -694,8 +696,13 @@ class Hub:
         """Commit one batch: its rejects, then its records. Records of a timeline-only stream
         (orders) replace the entries the hub held for them, on their owner's timeline, and the
         owners' purchase summaries are derived again."""
-        pending = self._prepare_batch(connection, stream, preparer, items, rejects, run_id, counts, loading)
+        seen: list[str] = []  # records delivered unchanged: confirmed by the source now
+        pending = self._prepare_batch(connection, stream, preparer, items, rejects, run_id, counts, loading, seen)
         if not pending and not rejects:
+            if seen:
+                self._check_lock(connection)
+                with self.store.begin() as conn:
+                    st.confirm_source_records(conn, connection, stream, seen, utcnow())
             return
         self._check_lock(connection)
         kind = mapping.entity
@@ -712,6 +719,8 @@ class Hub:
                 if left_out:
                     counts.suppressed += left_out
                     log.info("%s/%s: %d records of erased people not stored", connection, stream, left_out)
+            if seen:
+                st.confirm_source_records(conn, connection, stream, seen, utcnow())
             if rejects:
                 st.insert_rejects(conn, rejects)
                 counts.rejected += len(rejects)
@@ -757,6 +766,7 @@ class Hub:
                             if r.source_id not in item.ids]
                 gone = [r.source_id for r in gone_src]
                 self._deletion_limit(connection, stream, len(gone), st.count_live_source_records(conn, connection, stream))
+                st.confirm_source_records(conn, connection, stream, item.ids, item.as_of)  # still there
                 # An opt-out outlives the record: it is the evidence that this person must not be
                 # contacted, and erasing it could let an older opt-in elsewhere win.
                 st.tombstone_source_records(conn, [r.id for r in gone_src], opt_outs_only, now)

@@ -32,7 +32,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
@@ -152,6 +152,10 @@ class SourceRecord(SQLModel, table=True):
     observed_at: datetime = _ts()
     first_seen_at: datetime = _ts()
     changed_at: datetime = _ts()
+    #: When a source last showed the record as it is (delivered it, changed or not, or listed its
+    #: id in a full listing); kept to the day: a re-read the same day writes nothing. NULL in
+    #: stores from before (read as ``changed_at``).
+    confirmed_at: datetime | None = _ts(nullable=True)
     deleted: bool = Field(default=False)
     #: Values of this record the hub could not use (quarantined: kept out of the canonical data)
     #: or uses unverified, each ``{"field", "source", "rule", "raw", "reason", "status"}``;
@@ -483,7 +487,7 @@ erasure_t = T["erasure"]
 receipt_t = T["erasure_receipt"]
 #: What the sync needs to know of a stored source record (:func:`lookup_source_records`).
 _SOURCE_REF = (source_t.c.id, source_t.c.source_id, source_t.c.golden_id, source_t.c.content_hash, source_t.c.deleted,
-               source_t.c.raw_hash)
+               source_t.c.raw_hash, source_t.c.confirmed_at)
 
 # SQLite caps bound parameters per statement; PostgreSQL's cap is 65535. Chunk IN lists below both.
 _IN_CHUNK = 900
@@ -1000,17 +1004,28 @@ def dequeue_derives(conn: sa.Connection, connection: str, golden_ids: list[str])
                                                    in_(conn, derive_queue_t.c.golden_id, chunk)))
 
 
-def lookup_raw_hashes(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str]) -> dict[str, str]:
-    """The raw hash of each of these source records that has one (see :mod:`synchub.prepare`)."""
+def lookup_raw_hashes(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str], *,
+                      unconfirmed: set[str] | None = None, now: datetime | None = None) -> dict[str, str]:
+    """The raw hash of each of these source records that has one (see :mod:`synchub.prepare`).
+    ``unconfirmed`` collects those not confirmed within :data:`CONFIRM_GRAIN_HOURS` of ``now``."""
     found: dict[str, str] = {}
     stmt = _RAW_HASHES_PG if conn.dialect.name == "postgresql" else _RAW_HASHES
+    due = (now or utcnow()) - timedelta(hours=CONFIRM_GRAIN_HOURS)
     for chunk in _chunks(sorted(set(source_ids))):
-        found.update(conn.execute(stmt, {"connection": connection, "stream": stream, "ids": chunk}).all())
+        for sid, raw_hash, confirmed in conn.execute(stmt, {"connection": connection, "stream": stream, "ids": chunk}):
+            found[sid] = raw_hash
+            if unconfirmed is not None and (confirmed is None or confirmed < due):
+                unconfirmed.add(sid)
     return found
 
 
+def confirmation_due(confirmed_at: datetime | None, now: datetime) -> bool:
+    """Whether a record last confirmed at ``confirmed_at`` is to be confirmed again ``now``."""
+    return confirmed_at is None or confirmed_at < now - timedelta(hours=CONFIRM_GRAIN_HOURS)
+
+
 #: Built once: an unchanged re-read runs it for every batch (the PostgreSQL one as :func:`in_`).
-_RAW_HASHES, _RAW_HASHES_PG = (sa.select(source_t.c.source_id, source_t.c.raw_hash).where(
+_RAW_HASHES, _RAW_HASHES_PG = (sa.select(source_t.c.source_id, source_t.c.raw_hash, source_t.c.confirmed_at).where(
     source_t.c.connection == sa.bindparam("connection"), source_t.c.stream == sa.bindparam("stream"),
     ids, source_t.c.raw_hash.is_not(None)) for ids in (
         source_t.c.source_id.in_(sa.bindparam("ids", expanding=True)),
@@ -1255,7 +1270,23 @@ def insert_audit(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
 
 
 #: Columns of a source record a changed read rewrites.
-SOURCE_CHANGES = ("golden_id", "data", "content_hash", "observed_at", "changed_at", "deleted", "quarantine", "raw_hash")
+SOURCE_CHANGES = ("golden_id", "data", "content_hash", "observed_at", "changed_at", "confirmed_at", "deleted", "quarantine",
+                  "raw_hash")
+
+#: A record confirmed this recently is not written again to say it was confirmed.
+CONFIRM_GRAIN_HOURS = 24
+
+
+def confirm_source_records(conn: sa.Connection, connection: str, stream: str, source_ids: Iterable[str],
+                           now: datetime) -> None:
+    """A source showed these records unchanged (or listed them): they are confirmed ``now``.
+    Only rows not confirmed within :data:`CONFIRM_GRAIN_HOURS` are written (callers that read
+    ``confirmed_at`` anyway pass only those due, so an unchanged re-read writes nothing)."""
+    stale = now - timedelta(hours=CONFIRM_GRAIN_HOURS)
+    for chunk in _chunks(list(source_ids)):
+        conn.execute(source_t.update().where(
+            source_t.c.connection == connection, source_t.c.stream == stream, in_(conn, source_t.c.source_id, chunk),
+            sa.or_(source_t.c.confirmed_at.is_(None), source_t.c.confirmed_at < stale)).values(confirmed_at=now))
 
 
 def insert_source_records(conn: sa.Connection, rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -198,3 +198,42 @@ def test_anonymise_keeps_a_record_without_identity(kept: Hub) -> None:
 def test_retention_names_an_unknown_rule(kept: Hub) -> None:
     with pytest.raises(privacy.ConfigError, match="stale-leads"):
         privacy.retention(kept, "nope", apply=False, actor="user:test")
+
+
+# ----- confirmation: what the quality report's staleness counts --------------------------------
+
+
+def _confirmed(hub: Hub) -> dict[str, object]:
+    with hub.store.engine.connect() as conn:
+        return dict(conn.execute(sa.select(st.source_t.c.source_id, st.source_t.c.confirmed_at)).all())
+
+
+def test_a_re_read_confirms_unchanged_records_at_most_once_a_day(snap: tuple[Hub, Path]) -> None:
+    hub, path = snap
+    now = st.utcnow()
+    with hub.store.begin() as conn:
+        conn.execute(st.source_t.update().where(st.source_t.c.source_id != "P001").values(confirmed_at=now - timedelta(days=200)))
+        conn.execute(st.source_t.update().where(st.source_t.c.source_id == "P001").values(confirmed_at=now - timedelta(hours=1)))
+    _write(path, _rows(21))  # a new export: the 20 rows unchanged, one new
+    run = hub.sync()[0]
+    assert run.streams["people"].unchanged == 20 and run.streams["people"].created == 1
+    confirmed = _confirmed(hub)
+    assert all(confirmed[f"P{i:03d}"] >= now for i in range(2, 22))  # type: ignore[operator]
+    # confirmed an hour ago: not written again
+    assert abs((confirmed["P001"] - (now - timedelta(hours=1))).total_seconds()) < 1  # type: ignore[operator]
+
+
+def test_a_full_listing_confirms_the_records_it_names(snap: tuple[Hub, Path]) -> None:
+    from datetime import datetime, timezone
+
+    from synchub.connector import Reconcile
+    from synchub.engine import StreamCounts
+
+    hub, _path = snap
+    with hub.store.begin() as conn:
+        conn.execute(st.source_t.update().values(confirmed_at=st.utcnow() - timedelta(days=200)))
+    listed_at = datetime.now(timezone.utc)
+    mapping = hub.mappings.get("people")
+    hub._reconcile("crm", "people", mapping, Reconcile(ids={f"P{i:03d}" for i in range(1, 21)}, as_of=listed_at),
+                   0, StreamCounts())
+    assert all(abs((t - listed_at).total_seconds()) < 1 for t in _confirmed(hub).values())  # type: ignore[operator]
