@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install bench bench-floor bench-match bench-hubspot bench-mailchimp bench-shopify bench-sftp bench-intake clean
+.PHONY: demo test install bench bench-floor bench-match bench-hubspot bench-mailchimp bench-shopify bench-sftp bench-intake bench-quality clean
 
 $(BIN)/synchub: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench-sftp: install
 	$(BIN)/python bench/sftp_bench.py --mb 100 500
 
 # Dirty 100k-row DACH and US exports through the CLI: rejected rows, quarantined values and reasons, exit code.
+bench-quality: install
+	$(BIN)/python bench/quality_bench.py --records 100000 --no-postgres
+
 bench-intake: install
 	$(BIN)/python bench/intake_bench.py --records 100000
 

@@ -769,6 +769,37 @@ def retention_run(
         _exit(exitcodes.FAILED)
 
 
+quality_app = typer.Typer(help="The data-quality and freshness review.", no_args_is_help=True)
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("report")
+def quality_report(
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the report (default: quality.out)."),  # noqa: UP045
+    stale_days: Optional[int] = typer.Option(None, help="Days without a source confirming a customer before it counts as stale."),  # noqa: UP045
+    period: Optional[str] = typer.Option(None, help="week or month: the buckets of the figures over time."),  # noqa: UP045
+) -> None:
+    """Write the data-quality report: an HTML page with plots, and its JSON and CSV twins."""
+    from synchub.config import load_config
+    from synchub.quality import build_report, segments_from_config, write_report
+    from synchub.store import Store
+
+    config = load_config(state.config_path)
+    store = Store(config.store_url())
+    store.upgrade()
+    q = config.quality
+    if period not in (None, "week", "month"):
+        raise typer.BadParameter(f"{period!r} is not one of 'week', 'month'", param_hint="'--period'")
+    report = build_report(store, stale_days=stale_days or q.stale_days, period=period or q.period,
+                          segments=segments_from_config(config))
+    paths = write_report(report, out_dir or config.resolve(q.out))
+    if state.json:
+        _emit_json({"files": [str(p) for p in paths], "summary": report.get("summary")})
+    else:
+        for p in paths:
+            out.print(str(p), highlight=False)
+
+
 @customers_app.command("split")
 def customers_split(
     golden_id: str,

@@ -189,6 +189,19 @@ class WebConfig(_Strict):
     viewers_see_personal_data: bool = False
 
 
+class QualityConfig(_Strict):
+    """``synchub quality report`` and its schedule in ``serve`` (issue 20)."""
+
+    #: Where reports are written (relative to the config file's folder).
+    out: str = "reports"
+    #: A customer no source confirmed for this many days counts as stale.
+    stale_days: int = Field(default=90, ge=1)
+    #: Buckets of the over-time figures: ``week`` (ISO weeks) or ``month``.
+    period: Literal["week", "month"] = "month"
+    #: When ``serve`` writes the report (e.g. ``{cron: "0 6 1 * *"}``, the first of each month).
+    schedule: Schedule | None = None
+
+
 class RetentionRule(_Strict):
     """Customers the company may no longer keep (``synchub retention``): those matching
     ``filter`` (the segment syntax of :mod:`synchub.segment`) that no source confirmed and no
@@ -230,6 +243,7 @@ class Config(_Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     match: dict[Literal["person", "company"], EntityMatchConfig] = Field(
         default_factory=lambda: {

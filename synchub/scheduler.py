@@ -88,6 +88,9 @@ def build_scheduler(hub: Hub, *, max_workers: int | None = None) -> BackgroundSc
             max_instances=1, coalesce=sched.coalesce, misfire_grace_time=sched.misfire_grace_seconds,
             replace_existing=True,
         )
+    if hub.config.quality.schedule is not None:
+        scheduler.add_job(quality_job, trigger_for(hub.config.quality.schedule), args=[hub], id="quality-report",
+                          name="data-quality report", coalesce=True, max_instances=1, replace_existing=True)
     return scheduler
 
 
@@ -179,6 +182,22 @@ def prune_history(hub: Hub) -> int:
     if n:
         log.info("deleted %d run(s) older than %d days", n, hub.config.serve.keep_runs_days)
     return n
+
+
+def quality_job(hub: Hub) -> list[str]:
+    """Write the data-quality report into ``quality.out`` (its schedule in ``serve``)."""
+    from synchub.quality import build_report, segments_from_config, write_report
+
+    q = hub.config.quality
+    try:
+        report = build_report(hub.store, stale_days=q.stale_days, period=q.period,
+                              segments=segments_from_config(hub.config))
+        paths = write_report(report, hub.config.resolve(q.out))
+    except Exception:  # the schedule goes on; the next firing tries again
+        log.exception("the data-quality report failed")
+        return []
+    log.info("data-quality report written: %s", ", ".join(str(p) for p in paths))
+    return [str(p) for p in paths]
 
 
 def _summary_dict(s: RunSummary) -> dict[str, Any]:

@@ -48,6 +48,8 @@ def console(demo_dir: Path, store_url: str) -> Iterator[str]:
     _browser_or_skip()
     env = {**os.environ, "SYNCHUB_STORE": store_url}
     cfg = str(demo_dir / "config" / "demo.yaml")
+    with open(cfg, "a", encoding="utf-8") as fh:  # erasure needs the suppression list's salt
+        fh.write("\nprivacy: {salt: console-test-salt-0123456789}\n")
     cli = [sys.executable, "-m", "synchub.cli", "--config", cfg]
     subprocess.run([*cli, "sync"], env=env, capture_output=True)  # partial on purpose: three broken rows
     for name, role, language in (("steffi", "steward", "en"), ("root", "admin", "de"), ("mara", "marketing", "en")):
@@ -155,6 +157,20 @@ def test_the_console_in_a_real_browser(console: str, store_url: str) -> None:
         expect(page.locator("#users tr[data-name=vera]")).to_contain_text("gesperrt")
         page.screenshot(path=str(OUTPUT / "users-de.png"), full_page=True)
 
+        # The admin exports a person's data and erases them (after the browser's confirmation).
+        anna = page.evaluate("() => fetch('/api/v1/customers?q=Leitner').then(r => r.json()).then(h => h[0].id)")
+        page.goto(f"{console}/#/customer/{anna}")
+        expect(page.locator("#privacy")).to_be_visible()
+        with page.expect_download() as download:
+            page.click("#export-json")
+        assert '"source_records"' in Path(download.value.path()).read_text(encoding="utf-8")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#erase")
+        expect(page.locator("#flash")).to_contain_text("Gelöscht; Quittungen")
+        expect(page.locator("#flash")).to_contain_text("shop/customers manual")
+        gone = page.evaluate(f"() => fetch('/api/v1/customers/{anna}').then(r => r.status)")
+        assert gone == 404
+
         # Marketing: segment sizes and the re-opt-in list as a CSV download; no decisions.
         page.click("#logout")
         _log_in(page, console, "mara")
@@ -167,6 +183,15 @@ def test_the_console_in_a_real_browser(console: str, store_url: str) -> None:
         with page.expect_download() as download:
             page.click("#segments-csv")
         assert Path(download.value.path()).read_text(encoding="utf-8-sig").startswith("connection;stream;entity;members")
+        # The data-quality report opens in its own tab: figures and plots, no script.
+        with page.context.expect_page() as tab:
+            page.click("#quality")
+        report = tab.value
+        report.wait_for_load_state()
+        expect(report.locator("h1")).to_contain_text("quality")
+        assert report.locator("svg").count() >= 5 and report.locator("script").count() == 0
+        report.screenshot(path=str(OUTPUT / "quality-report.png"), full_page=True)
+        report.close()
         page.screenshot(path=str(OUTPUT / "lists.png"), full_page=True)
         page.goto(f"{console}/#/review")
         expect(page.locator("main h1")).to_have_text("Review queue")

@@ -519,6 +519,29 @@ def create_app(hub: Any) -> FastAPI:
 
         return erasures(hub, limit)
 
+    # ----- data quality -----------------------------------------------------------------------
+
+    def quality_report() -> dict[str, Any]:
+        from synchub.quality import build_report, segments_from_config
+
+        q = hub.config.quality
+        return build_report(store, stale_days=q.stale_days, period=q.period, segments=segments_from_config(hub.config))
+
+    @route("GET", "/api/v1/quality", "segments", response_model=dict[str, Any])
+    def quality(user: User = need("segments")) -> Any:
+        """The data-quality report's figures (aggregates only, nothing about one person)."""
+        return quality_report()
+
+    @route("GET", "/api/v1/quality.html", "segments", response_class=HTMLResponse,
+           responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}})
+    def quality_page(user: User = need("segments")) -> Any:
+        """The data-quality report as a page with plots (no script; inline styles and SVG only)."""
+        from synchub.quality import render_html
+
+        return HTMLResponse(render_html(quality_report()), headers={"Content-Security-Policy": (
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")})
+
     # ----- runs -------------------------------------------------------------------------------
 
     @route("GET", "/api/v1/runs", "read", response_model=list[RunOut])

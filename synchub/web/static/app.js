@@ -21,6 +21,9 @@ const TEXT = {
     "connection": "Connection", "rejected": "Rejected rows", "where": "Where", "reason": "Reason",
     "role": "Role", "language": "Language", "disabled": "disabled", "active": "active", "back": "Back",
     "login.failed": "Login failed", "error": "Error", "nav.marketing": "Lists",
+    "quality": "Data-quality report", "export.json": "Export their data (JSON)", "export.html": "Export their data (page)",
+    "erase": "Erase this person…", "erase.confirm": "Erase this person here and in every connected tool? This cannot be undone.",
+    "erased": "Erased; receipts",
     "segments": "Segments", "members": "Members", "reoptin": "Needs re-opt-in", "csv": "Download CSV",
     "quarantined": "Values not used", "run.again": "Run again", "counts": "Counts", "email": "E-mail",
     "destination": "Destination", "note": "Note", "compare": "Side by side",
@@ -44,6 +47,9 @@ const TEXT = {
     "connection": "Verbindung", "rejected": "Abgewiesene Zeilen", "where": "Wo", "reason": "Grund",
     "role": "Rolle", "language": "Sprache", "disabled": "gesperrt", "active": "aktiv", "back": "Zurück",
     "login.failed": "Anmeldung fehlgeschlagen", "error": "Fehler", "nav.marketing": "Listen",
+    "quality": "Datenqualitätsbericht", "export.json": "Daten der Person exportieren (JSON)", "export.html": "Daten der Person exportieren (Seite)",
+    "erase": "Diese Person löschen…", "erase.confirm": "Diese Person hier und in allen verbundenen Tools löschen? Das lässt sich nicht rückgängig machen.",
+    "erased": "Gelöscht; Quittungen",
     "segments": "Segmente", "members": "Mitglieder", "reoptin": "Neu-Einwilligung nötig", "csv": "CSV herunterladen",
     "quarantined": "Nicht verwendete Werte", "run.again": "Erneut ausführen", "counts": "Zahlen", "email": "E-Mail",
     "destination": "Ziel", "note": "Hinweis", "compare": "Gegenüberstellung",
@@ -330,10 +336,21 @@ async function customerPage(id) {
         route();
       } catch (err) { flash(err.message, "error"); }
     } } })) : null;
+  const privacy = me.permissions.includes("privacy") ? el("div", { class: "actions", id: "privacy" },
+    el("a", { href: `/api/v1/customers/${encodeURIComponent(c.id)}/export`, id: "export-json", text: t("export.json") }), " · ",
+    el("a", { href: `/api/v1/customers/${encodeURIComponent(c.id)}/export?format=html`, id: "export-html", text: t("export.html") }), " ",
+    el("button", { type: "button", id: "erase", class: "danger", text: t("erase"), on: { click: async () => {
+      if (!window.confirm(t("erase.confirm"))) return;
+      try {
+        const r = await api("POST", `/customers/${c.id}/erase`, { confirm: true });
+        after(`${t("erased")}: ${r.receipts.map((x) => `${x.connection}/${x.stream} ${x.status}`).join(", ")}`, "ok");
+        location.hash = "#/customers";
+      } catch (err) { flash(err.message, "error"); }
+    } } })) : null;
   const quarantined = c.quarantined.length ? [el("h2", { text: t("quarantined") }), el("table", { id: "quarantined" }, el("tbody", {},
     c.quarantined.map((q) => el("tr", {}, el("td", { text: `${q.connection}/${q.stream} #${q.source_id}` }), el("td", { text: q.field || "" }),
       el("td", { text: show(q.raw) }), el("td", { text: q.reason || "" })))))] : [];
-  page(mine, `${c.name || c.id}`, el("p", { class: "muted", text: `${c.kind} · ${c.id} · ${c.status} · v${c.version}` }), actions, ...consentTable, fields, ...quarantined,
+  page(mine, `${c.name || c.id}`, el("p", { class: "muted", text: `${c.kind} · ${c.id} · ${c.status} · v${c.version}` }), actions, privacy, ...consentTable, fields, ...quarantined,
     el("h2", { text: t("sources") }), sources, el("h2", { text: t("timeline") }), timeline, el("h2", { text: t("history") }), history);
 }
 
@@ -363,7 +380,8 @@ async function marketingPage() {
   page(mine, t("nav.marketing"), el("h2", { text: t("segments") }),
     el("table", { id: "segments" }, el("thead", {}, el("tr", {}, [t("connection"), t("members")].map((h) => el("th", { text: h })))),
       el("tbody", {}, segments.map((g) => el("tr", {}, el("td", { text: `${g.connection}/${g.stream}` }), el("td", { text: String(g.members) }))))),
-    el("p", {}, el("a", { href: "/api/v1/segments.csv", id: "segments-csv", text: t("csv") })),
+    el("p", {}, el("a", { href: "/api/v1/segments.csv", id: "segments-csv", text: t("csv") }), " · ",
+      el("a", { href: "/api/v1/quality.html", id: "quality", target: "_blank", rel: "noopener", text: t("quality") })),
     el("h2", { text: `${t("reoptin")} (${people.length})` }), el("p", {}, el("a", { href: "/api/v1/reoptin.csv", id: "reoptin-csv", text: t("csv") })),
     el("table", { id: "reoptin" }, el("tbody", {}, people.map((p) => el("tr", {}, el("td", { text: p.email || "" }),
       el("td", {}, el("a", { href: `#/customer/${p.customer_id}`, text: p.name || p.customer_id })), el("td", { text: p.destination }),
