@@ -136,6 +136,18 @@ def validate_config(
                     compile_filter(scfg.filter, filter_entity)
                 except FilterError as exc:
                     at((*sloc, "filter", *exc.path.split(".")[:1]), str(exc))
+    names_seen: set[str] = set()
+    for i, rule in enumerate(config.privacy.retention):
+        rloc = ("privacy", "retention", i)
+        if rule.name in names_seen:
+            at((*rloc, "name"), f"a second retention rule named {rule.name!r}")
+        names_seen.add(rule.name)
+        try:
+            compile_filter(rule.filter, rule.entity)
+        except FilterError as exc:
+            at((*rloc, "filter", *exc.path.split(".")[:1]), str(exc))
+    if config.privacy.retention and config.privacy.salt is None and not left_out("privacy", "salt"):
+        at(("privacy", "retention"), "retention rules erase or anonymise customers, which needs privacy.salt")
     for entity, mcfg in config.match.items():
         try:
             mcfg.score_config(entity)

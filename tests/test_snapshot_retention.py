@@ -237,3 +237,19 @@ def test_a_full_listing_confirms_the_records_it_names(snap: tuple[Hub, Path]) ->
     hub._reconcile("crm", "people", mapping, Reconcile(ids={f"P{i:03d}" for i in range(1, 21)}, as_of=listed_at),
                    0, StreamCounts())
     assert all(abs((t - listed_at).total_seconds()) < 1 for t in _confirmed(hub).values())  # type: ignore[operator]
+
+
+def test_validate_names_a_bad_retention_filter_with_file_and_line(tmp_path: Path, store_url: str) -> None:
+    from synchub.config import check_config
+
+    bad = RULES.replace("{last_name: Nachname4}", "{lastname: Nachname4}")
+    cfg = _config(tmp_path, store_url, extra=bad + "    - name: stale-leads\n      inactive_days: 5\n")
+    _config_ok, problems = check_config(cfg)
+    messages = [(p.line, p.message) for p in problems if p.severity == "error"]
+    assert any("lastname" in m for _line, m in messages), messages
+    assert any("second retention rule named 'stale-leads'" in m for _line, m in messages), messages
+    assert all(line is not None for line, _m in messages)
+    no_salt = _config(tmp_path, store_url, extra=RULES).read_text(encoding="utf-8").replace(f"  salt: '{SALT}'\n", "")
+    cfg.write_text(no_salt, encoding="utf-8")
+    _c, problems = check_config(cfg)
+    assert any("needs privacy.salt" in p.message for p in problems)
