@@ -925,7 +925,7 @@ def _plot_stale(report: dict[str, Any]) -> Any:
     old = [s["stale"] for s in streams][::-1]
     fresh = [s["records"] - s["stale"] for s in streams][::-1]
     y = list(range(len(streams)))
-    left.barh(y, fresh, color="#2e7d32", label=f"observed in the last {stale['days']} days")
+    left.barh(y, fresh, color="#2e7d32", label=f"confirmed in the last {stale['days']} days")
     left.barh(y, old, left=fresh, color="#c62828", label="older")
     left.set_yticks(y, names)
     pad = max(0.0, (3 - len(streams)) / 2)  # one stream: a bar, not a wall
@@ -936,7 +936,7 @@ def _plot_stale(report: dict[str, Any]) -> Any:
     left.set_xlim(0, max([s["records"] for s in streams] + [1]) * 1.3)
     _whole_numbers(left.xaxis)
     left.set_xlabel("live source records")
-    left.set_title("Source records by last observation", loc="left")
+    left.set_title("Source records by last confirmation", loc="left")
     fig.legend(loc="outside lower left", frameon=False, fontsize=8, ncols=2)
     buckets = stale["last_confirmed"]
     labels = [_lbl(b["age"]) for b in buckets]
@@ -951,7 +951,7 @@ def _plot_stale(report: dict[str, Any]) -> Any:
     right.set_ylabel("active customers")
     right.set_title("Customers by last confirmation", loc="left")
     share = f" ({stale['share']:.1%})" if stale["share"] is not None else ""
-    right.set_xlabel(f"{stale['stale']:,} stale{share}: no source observed them in {stale['days']} days")
+    right.set_xlabel(f"{stale['stale']:,} stale{share}: no source confirmed them in {stale['days']} days")
     return fig
 
 
@@ -974,7 +974,7 @@ def _plot_duplicates(report: dict[str, Any]) -> Any:
         base = [b + v for b, v in zip(base, values, strict=True)]
     top.set_ylabel("per period")
     top.set_title("Duplicates found per " + report["duplicates"]["period"], loc="left")
-    top.legend(frameon=False, fontsize=8, ncols=3, loc="upper left")
+    top.legend(frameon=False, fontsize=8, ncols=2, loc="upper left")  # three in a row are cut off at 7 in
     top.set_ylim(0, max([*base, 1]) * 1.3)
     _whole_numbers(top.yaxis)
     kinds = sorted({k for p in periods for k in p["review_open"]})
@@ -1174,17 +1174,17 @@ def render_html(report: dict[str, Any], *, plots: dict[str, str] | None = None) 
                  f"could not use; open review items: {open_items or 'none'}.</p>")
     # freshness
     parts.append('<h2 id="stale">Freshness</h2>')
-    parts.append(f"<p>A customer is <b>stale</b> when none of its live source records was observed "
-                 f"since {_e(stale['cutoff'])} ({_e(stale['days'])} days). Observed: the record's own "
-                 f"change time where the source gives one, else when the hub read that version; an "
-                 f"unchanged re-read does not count. <b>{_num(stale['stale'])}</b> of "
+    parts.append(f"<p>A customer is <b>stale</b> when no source confirmed any of its live source records "
+                 f"since {_e(stale['cutoff'])} ({_e(stale['days'])} days). Confirmed: a read delivered the "
+                 f"record, changed or not, or a full listing of the source named it; a file that is not "
+                 f"exported again confirms nothing. <b>{_num(stale['stale'])}</b> of "
                  f"{_num(stale['active'])} active customers ({_pct(stale['share'])}) are stale.</p>")
-    parts.append(_figure_html(plots, "stale", "source records and customers by last observation"))
+    parts.append(_figure_html(plots, "stale", "source records and customers by last confirmation"))
     parts.append(_table(["kind", "active", "stale", "share", "without a live source"], [
         [_t(c["kind"]), _n(c["active"]), _n(c["stale"]), ("n", _pct(c["share"])), _n(c["no_live_source"])]
         for c in stale["customers"]]))
     parts.append(_table(["connection/stream", "live records", "older than the cutoff", "share",
-                         "oldest observation", "newest observation"], [
+                         "oldest confirmation", "newest confirmation"], [
         [_t(_stream_name(r)), _n(r["records"]), _n(r["stale"]), ("n", _pct(r["share"])),
          _t(r["oldest_confirmed"]), _t(r["newest_confirmed"])] for r in stale["streams"]]))
     # completeness
