@@ -769,7 +769,8 @@ def retention_run(
         _exit(exitcodes.FAILED)
 
 
-quality_app = typer.Typer(help="The data-quality and freshness review.", no_args_is_help=True)
+quality_app = typer.Typer(help="Values not usable or unverified; `quality report`: the data-quality review.",
+                          invoke_without_command=True)
 app.add_typer(quality_app, name="quality")
 
 
@@ -905,8 +906,9 @@ def _quarantine_table(title: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command()
+@quality_app.callback()
 def quality(
+    ctx: typer.Context,
     connection: Optional[str] = typer.Option(None, help="Only this connection."),  # noqa: UP045
     stream: Optional[str] = typer.Option(None, help="Only this stream."),  # noqa: UP045
     field: Optional[str] = typer.Option(None, help="Only this canonical field, e.g. phones."),  # noqa: UP045
@@ -914,7 +916,10 @@ def quality(
     limit: int = typer.Option(1000, help="How many values to list (the summary counts all)."),
 ) -> None:
     """Values the store holds but cannot use (quarantined) or uses unverified, per source record,
-    with field, raw value and reason: what data care should fix at the source."""
+    with field, raw value and reason: what data care should fix at the source. ``quality report``:
+    the whole data-quality and freshness review."""
+    if ctx.invoked_subcommand is not None:
+        return
     store = _store()
     if status not in (None, "quarantined", "unverified"):
         raise typer.BadParameter("--status must be quarantined or unverified")
