@@ -363,6 +363,16 @@ class Hub:
             self._erased_from_export(connection, stream_name, stream, "written again without them")
             return
         todo, pushed = self._outbound_todo(connection, stream_name, stream, mapping, selected)
+        todo, echoes = _split_echoes(todo, mapping.field_names)
+        if echoes:
+            # What the destination delivered itself (or already holds) is not written back: it
+            # is remembered as written, so the same values are not considered again.
+            now = utcnow()
+            with self.store.begin() as conn:
+                st.record_pushes(conn, connection, stream_name, [
+                    {"connection": connection, "stream": stream_name, "golden_id": rec.golden_id, "payload_hash": h,
+                     "payload": rec.data, "external_id": rec.external_id, "pushed_at": now} for rec, h in echoes])
+            counts.unchanged += len(echoes)
         if not todo:
             return
         payloads = {rec.golden_id: (h, rec) for rec, h in todo}
@@ -495,7 +505,11 @@ class Hub:
                     plans[sname] = [PlannedWrite(rec.golden_id, "write", None) for rec in records]
                     continue
                 todo, _pushed = self._outbound_todo(connection, sname, stream, mapping, selected)
-                plans[sname] = list(stream.plan((rec for rec, _h in todo), mapping.field_names))
+                todo, echoes = _split_echoes(todo, mapping.field_names)
+                plans[sname] = [PlannedWrite(rec.golden_id, "unchanged", rec.external_id,
+                                             reason="the destination holds these values (it delivered them)")
+                                for rec, _h in echoes]
+                plans[sname] += list(stream.plan((rec for rec, _h in todo), mapping.field_names))
         finally:
             connector.close()
         return plans
@@ -813,6 +827,32 @@ class Hub:
                     return
                 self._rederive_any(conn, set(ids), f"run:{run_id}", run_id)
                 st.dequeue_derives(conn, connection, ids)
+
+
+def _split_echoes(todo: list[tuple[OutRecord, str]], fields: list[str]) -> tuple[list[tuple[OutRecord, str]],
+                                                                               list[tuple[OutRecord, str]]]:
+    """``todo`` without the echoes: upserts whose destination already holds every value of the
+    payload (``previous``: what the destination delivered to the hub, or what the hub last
+    wrote). Those are never handed to the connector, whatever its write does with ``previous``:
+    a bidirectional connection cannot ping-pong a value."""
+    keep, echoes = [], []
+    for item in todo:
+        rec = item[0]
+        if (rec.op == "upsert" and not rec.returning and rec.previous is not None and rec.external_id is not None
+                and all(_same_value(rec.previous.get(k), rec.data.get(k)) for k in dict.fromkeys([*fields, *rec.data]))):
+            echoes.append(item)
+        else:
+            keep.append(item)
+    return keep, echoes
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal for a destination: empty values alike (None, "", []), lists of text in any order."""
+    if a in (None, "", [], {}) and b in (None, "", [], {}):
+        return True
+    if isinstance(a, list) and isinstance(b, list) and all(isinstance(x, str) for x in (*a, *b)):
+        return sorted(a) == sorted(b)
+    return bool(a == b)
 
 
 def _raw(data: dict[str, Any]) -> str:
