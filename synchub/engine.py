@@ -487,8 +487,10 @@ class Hub:
             connector.close()
         return result
 
-    def plan(self, connection: str) -> dict[str, list[PlannedWrite]]:
-        """What a push of ``connection`` would do, per stream, without writing anything."""
+    def plan(self, connection: str, *, offline: bool = False) -> dict[str, list[PlannedWrite]]:
+        """What a push of ``connection`` would do, per stream, without writing anything. The
+        connector's own plan may ask the destination (consent it holds); ``offline`` plans from
+        the store alone: against what the hub last wrote or the destination last delivered."""
         conn_cfg = self._connection(connection)
         if not conn_cfg.outbound:
             raise ConfigError(f"connection {connection!r} does not write (direction {conn_cfg.direction!r})")
@@ -509,10 +511,26 @@ class Hub:
                 plans[sname] = [PlannedWrite(rec.golden_id, "unchanged", rec.external_id,
                                              reason="the destination holds these values (it delivered them)")
                                 for rec, _h in echoes]
-                plans[sname] += list(stream.plan((rec for rec, _h in todo), mapping.field_names))
+                planner = Stream.plan.__get__(stream) if offline else stream.plan  # the store-only diff
+                plans[sname] += list(planner((rec for rec, _h in todo), mapping.field_names))
+                self._explain_leaves(conn_cfg.streams[sname], mapping.entity, plans[sname])
         finally:
             connector.close()
         return plans
+
+    def _explain_leaves(self, scfg: StreamConfig, entity: str, planned: list[PlannedWrite]) -> None:
+        """A record leaving the segment says which condition of the filter it no longer meets."""
+        from synchub.segment import explain
+
+        for p in planned:
+            if p.action != "leave":
+                continue
+            rec = self.store.get_golden(p.golden_id, follow_merges=False)
+            if rec is None or rec["status"] != "active":
+                why = f"the customer was {rec['status'] if rec else 'erased'}"
+            else:
+                why = explain(scfg.filter, rec["data"], entity) or "no longer in the segment"
+            p.reason = f"{p.reason}; {why}" if p.reason else why
 
     def _stream_mapping(self, scfg: StreamConfig, direction: str) -> Mapping | None:
         """The mapping a stream uses in ``direction``: ``write_mapping`` (if set) when writing."""

@@ -57,6 +57,24 @@ def compile_filter(spec: dict[str, Any] | None, entity: str = "person") -> Predi
     return _compile(spec, known, "")
 
 
+def explain(spec: dict[str, Any] | None, data: dict[str, Any], entity: str = "person") -> str | None:
+    """Why ``data`` is not in the segment: the first condition of the filter it fails, as text
+    (``lifecycle_stage is 'lead', not in ['customer', 'evangelist']``); None when it matches."""
+    if not spec:
+        return None
+    known = canonical_paths(ENTITY_MODELS[entity])
+    for key, cond in spec.items():
+        if _compile({key: cond}, known, "")(data):
+            continue
+        if key in ("any", "not"):
+            return f"{key}: {cond!r} does not hold"
+        value = _get(data, str(key))
+        shown = "empty" if value is _MISSING else f"is {value!r}"
+        wanted = cond if isinstance(cond, dict) else {"eq": cond}
+        return f"{key} {shown}, wanted " + ", ".join(f"{op} {arg!r}" for op, arg in wanted.items())
+    return None
+
+
 def _compile(spec: Any, known: dict[str, Any], where: str) -> Predicate:
     if not isinstance(spec, dict):
         raise FilterError(where, "a filter is a mapping of field paths to conditions")

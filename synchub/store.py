@@ -786,6 +786,18 @@ class Store:
                 out.update((r.id, r.display_name) for r in rows)
         return out
 
+    def contacts_of(self, golden_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """Name and first e-mail address of these golden records (a dry run's rows)."""
+        out: dict[str, tuple[str, str | None]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(golden_ids))):
+                rows = conn.execute(sa.select(golden_t.c.id, golden_t.c.display_name, golden_t.c.data)
+                                    .where(in_(conn, golden_t.c.id, chunk)))
+                for r in rows:
+                    emails = (r.data or {}).get("emails") or []
+                    out[r.id] = (r.display_name, emails[0] if emails else None)
+        return out
+
     def get_golden(self, golden_id: str, *, follow_merges: bool = True) -> dict[str, Any] | None:
         """A golden record by id or unique id prefix; a merged-away id leads to its survivor."""
         with self.engine.connect() as conn:
