@@ -235,6 +235,82 @@ class PrivacyConfig(_Strict):
         return v
 
 
+_URL_SECRET = re.compile(r"^[A-Za-z0-9_~.-]{24,200}$")
+_PUBLIC_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+
+
+class WebhookSource(_Strict):
+    """One vendor's webhooks (:mod:`synchub.webhooks`): the inbound connection whose pull they
+    trigger, and the secret their deliveries are checked with (from ``${ENV}``)."""
+
+    connection: str = Field(min_length=1, max_length=100)
+    #: HubSpot: the app's client secret; Shopify: the app's client (API) secret.
+    secret: SecretStr
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 8:
+            raise ValueError("the webhook secret is too short (give the vendor app's secret, from ${ENV})")
+        register_secret(v.get_secret_value())
+        return v
+
+
+class MailchimpWebhookSource(WebhookSource):
+    """Mailchimp signs nothing: ``secret`` is a long random token of our own, the last part of
+    the URL given to Mailchimp (``/webhooks/mailchimp/<secret>``)."""
+
+    @field_validator("secret")
+    @classmethod
+    def _url_secret(cls, v: SecretStr) -> SecretStr:
+        if not _URL_SECRET.match(v.get_secret_value()):
+            raise ValueError("the Mailchimp webhook secret must be at least 24 characters of A-Z a-z 0-9 _ ~ . - "
+                             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return v
+
+
+class WebhooksConfig(_Strict):
+    """``synchub serve``'s webhook receiver (issue 21): HubSpot, Shopify and Mailchimp deliveries
+    are checked, queued in the store, and trigger a pull of their connection."""
+
+    #: Loopback by default: put it behind a reverse proxy with TLS (vendors call HTTPS URLs).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8471, ge=1, le=65535)
+    #: The address the vendors call, in front of ``/webhooks/...`` (``https://hooks.example.com``,
+    #: or with the proxy's path prefix). HubSpot signs the full URL it called; without this the
+    #: receiver rebuilds it from the ``Host`` and ``X-Forwarded-Proto`` headers.
+    public_url: str | None = None
+    #: Larger bodies are refused with 413.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    #: How often queued events are looked for (a delivery also wakes the queue at once).
+    poll_seconds: float = Field(default=5.0, ge=0.5, le=3600)
+    #: Processed events are kept this long (replays within it are recognised), then deleted.
+    keep_days: int = Field(default=7, ge=1, le=365)
+    hubspot: WebhookSource | None = None
+    shopify: WebhookSource | None = None
+    mailchimp: MailchimpWebhookSource | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not _PUBLIC_URL.match(v):
+                raise ValueError("public_url must be an http(s) URL without query, e.g. https://hooks.example.com")
+            v = v.rstrip("/")
+        return v
+
+    @model_validator(mode="after")
+    def _some_vendor(self) -> WebhooksConfig:
+        if not self.sources():
+            raise ValueError("webhooks needs at least one of hubspot, shopify, mailchimp")
+        return self
+
+    def sources(self) -> dict[str, WebhookSource]:
+        """The configured vendors: ``{"hubspot": ..., ...}``."""
+        found = {"hubspot": self.hubspot, "shopify": self.shopify, "mailchimp": self.mailchimp}
+        return {vendor: src for vendor, src in found.items() if src is not None}
+
+
 class Config(_Strict):
     version: Literal[1] = 1
     store: str = "sqlite:///synchub.db"
@@ -244,6 +320,8 @@ class Config(_Strict):
     web: WebConfig = Field(default_factory=WebConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    #: The webhook receiver of ``synchub serve``; off unless given.
+    webhooks: WebhooksConfig | None = None
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     match: dict[Literal["person", "company"], EntityMatchConfig] = Field(
         default_factory=lambda: {
@@ -366,6 +444,8 @@ def check_config(
     if config is not None:
         config.base_dir = (path if path.is_dir() else path.parent).resolve()
         config.source_files = [str(d.path) for d in docs]
+        connections = merged.get("connections")
+        problems.extend(_webhook_problems(config, doc_for, set(connections) if isinstance(connections, dict) else set()))
         if check_plugins:
             from synchub.validate import validate_config
 
@@ -375,6 +455,27 @@ def check_config(
                 connection_names=set(connections) if isinstance(connections, dict) else set(config.connections),
             ))
     return config, _unique(problems)
+
+
+def _webhook_problems(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlDoc], named: set[str]) -> list[Problem]:
+    """Each webhook vendor names an inbound connection of that vendor's connector. ``named``:
+    every connection in the files (one that failed the schema was reported already)."""
+    problems: list[Problem] = []
+    if config.webhooks is None:
+        return problems
+    for vendor, src in config.webhooks.sources().items():
+        loc = ("webhooks", vendor, "connection")
+        conn = config.connections.get(src.connection)
+        if conn is None:
+            if src.connection not in named:
+                known = ", ".join(sorted(named)) or "none"
+                problems.append(doc_for(loc).problem(loc, f"no connection named {src.connection!r} (configured: {known})"))
+        elif conn.connector != vendor:
+            problems.append(doc_for(loc).problem(
+                loc, f"connection {src.connection!r} uses connector {conn.connector!r}, not {vendor!r}"))
+        elif not conn.inbound:
+            problems.append(doc_for(loc).problem(loc, f"connection {src.connection!r} is outbound only (direction: out)"))
+    return problems
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

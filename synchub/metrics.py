@@ -21,6 +21,11 @@ Exposed series (label values are connection and stream names from the config, ne
 * ``synchub_last_run_timestamp_seconds`` and ``synchub_last_run_failed`` (0/1)
   ``{connection,direction}``: the last run whatever its outcome.
 * ``synchub_runs_in_progress{connection,direction}`` and ``synchub_up`` (1 while serving).
+* ``synchub_webhooks_total{vendor,outcome}``: webhook requests (:mod:`synchub.webhooks`) by
+  outcome: ``accepted`` (queued), ``replayed`` (already queued: answered 200, not queued again),
+  ``forged`` (bad or missing signature or URL secret), ``stale`` (HubSpot timestamp older than 5
+  minutes), ``invalid`` (malformed, too large), ``error`` (the store could not take it: 503, the
+  vendor retries), ``validated`` (Mailchimp's GET that checks the URL).
 
 Every ``Metrics`` has its own ``CollectorRegistry``, so tests and several hubs in one process do not
 collide. The ``*_created`` series prometheus_client adds to counters and histograms are left out:
@@ -96,9 +101,11 @@ class Metrics:
         self._last_failed = Gauge("synchub_last_run_failed", "1 if the last run failed, else 0.", cd, registry=None)
         self._in_progress = Gauge("synchub_runs_in_progress", "Runs started and not finished.", cd, registry=None)
         self._up = Gauge("synchub_up", "1 while the metrics server is serving.", registry=None)
+        self._webhooks = Counter("synchub_webhooks_total", "Webhook requests by vendor and outcome.",
+                                 ["vendor", "outcome"], registry=None)
         self.registry.register(_WithoutCreated([
             self._runs, self._duration, self._records, self._rejected, *self._api.values(), self._last_success,
-            self._last_run, self._last_failed, self._in_progress, self._up]))
+            self._last_run, self._last_failed, self._in_progress, self._up, self._webhooks]))
         self._running: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self.store_ok: bool | None = None  # None: not checked yet
@@ -131,6 +138,10 @@ class Metrics:
         self._last_failed.labels(conn, direction).set(1 if status == "failed" else 0)
         if status in ("succeeded", "partial"):
             self._last_success.labels(conn, direction).set(finished)
+
+    def webhook_received(self, vendor: str, outcome: str, n: int = 1) -> None:
+        """Count a webhook request of ``vendor`` (hubspot, shopify, mailchimp) by ``outcome``."""
+        self._webhooks.labels(vendor, outcome).inc(n)
 
     def set_store_ok(self, ok: bool) -> None:
         self.store_ok = bool(ok)

@@ -20,6 +20,8 @@ shared between schedulers); what the workers share is the synchub store:
   (nothing is lost: uncommitted work is rolled back and read again by the next run).
 * **Health and metrics** on ``serve.metrics_host:metrics_port`` (:mod:`synchub.metrics`), and
   run history older than ``serve.keep_runs_days`` is deleted daily.
+* **Webhooks**, with a ``webhooks`` config section: the receiver on ``webhooks.host:port`` and a
+  job that pulls the connections with queued events (:mod:`synchub.webhooks`).
 
 A run paused because an API account's daily quota is spent gets a one-off run scheduled for
 just after the quota resets.
@@ -204,6 +206,33 @@ def _summary_dict(s: RunSummary) -> dict[str, Any]:
     return {**s.as_dict(), "finished_at": datetime.now(timezone.utc)}
 
 
+def _start_webhooks(hub: Hub, scheduler: BackgroundScheduler, metrics: Any, server: Any) -> Any:
+    """The webhook receiver and its queue's consumer job (:mod:`synchub.webhooks`), when the
+    config has a ``webhooks`` section; None otherwise."""
+    from synchub.errors import SynchubError
+    from synchub.webhooks import WebhookConsumer, WebhookReceiver
+
+    wh = hub.config.webhooks
+    if wh is None:
+        return None
+    consumer = WebhookConsumer(hub, poll_seconds=wh.poll_seconds, keep_days=wh.keep_days)
+    scheduler.add_job(consumer.run_once, IntervalTrigger(seconds=wh.poll_seconds), id="webhooks",
+                      name="webhook queue", max_instances=1, coalesce=True, misfire_grace_time=60)
+
+    def wake(_connection: str) -> None:
+        # A delivery was queued: run the consumer now rather than at its next poll (unless it
+        # runs already: it picks the new events up on its next pass).
+        if scheduler.running and not consumer.running:
+            scheduler.modify_job("webhooks", next_run_time=datetime.now(timezone.utc))
+
+    try:
+        return WebhookReceiver(hub.store, wh, metrics, on_accepted=wake).start()
+    except OSError as exc:
+        if server is not None:
+            server.stop()
+        raise SynchubError(f"{exc}; choose another webhooks.port") from None
+
+
 def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
           metrics_port: int | None = None) -> None:
     """Run until SIGINT/SIGTERM (or until ``stop`` is set)."""
@@ -237,6 +266,7 @@ def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
             server = MetricsServer(metrics, cfg.metrics_host, port, health=health).start()
         except OSError as exc:
             raise SynchubError(f"{exc}; choose another serve.metrics_port (or --metrics-port, 0 = off)") from None
+    receiver = _start_webhooks(hub, scheduler, metrics, server)
     signals: dict[str, Any] = {"n": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -269,12 +299,16 @@ def serve(hub: Hub, *, console: Any = None, stop: threading.Event | None = None,
             console.print("catching up missed runs now: " + ", ".join(due))
         if server is not None:
             console.print(f"health: {server.url}/healthz  metrics: {server.url}/metrics")
+        if receiver is not None:
+            console.print(f"webhooks: {receiver.url}/webhooks/ ({', '.join(receiver.config.sources())})")
     try:
         while not (signals.get("stop") or stop.is_set()):
             time.sleep(0.05)
     finally:
         hub.stopping.set()
         metrics.set_scheduler_running(False)
+        if receiver is not None:
+            receiver.stop()  # deliveries from now on are refused; the vendors send them again
         scheduler.shutdown(wait=True)
         if server is not None:
             server.stop()

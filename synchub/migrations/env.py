@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import synchub.store  # noqa: F401  (registers the tables on the metadata)
+import synchub.webhooks  # noqa: F401  (its queue table)
 
 target_metadata = SQLModel.metadata
 connection = context.config.attributes.get("connection")
