@@ -12,21 +12,38 @@ the common checks.
             return MyHarness(tmp_path)   # a ConnectorHarness: builds the connector and its data
 
 A :class:`ConnectorHarness` knows how to build the connector for a test and how to make the
-source hold some records, more records, and one bad record among good ones. The checks then
+source hold records: new ones, a group sharing one cursor value, records changed at a cursor
+value that was read already, one bad record among good ones; and, for streams that write, records
+to write, one the destination refuses, and what the destination holds afterwards. The checks then
 verify what every connector must guarantee:
 
 * its settings models refuse unknown keys and publish a JSON schema;
 * every record it reads has its stream's primary key;
-* checkpoints come after the records they cover, and resuming from the last checkpoint reads
-  nothing old (at-least-once: old records may come again only from the last open group);
+* checkpoints come after the records they cover, and resuming from one reads nothing old (at
+  most the records sharing the cursor value of the last record before it, a group the read could
+  not know was complete);
+* resuming from *every* checkpoint a read emits loses nothing: the records before the checkpoint
+  plus a fresh read from its state hold every record, including records added afterwards at the
+  cursor value of the last record before it (an edit landing in the same clock tick);
+* a group of records sharing one cursor value, larger than a page, is read completely, on a first
+  read and on a resume, and wherever the read checkpoints inside or around it;
 * new records after a completed run are read on the next run, resumed from the saved state;
 * a bad record is rejected on its own (a ``Rejected`` item or a record the mapping rejects),
-  the records around it still arrive.
+  the records around it still arrive;
+* ``write`` lands: the destination (the connector's own fake) holds the values written, each
+  record gets exactly one :class:`~synchub.connector.WriteResult` (with the destination's id for
+  ``upsert`` streams), a refused record is ``ok=False`` and the others still land, and ``plan``
+  changes nothing. Read-only streams (``can_write`` False) skip these checks, saying so.
 
 HTTP connectors use :class:`HttpConnectorChecks` with an :class:`HttpConnectorHarness` and get
 the checks of their transport on top: 429 and 5xx are retried and the read completes, a 401 is
-reported as an :class:`~synchub.errors.AuthError` (not retried forever), and every fault the test
-queued was actually requested (a mock nobody called proves nothing).
+reported as an :class:`~synchub.errors.AuthError` (not retried forever), every fault the test
+queued was actually requested (a mock nobody called proves nothing), and ``check()`` sends a
+request and fails when the server refuses the credential.
+
+A check never skips because a harness lacks a method: the method's ``NotImplementedError`` fails
+the test. Checks skip, with the reason, only for what the connector cannot do (a read-only stream
+has no write path; a snapshot export that replaces its file whole has no per-record refusal).
 """
 
 from __future__ import annotations
@@ -37,7 +54,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from synchub.connector import Checkpoint, Connector, ReadItem, Record, Rejected, Stream
+from synchub.connector import (
+    Checkpoint,
+    Connector,
+    OutRecord,
+    ReadItem,
+    Record,
+    Rejected,
+    Stream,
+    WriteResult,
+)
 from synchub.errors import AuthError
 from synchub.http import HttpClientFactory, LimiterRegistry
 
@@ -75,6 +101,49 @@ class ConnectorHarness:
 
     def settings_examples(self) -> dict[str, Any]:
         """Valid connection settings, used to check that an unknown key is refused."""
+        raise NotImplementedError
+
+    # -- cursors ------------------------------------------------------------------------------
+
+    #: The page size the harness configures its connector with (0: the stream does not page).
+    #: Keep it small (2-5) so that a few records span pages; the tie checks make a group of
+    #: ``2 * page_size + 1`` records share one cursor value.
+    page_size: int = 0
+
+    def add_records_sharing_cursor(self, n: int) -> None:
+        """Make the source hold ``n`` new valid records that all share one cursor value (one
+        update time, as a bulk edit leaves them), later than every record it holds."""
+        raise NotImplementedError
+
+    def add_records_at_cursor(self, record: Record, n: int) -> int:
+        """Make the source hold ``n`` new valid records whose cursor value equals ``record``'s,
+        as if they changed in the same clock tick right after a read delivered ``record``.
+        Return how many were added: 0 when the source's clock has moved past that value, so
+        nothing can change at it any more (the check then has nothing to add there)."""
+        raise NotImplementedError
+
+    # -- writes -------------------------------------------------------------------------------
+
+    #: The stream the write checks use (default: :attr:`stream`).
+    write_stream: str = ""
+
+    def records_to_write(self, n: int) -> list[OutRecord]:
+        """``n`` records the destination accepts, in the shape of the stream's out mapping, each
+        with its own ``golden_id`` and values the destination does not hold yet. A record is new
+        (``external_id`` None) or names a record the harness put in the destination first; give
+        both kinds when the stream creates and updates, so both requests are checked."""
+        raise NotImplementedError
+
+    def record_to_refuse(self) -> OutRecord | None:
+        """One record the destination refuses (an invalid value, or one its fake is told to
+        refuse). None only for a snapshot stream, which has no per-record refusal."""
+        raise NotImplementedError
+
+    def held(self, out: OutRecord, result: WriteResult | None) -> dict[str, Any] | None:
+        """What the destination holds now for ``out`` (``result`` is the write's answer for it,
+        None before a write), in the shape of ``out.data``: the fields the harness can read back,
+        at least one; None when it holds no such record. The check compares them with
+        ``out.data``."""
         raise NotImplementedError
 
 
@@ -127,14 +196,24 @@ class ConnectorChecks:
         assert isinstance(items[-1], Checkpoint), "the last item of a complete read is a checkpoint"
         again, _rej, _cps, _ = read_all(stream, cps[-1].state)
         assert again == [], "resuming from the final state re-read old records"
-        # every intermediate checkpoint is a valid place to resume: nothing before it comes again
+        # every intermediate checkpoint is a valid place to resume: nothing before it comes again,
+        # except the records sharing the cursor value of the last one (a group the read could not
+        # know was complete: at-least-once)
         seen: list[str] = []
+        group: set[str] = set()
+        group_value: Any = object()
         for item in items:
             if isinstance(item, Record):
                 seen.append(_key(stream, item))
+                if stream.cursor_field:  # without one, no record may come again
+                    value = item.data.get(stream.cursor_field)
+                    if value != group_value:
+                        group, group_value = set(), value
+                    group.add(_key(stream, item))
             elif isinstance(item, Checkpoint):
                 resumed, _r, _c, _ = read_all(stream, item.state)
-                assert not set(seen) & {_key(stream, r) for r in resumed}, "a checkpoint was saved before its records"
+                again = (set(seen) - group) & {_key(stream, r) for r in resumed}
+                assert not again, f"resuming from {item.state!r} reads {sorted(again)} again: a checkpoint was saved before its records"
 
     def test_second_run_reads_only_new_records(self, harness: ConnectorHarness) -> None:
         harness.add_records(3)
@@ -156,6 +235,174 @@ class ConnectorChecks:
         assert len(records) == good, "the good records around a bad one must still arrive"
         assert len(rejected) == 1 and rejected[0].reason and rejected[0].ref
 
+    # -- resuming from every checkpoint --------------------------------------------------------
+
+    @staticmethod
+    def _fresh(harness: ConnectorHarness) -> Stream:
+        """The stream of a new connector: every read here is a run of its own."""
+        return harness.connector().streams()[harness.stream]
+
+    def _assert_resume_from_every_checkpoint_loses_nothing(
+        self, harness: ConnectorHarness, start: dict[str, Any] | None, what: str
+    ) -> set[str]:
+        """Read from ``start``; then, for each checkpoint of that read in turn, add a record at
+        the cursor value of the last record before it and resume from its state in a new run.
+        The records before the checkpoint and the resumed read must hold every record of the
+        first read and the records just added. Returns the keys the first read delivered."""
+        stream = self._fresh(harness)
+        _records, _rej, cps, items = read_all(stream, start)
+        assert cps, f"{what}: a read must checkpoint at least at its end"
+        everything = {_key(stream, i) for i in items if isinstance(i, Record)}
+        before: set[str] = set()
+        last: Record | None = None
+        known_new: set[str] = set()
+        number = 0
+        for item in items:
+            if isinstance(item, Record):
+                before.add(_key(stream, item))
+                last = item
+                continue
+            if not isinstance(item, Checkpoint):
+                continue
+            number += 1
+            added = harness.add_records_at_cursor(last, 1) if last is not None else 0
+            resumed = {_key(stream, r) for r in read_all(self._fresh(harness), item.state)[0]}
+            lost = everything - before - resumed
+            assert not lost, (
+                f"{what}: resuming from checkpoint {number} of {len(cps)} ({item.state!r}) loses "
+                f"{sorted(lost)}: the read yielded them after this checkpoint, but a read resumed "
+                "from it does not (a checkpoint saved before its records, or inside a group of "
+                "records sharing one cursor value?)"
+            )
+            fresh = resumed - everything - known_new
+            assert len(fresh) >= added, (
+                f"{what}: resuming from checkpoint {number} of {len(cps)} ({item.state!r}) misses "
+                f"{added - len(fresh)} record(s) changed after it at the cursor value of the last "
+                f"record before it ({last.ref if last else None}); a cursor that treats its own "
+                "value as done needs a tie-breaker (e.g. (updated_at, id)) or must re-read that value"
+            )
+            known_new |= fresh
+        return everything
+
+    def test_resuming_from_every_checkpoint_loses_nothing(self, harness: ConnectorHarness) -> None:
+        harness.add_records(2 * harness.page_size + 2 if harness.page_size else 6)
+        self._assert_resume_from_every_checkpoint_loses_nothing(harness, None, "first read")
+
+    def test_records_sharing_a_cursor_value_are_all_read(self, harness: ConnectorHarness) -> None:
+        n = 2 * harness.page_size + 1 if harness.page_size else 5
+        harness.add_records(1)
+        harness.add_records_sharing_cursor(n)
+        stream = self._fresh(harness)
+        records, _rej, _cps, _ = read_all(stream, None)
+        keys = {_key(stream, r) for r in records}
+        assert len(keys) == n + 1, (
+            f"a first read delivered {len(keys)} of {n + 1} records, {n} of them sharing one cursor "
+            f"value across page boundaries (page size {harness.page_size})"
+        )
+        self._assert_resume_from_every_checkpoint_loses_nothing(harness, None, "records sharing a cursor value")
+
+    def test_records_sharing_a_cursor_value_are_all_read_on_resume(self, harness: ConnectorHarness) -> None:
+        n = 2 * harness.page_size + 1 if harness.page_size else 5
+        harness.add_records(2)
+        stream = self._fresh(harness)
+        first, _rej, cps, _ = read_all(stream, None)
+        old = {_key(stream, r) for r in first}
+        harness.add_records_sharing_cursor(n)
+        second, _rej, _cps, _ = read_all(self._fresh(harness), cps[-1].state)
+        new = {_key(stream, r) for r in second} - old
+        assert len(new) == n, (
+            f"a resumed read delivered {len(new)} of the {n} new records sharing one cursor value "
+            f"(page size {harness.page_size})"
+        )
+        self._assert_resume_from_every_checkpoint_loses_nothing(harness, cps[-1].state, "resumed read of a group")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _writable(harness: ConnectorHarness) -> str:
+        name = harness.write_stream or harness.stream
+        stream = harness.connector().streams()[name]
+        if not stream.can_write:
+            pytest.skip(f"stream {name!r} is read-only (can_write is False): no write path to check")
+        return name
+
+    @staticmethod
+    def _fields(records: list[OutRecord]) -> list[str]:
+        return list(dict.fromkeys(k for r in records for k in r.data))
+
+    @staticmethod
+    def _results(stream: Stream, batch: list[OutRecord], results: list[WriteResult]) -> dict[str, WriteResult]:
+        by: dict[str, WriteResult] = {}
+        for res in results:
+            assert isinstance(res, WriteResult), f"write() yielded {res!r}, not a WriteResult"
+            assert res.golden_id not in by, f"write() answered twice for {res.golden_id}"
+            by[res.golden_id] = res
+        asked = {r.golden_id for r in batch}
+        assert set(by) == asked, (
+            f"write() must answer once per record: no result for {sorted(asked - set(by))}, "
+            f"results for records not written {sorted(set(by) - asked)}"
+        )
+        return by
+
+    @staticmethod
+    def _assert_held(harness: ConnectorHarness, stream: Stream, out: OutRecord, res: WriteResult) -> None:
+        assert res.ok, f"the write of {out.golden_id} failed: {res.error}"
+        if stream.write_mode == "upsert":
+            assert res.external_id, f"the write of {out.golden_id} returned no external_id (the destination's id)"
+        held = harness.held(out, res)
+        assert held is not None, f"the destination holds nothing for {out.golden_id} after an ok write"
+        compared = set(held) & set(out.data)
+        assert compared, f"the harness reads back none of the written fields {sorted(out.data)}"
+        wrong = {k: (out.data[k], held[k]) for k in compared if held[k] != out.data[k]}
+        assert not wrong, (
+            f"the destination does not hold what was written for {out.golden_id} "
+            f"(field: (written, held)): {wrong}"
+        )
+
+    def test_writes_land_with_one_result_per_record(self, harness: ConnectorHarness) -> None:
+        name = self._writable(harness)
+        batch = harness.records_to_write(3)
+        assert len(batch) == 3 and len({r.golden_id for r in batch}) == 3
+        stream = harness.connector().streams()[name]
+        for out in batch:
+            held = harness.held(out, None)
+            assert held is None or any(held.get(k, out.data[k]) != out.data[k] for k in out.data), (
+                f"the destination holds {out.golden_id}'s values before the write: the check would prove nothing")
+        results = list(stream.write(batch, self._fields(batch)))
+        by = self._results(stream, batch, results)
+        for out in batch:
+            self._assert_held(harness, stream, out, by[out.golden_id])
+            if out.external_id and stream.write_mode == "upsert":
+                assert by[out.golden_id].external_id == out.external_id, (
+                    f"writing {out.golden_id} to {out.external_id} answered with another record "
+                    f"({by[out.golden_id].external_id}): an update must change the record it names")
+
+    def test_a_refused_record_fails_alone(self, harness: ConnectorHarness) -> None:
+        name = self._writable(harness)
+        stream = harness.connector().streams()[name]
+        refused = harness.record_to_refuse()
+        if refused is None:
+            if stream.write_mode == "snapshot":
+                pytest.skip(f"stream {name!r} replaces its destination whole (snapshot): no per-record refusal")
+            raise AssertionError("the harness gave no record to refuse (only snapshot streams may)")
+        good = harness.records_to_write(2)
+        batch = [good[0], refused, good[1]]
+        by = self._results(stream, batch, list(stream.write(batch, self._fields(batch))))
+        res = by[refused.golden_id]
+        assert not res.ok and res.error, f"a record the destination refuses was reported ok: {res!r}"
+        for out in good:
+            self._assert_held(harness, stream, out, by[out.golden_id])
+
+    def test_plan_writes_nothing(self, harness: ConnectorHarness) -> None:
+        name = self._writable(harness)
+        batch = harness.records_to_write(2)
+        stream = harness.connector().streams()[name]
+        before = [harness.held(out, None) for out in batch]
+        planned = list(stream.plan(batch, self._fields(batch)))
+        assert sorted(p.golden_id for p in planned) == sorted(r.golden_id for r in batch), \
+            "plan() must answer once per record"
+        assert [harness.held(out, None) for out in batch] == before, "plan() changed the destination"
+
 
 class HttpConnectorHarness(ConnectorHarness):
     """A harness for connectors that talk HTTP through :mod:`synchub.http`: it can make the
@@ -171,6 +418,10 @@ class HttpConnectorHarness(ConnectorHarness):
 
     def requests_sent(self) -> int:
         """How many requests reached the server so far."""
+        raise NotImplementedError
+
+    def connector_with_rejected_credentials(self) -> Connector:
+        """The connector built with a credential the server refuses (a wrong token or key)."""
         raise NotImplementedError
 
 
@@ -205,3 +456,19 @@ class HttpConnectorChecks(ConnectorChecks):
         with pytest.raises(AuthError):
             read_all(stream, None)
         assert harness.requests_sent() - before <= 2, "a 401 must not be retried (at most one token refresh)"
+
+    def test_check_sends_a_request(self, harness: HttpConnectorHarness) -> None:
+        before = harness.requests_sent()
+        result = harness.connector().check()
+        assert harness.requests_sent() > before, "check() sent no request, so it cannot know that the credentials work"
+        assert result.ok, f"check() failed against a server that accepts the credentials: {result.lines}"
+
+    def test_check_fails_with_a_rejected_credential(self, harness: HttpConnectorHarness) -> None:
+        connector = harness.connector_with_rejected_credentials()
+        before = harness.requests_sent()
+        try:
+            result = connector.check()
+        except AuthError:
+            return
+        assert harness.requests_sent() > before, "check() sent no request"
+        assert not result.ok, f"check() said ok with a credential the server refuses: {result.lines}"

@@ -4,18 +4,23 @@ request validated against HubSpot's OpenAPI files."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
 
 from plugins.hubspot.tests.conftest import TOKEN, http_factory, make_connector
 from plugins.hubspot.tests.fake_hubspot import FakeHubSpot
+from synchub.connector import OutRecord, Record, WriteResult
 from synchub.testing import HttpConnectorChecks, HttpConnectorHarness
 from synchub_hubspot import HubSpotConnector
+
+STREAMS = {"contacts": {"index_lag_seconds": 0, "lookback_seconds": 0, "page_size": 3}}
 
 
 class HubSpotHarness(HttpConnectorHarness):
     stream = "contacts"
+    page_size = 3
 
     def __init__(self, fake: FakeHubSpot):
         self.fake = fake
@@ -38,7 +43,7 @@ class HubSpotHarness(HttpConnectorHarness):
         return httpx.Response(response.status_code, headers=response.headers, json=body)
 
     def connector(self) -> HubSpotConnector:
-        return make_connector(self.fake, streams={"contacts": {"index_lag_seconds": 0, "lookback_seconds": 0}}, factory=self.factory)
+        return make_connector(self.fake, streams=STREAMS, factory=self.factory)
 
     def add_records(self, n: int) -> None:
         self.fake.clock.advance(1000)
@@ -56,8 +61,51 @@ class HubSpotHarness(HttpConnectorHarness):
         self.add_records(1)
         return 2
 
+    def add_records_sharing_cursor(self, n: int) -> None:
+        self.fake.clock.advance(1000)
+        for _ in range(n):  # one bulk edit: the same lastmodifieddate
+            self.n += 1
+            self.fake.add("contacts", {"email": f"person{self.n}@example.com", "firstname": f"P{self.n}"})
+        self.fake.clock.advance(1)
+
+    def add_records_at_cursor(self, record: Record, n: int) -> int:
+        # The clock moves on after every change made here, so the millisecond of a record read is
+        # over by the time of the read: nothing can change at it any more.
+        at = int(record.data["_ms"])
+        if at < self.fake.now():
+            return 0
+        for _ in range(n):
+            self.n += 1
+            self.fake.add("contacts", {"email": f"person{self.n}@example.com"}, updated_at=at)
+        return n
+
     def settings_examples(self) -> dict:
         return {"token": TOKEN, "account": "123"}
+
+    # writes: contacts HubSpot holds (batch/update) and one new one (batch/upsert by email)
+    def records_to_write(self, n: int) -> list[OutRecord]:
+        out = []
+        for i in range(n):
+            self.n += 1
+            email = f"written{self.n}@example.com"
+            known = self.fake.add("contacts", {"email": email, "firstname": "Old"}) if i < n - 1 else None
+            out.append(OutRecord(f"g{self.n}", {"email": email, "firstname": f"W{self.n}"}, external_id=known))
+        return out
+
+    def record_to_refuse(self) -> OutRecord:
+        self.fake.reject_when(lambda _type, props: "firstname 'REFUSE' is not allowed" if props.get("firstname") == "REFUSE" else None)
+        self.n += 1
+        known = self.fake.add("contacts", {"email": f"refused{self.n}@example.com", "firstname": "Old"})
+        return OutRecord(f"g{self.n}", {"email": f"refused{self.n}@example.com", "firstname": "REFUSE"}, external_id=known)
+
+    def held(self, out: OutRecord, result: WriteResult | None) -> dict[str, Any] | None:
+        rid = (result and result.external_id) or out.external_id
+        found = [c for c in self.fake.all("contacts")
+                 if (rid and c["id"] == rid) or (not rid and c["properties"].get("email") == out.data["email"])]
+        if not found:
+            return None
+        props = found[0]["properties"]
+        return {"email": props.get("email"), "firstname": props.get("firstname")}
 
     def fail_next(self, n: int, status: int, headers: dict[str, str] | None = None) -> None:
         self.fake.fail_next(n, status=status, headers=headers)
@@ -67,6 +115,9 @@ class HubSpotHarness(HttpConnectorHarness):
 
     def requests_sent(self) -> int:
         return len(self.fake.requests)
+
+    def connector_with_rejected_credentials(self) -> HubSpotConnector:
+        return make_connector(self.fake, settings={"token": "pat-na1-wrong-token"}, streams=STREAMS, factory=self.factory)
 
 
 class TestHubSpotConnector(HttpConnectorChecks):

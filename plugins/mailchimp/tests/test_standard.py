@@ -4,18 +4,23 @@ request validated against the Mailchimp OpenAPI file."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
 
 from plugins.mailchimp.tests.conftest import API_KEY, LIST, http_factory, make_connector
 from plugins.mailchimp.tests.fake_mailchimp import FakeMailchimp
+from synchub.connector import OutRecord, Record, WriteResult, parse_time
 from synchub.testing import HttpConnectorChecks, HttpConnectorHarness
 from synchub_mailchimp import MailchimpConnector
+
+STREAMS = {"newsletter": {"page_size": 3}}
 
 
 class MailchimpHarness(HttpConnectorHarness):
     stream = "newsletter"
+    page_size = 3
 
     def __init__(self, fake: FakeMailchimp):
         self.fake = fake
@@ -37,7 +42,7 @@ class MailchimpHarness(HttpConnectorHarness):
         return httpx.Response(response.status_code, headers=response.headers, json=body)
 
     def connector(self) -> MailchimpConnector:
-        return make_connector(self.fake, factory=self.factory)
+        return make_connector(self.fake, streams=STREAMS, factory=self.factory)
 
     def add_records(self, n: int) -> None:
         for _ in range(n):
@@ -55,8 +60,51 @@ class MailchimpHarness(HttpConnectorHarness):
         self.add_records(1)
         return 2
 
+    def add_records_sharing_cursor(self, n: int) -> None:
+        for _ in range(n):  # one import: all in the same second
+            self.n += 1
+            self.fake.add_member(LIST, f"person{self.n}@example.com", merge_fields={"FNAME": f"P{self.n}"})
+        self.fake.clock.advance(2000)
+
+    def add_records_at_cursor(self, record: Record, n: int) -> int:
+        # last_changed has whole seconds, and the connector reads only seconds that are over
+        # (the harness lets the clock pass them first): nothing can change in them any more.
+        at = parse_time(record.data["last_changed"])
+        assert at is not None
+        if int(at.timestamp()) < self.fake.now() // 1000:
+            return 0
+        for _ in range(n):
+            self.n += 1
+            self.fake.add_member(LIST, f"person{self.n}@example.com", at=at)
+        return n
+
     def settings_examples(self) -> dict:
         return {"api_key": API_KEY}
+
+    # writes: members the audience holds (their first name changes) and one new member
+    def _out(self, email: str, first: str, known: str | None) -> OutRecord:
+        data = {"email_address": email, "emails": [email], "merge_fields": {"FNAME": first},
+                "consent": {"status": "subscribed", "method": "double_opt_in", "at": "2026-01-01T00:00:00+00:00"}}
+        return OutRecord(f"g{self.n}", data, external_id=known)
+
+    def records_to_write(self, n: int) -> list[OutRecord]:
+        out = []
+        for i in range(n):
+            self.n += 1
+            email = f"written{self.n}@example.com"
+            known = self.fake.add_member(LIST, email, merge_fields={"FNAME": "Old"})["contact_id"] if i < n - 1 else None
+            out.append(self._out(email, f"W{self.n}", known))
+        return out
+
+    def record_to_refuse(self) -> OutRecord:
+        self.n += 1
+        return self._out(f"refused{self.n}@", "Bad", None)  # Mailchimp refuses the address
+
+    def held(self, out: OutRecord, result: WriteResult | None) -> dict[str, Any] | None:
+        member = self.fake.member(LIST, out.data["email_address"])
+        if member is None:
+            return None
+        return {"email_address": member["email_address"], "merge_fields": {"FNAME": member["merge_fields"].get("FNAME")}}
 
     def fail_next(self, n: int, status: int, headers: dict[str, str] | None = None) -> None:
         self.fake.fail_next(status=status, headers=headers, times=n)
@@ -66,6 +114,10 @@ class MailchimpHarness(HttpConnectorHarness):
 
     def requests_sent(self) -> int:
         return len(self.fake.requests)
+
+    def connector_with_rejected_credentials(self) -> MailchimpConnector:
+        return make_connector(self.fake, settings={"api_key": "ffffffffffffffffffffffffffffffff-us6"}, streams=STREAMS,
+                              factory=self.factory)
 
 
 class TestMailchimpConnector(HttpConnectorChecks):

@@ -4,17 +4,21 @@ resources, with every GraphQL request validated against the Admin schema."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
 
 from plugins.shopify.tests.conftest import SHOP, TOKEN, http_factory, make_connector
 from plugins.shopify.tests.fake_shopify import FakeShopify
+from synchub.connector import OutRecord, Record, WriteResult, parse_time
 from synchub.testing import HttpConnectorChecks, HttpConnectorHarness
 from synchub_shopify import ShopifyConnector
 
 
 class ShopifyHarness(HttpConnectorHarness):
+    page_size = 3
+
     def __init__(self, fake: FakeShopify, resource: str):
         self.fake = fake
         self.stream = resource
@@ -37,8 +41,14 @@ class ShopifyHarness(HttpConnectorHarness):
                 node["updatedAt"] = None
         return httpx.Response(response.status_code, headers=response.headers, json=body)
 
+    def _streams(self) -> dict[str, dict[str, Any]]:
+        stream: dict[str, Any] = {"resource": self.resource, "page_size": self.page_size}
+        if self.resource == "customers":  # what the write checks write
+            stream.update(owned_fields=["firstName", "email"], create_customers=True)
+        return {self.stream: stream}
+
     def connector(self) -> ShopifyConnector:
-        return make_connector(self.fake, streams={self.stream: {"resource": self.resource}}, factory=self.factory)
+        return make_connector(self.fake, streams=self._streams(), factory=self.factory)
 
     def _one(self) -> str:
         self.n += 1
@@ -59,8 +69,51 @@ class ShopifyHarness(HttpConnectorHarness):
         self.add_records(1)
         return 2
 
+    def add_records_sharing_cursor(self, n: int) -> None:
+        for _ in range(n):  # one bulk edit: the same updatedAt
+            self._one()
+        self.fake.clock.advance(2000)
+
+    def add_records_at_cursor(self, record: Record, n: int) -> int:
+        # updatedAt has whole seconds, and the connector reads only seconds that are over (the
+        # harness lets the clock pass them first): nothing can change in them any more.
+        at = parse_time(record.data["updatedAt"])
+        assert at is not None
+        if int(at.timestamp()) < self.fake.now() // 1000:
+            return 0
+        for _ in range(n):  # still that second: made now, they share it
+            self._one()
+        return n
+
     def settings_examples(self) -> dict:
         return {"shop": SHOP, "access_token": TOKEN}
+
+    # writes (customers): customers the shop holds get a first name, an address and a tag; the
+    # last record is a new customer (create_customers: true)
+    def records_to_write(self, n: int) -> list[OutRecord]:
+        out = []
+        for i in range(n):
+            self.n += 1
+            email = f"written{self.n}@example.com"
+            known = self.fake.add_customer(firstName="Old", email=f"old{self.n}@example.com") if i < n - 1 else None
+            out.append(OutRecord(f"g{self.n}", {"email": email, "firstName": f"W{self.n}", "tags": [f"tag{self.n}"]},
+                                 external_id=known))
+        return out
+
+    def record_to_refuse(self) -> OutRecord:
+        self.n += 1
+        self.fake.add_customer(firstName="Taken", email=f"taken{self.n}@example.com")
+        known = self.fake.add_customer(firstName="Old", email=f"old{self.n}@example.com")
+        # "Email has already been taken"
+        return OutRecord(f"g{self.n}", {"email": f"taken{self.n}@example.com", "firstName": "X"}, external_id=known)
+
+    def held(self, out: OutRecord, result: WriteResult | None) -> dict[str, Any] | None:
+        gid = (result and result.external_id) or out.external_id
+        found = self.fake.customers.get(gid) if gid else next(
+            (c for c in self.fake.customers.values() if c["email"] == out.data["email"]), None)
+        if found is None:
+            return None
+        return {"email": found["email"], "firstName": found["firstName"], "tags": sorted(found["tags"])}
 
     def fail_next(self, n: int, status: int, headers: dict[str, str] | None = None) -> None:
         self.fake.fail_next(n, status, headers=headers)
@@ -70,6 +123,10 @@ class ShopifyHarness(HttpConnectorHarness):
 
     def requests_sent(self) -> int:
         return len(self.fake.requests)
+
+    def connector_with_rejected_credentials(self) -> ShopifyConnector:
+        return make_connector(self.fake, settings={"access_token": "shpat_wrong_token"}, streams=self._streams(),
+                              factory=self.factory)
 
 
 class TestShopifyCustomers(HttpConnectorChecks):
