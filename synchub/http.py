@@ -174,7 +174,7 @@ def build_client(
     allowed_hosts: Iterable[str],
     headers: dict[str, str] | None = None,
     params: dict[str, str] | None = None,
-    auth: tuple[str, str] | None = None,
+    auth: tuple[str, str] | httpx.Auth | None = None,
     timeout: float | httpx.Timeout = 30.0,
     connect_timeout: float = 10.0,
     transport: httpx.BaseTransport | None = None,
@@ -183,9 +183,11 @@ def build_client(
 ) -> httpx.Client:
     """Build the one ``httpx.Client`` of a connection.
 
-    ``auth`` is HTTP Basic (user, key), as Mailchimp uses it. Credential headers, secret-looking
-    query parameters, the Basic password and every value in ``secrets`` are registered for
-    redaction. Redirects are not followed (a redirect could lead off the allowed hosts).
+    ``auth`` is HTTP Basic (user, key), as Mailchimp uses it, or an ``httpx.Auth`` such as the
+    authenticators of :mod:`synchub.kit.auth` (which register their own secrets). Credential
+    headers, secret-looking query parameters, the Basic password and every value in ``secrets``
+    are registered for redaction. Redirects are not followed (a redirect could lead off the
+    allowed hosts).
     """
     check_base_url(base_url, allowed_hosts, allow_any_host=allow_any_host)
     for value in secrets:
@@ -196,7 +198,7 @@ def build_client(
     for name, value in (params or {}).items():
         if name.lower() in SECRET_PARAMS or looks_secret(name):
             register_secret(value)
-    if auth is not None:
+    if isinstance(auth, tuple):
         register_secret(auth[1])
         register_secret(base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     return httpx.Client(
@@ -362,11 +364,14 @@ class LimiterRegistry:
 default_registry = LimiterRegistry()
 
 
-# --------------------------------------------------------------------------- vendor policies
+# --------------------------------------------------------------------------- response helpers
 
 
-def _json(response: httpx.Response) -> Any:
-    """The response body as JSON (None if it is not), parsed once however often it is asked."""
+def response_json(response: httpx.Response) -> Any:
+    """The response body as JSON (None if it is not), parsed once however often it is asked.
+
+    Policies and connectors read the same body several times (throttle checks, the connector's
+    own parsing); the parsed value is cached on the response."""
     cached = response.__dict__.get("_synchub_json", _UNPARSED)
     if cached is not _UNPARSED:
         return cached
@@ -378,6 +383,7 @@ def _json(response: httpx.Response) -> Any:
     return parsed
 
 
+_json = response_json  # the name used before it was public
 _UNPARSED = object()
 
 
@@ -387,7 +393,7 @@ def json_object(response: httpx.Response, vendor: str, *, empty_ok: bool = False
     empty body (204 No Content) is ``{}``."""
     if empty_ok and (response.status_code == 204 or not response.content):
         return {}
-    body = _json(response)
+    body = response_json(response)
     if body is None:
         raise RetryableError(f"{vendor} answered HTTP {response.status_code} without JSON")
     if not isinstance(body, dict):
@@ -395,7 +401,8 @@ def json_object(response: httpx.Response, vendor: str, *, empty_ok: bool = False
     return body
 
 
-def _header_number(response: httpx.Response, name: str) -> float | None:
+def header_number(response: httpx.Response, name: str) -> float | None:
+    """A numeric response header (rate-limit counters), None when absent or not a number."""
     value = response.headers.get(name)
     if value is None:
         return None
@@ -403,6 +410,9 @@ def _header_number(response: httpx.Response, name: str) -> float | None:
         return float(value)
     except ValueError:
         return None
+
+
+_header_number = header_number
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -424,12 +434,35 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 
 def next_midnight(now: datetime, tz: tzinfo = timezone.utc) -> datetime:
+    """The next midnight after ``now`` in ``tz`` (when a daily quota resets)."""
     local = now.astimezone(tz)
     return (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+# --------------------------------------------------------------------------- the policy interface
+
+
 class RateLimitPolicy:
-    """What a vendor's rate limiting looks like. The default reads only ``Retry-After``."""
+    """The core's interface to a vendor's rate limiting; the default reads only ``Retry-After``.
+
+    An :class:`ApiSession` holds one policy and asks it, for every response:
+
+    * :meth:`observe` -- learn from any response (remaining-budget headers, a GraphQL cost) and
+      pause the whole account early through the :class:`AccountLimiter`;
+    * :meth:`is_throttled` -- whether a *successful* status says "throttled" in its body;
+    * :meth:`quota_resume_at` -- for a 429: when an account-wide quota that is spent resets
+      (the session then raises :class:`~synchub.errors.QuotaExhausted`);
+    * :meth:`throttle_wait` -- for a throttled response: how long to wait before trying again.
+
+    Class attributes size the account's budget (:meth:`new_limiter`): ``rate``/``burst`` for a
+    client-side token bucket, ``max_concurrent`` for a cap on requests in flight, and
+    ``bare_error_is_throttle`` when a 403/429 without a JSON body means "slow down". ``vendor``
+    names the budget: sessions with the same vendor and account share one limiter.
+
+    Vendor policies live in their plugins (``synchub_hubspot.HubSpotPolicy``,
+    ``synchub_mailchimp.MailchimpPolicy``, ``synchub_shopify.ShopifyPolicy``); a third-party
+    connector subclasses this class the same way.
+    """
 
     vendor = "generic"
     #: Requests per second and bucket size of the account budget (None: no client-side bucket).
@@ -441,6 +474,7 @@ class RateLimitPolicy:
     bare_error_is_throttle = False
 
     def new_limiter(self, clock: Clock, sleep: Sleep) -> AccountLimiter:
+        """The budget of a new account (called once per vendor and account)."""
         return AccountLimiter(
             rate=self.rate,
             burst=self.burst,
@@ -461,142 +495,32 @@ class RateLimitPolicy:
         return None
 
     def throttle_wait(self, response: httpx.Response, now: datetime) -> float | None:
+        """Seconds to wait after a throttled response (None: the session's backoff decides)."""
         return parse_retry_after(response.headers.get("Retry-After"), now)
 
 
-class HubSpotPolicy(RateLimitPolicy):
-    """HubSpot: a per-interval burst limit and a daily quota, both announced in headers.
-
-    When ``X-HubSpot-RateLimit-Remaining`` falls to ``reserve`` (default 5 % of the interval's
-    max, at least 1), the whole account pauses for one interval, so 429s stay rare. A 429 whose
-    body names the ``DAILY`` policy, or ``X-HubSpot-RateLimit-Daily-Remaining: 0``, stops at the
-    next midnight in ``daily_reset_tz``.
-    """
-
-    vendor = "hubspot"
-
-    def __init__(
-        self,
-        *,
-        rate: float | None = 10.0,
-        burst: int | None = 100,
-        reserve: int | None = None,
-        daily_reset_tz: tzinfo = timezone.utc,
-    ):
-        self.rate = rate
-        self.burst = burst
-        self.reserve = reserve
-        self.daily_reset_tz = daily_reset_tz
-
-    def observe(self, response: httpx.Response, limiter: AccountLimiter, now: datetime) -> None:
-        remaining = _header_number(response, "X-HubSpot-RateLimit-Remaining")
-        interval_ms = _header_number(response, "X-HubSpot-RateLimit-Interval-Milliseconds")
-        maximum = _header_number(response, "X-HubSpot-RateLimit-Max")
-        if remaining is not None and interval_ms:
-            reserve = self.reserve
-            if reserve is None:
-                reserve = max(1, int((maximum or 0) * 0.05))
-            if remaining <= reserve:
-                log.info(
-                    "hubspot: %d requests left in this window, pausing %.1fs",
-                    remaining,
-                    interval_ms / 1000,
-                )
-                limiter.pause_for(interval_ms / 1000)
-        daily_remaining = _header_number(response, "X-HubSpot-RateLimit-Daily-Remaining")
-        if daily_remaining is not None and daily_remaining <= 0:
-            limiter.exhaust(next_midnight(now, self.daily_reset_tz))
-
-    def quota_resume_at(self, response: httpx.Response, now: datetime) -> datetime | None:
-        body = _json(response)
-        policy = body.get("policyName") if isinstance(body, dict) else None
-        daily_remaining = _header_number(response, "X-HubSpot-RateLimit-Daily-Remaining")
-        if policy == "DAILY" or (daily_remaining is not None and daily_remaining <= 0):
-            return next_midnight(now, self.daily_reset_tz)
-        return None
+#: Deprecated names of the vendor policies, which moved into their plugins.
+_MOVED_POLICIES = {
+    "HubSpotPolicy": "synchub_hubspot",
+    "MailchimpPolicy": "synchub_mailchimp",
+    "ShopifyPolicy": "synchub_shopify",
+}
 
 
-class MailchimpPolicy(RateLimitPolicy):
-    """Mailchimp: 10 simultaneous connections per API key, no rate headers; bare 403/429 = throttle."""
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases: ``synchub.http.HubSpotPolicy`` and friends live in their plugins now."""
+    module = _MOVED_POLICIES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
 
-    vendor = "mailchimp"
-    bare_error_is_throttle = True
-
-    def __init__(self, *, max_concurrent: int = 10):
-        self.max_concurrent = max_concurrent
-
-
-class ShopifyPolicy(RateLimitPolicy):
-    """Shopify: REST 429 with ``Retry-After``; GraphQL ``THROTTLED`` errors inside an HTTP 200,
-    waited out from the query cost and the restore rate in ``extensions.cost.throttleStatus``.
-
-    REST responses carry ``X-Shopify-Shop-Api-Call-Limit: used/size`` (a leaky bucket that drains
-    ``leak_rate`` requests per second); when fewer than ``reserve`` slots are left the account
-    pauses until the bucket has drained enough. No client-side bucket by default, since GraphQL
-    is limited by query cost rather than request count.
-    """
-
-    vendor = "shopify"
-
-    def __init__(
-        self,
-        *,
-        rate: float | None = None,
-        burst: int | None = None,
-        leak_rate: float = 2.0,
-        reserve: int = 2,
-    ):
-        self.rate = rate
-        self.burst = burst
-        self.leak_rate = leak_rate
-        self.reserve = reserve
-
-    def observe(self, response: httpx.Response, limiter: AccountLimiter, now: datetime) -> None:
-        used, _, size = response.headers.get("X-Shopify-Shop-Api-Call-Limit", "").partition("/")
-        try:
-            left = float(size) - float(used)
-        except ValueError:
-            left = None
-        if left is not None and left < self.reserve and self.leak_rate > 0:
-            limiter.pause_for((self.reserve - left) / self.leak_rate)
-        # GraphQL: when the points left would not pay for another query like this one, wait
-        # until they are restored, instead of sending it to be throttled.
-        body = _json(response) if "json" in response.headers.get("content-type", "") else None
-        try:
-            cost = body["extensions"]["cost"]
-            status = cost["throttleStatus"]
-            needed = float(cost.get("requestedQueryCost") or 0)
-            missing = needed - float(status["currentlyAvailable"])
-            if missing > 0:
-                limiter.pause_for((missing + 1) / float(status["restoreRate"]))
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            return
-
-    def is_throttled(self, response: httpx.Response) -> bool:
-        body = _json(response)
-        if not isinstance(body, dict):
-            return False
-        for error in body.get("errors") or []:
-            if (
-                isinstance(error, dict)
-                and (error.get("extensions") or {}).get("code") == "THROTTLED"
-            ):
-                return True
-        return False
-
-    def throttle_wait(self, response: httpx.Response, now: datetime) -> float | None:
-        wait = super().throttle_wait(response, now)
-        if wait is not None:
-            return wait
-        body = _json(response)
-        try:
-            cost = body["extensions"]["cost"]
-            status = cost["throttleStatus"]
-            missing = float(cost["requestedQueryCost"]) - float(status["currentlyAvailable"])
-            # One point more than missing: Shopify reports whole points, the bucket has fractions.
-            return max(0.0, (missing + 1) / float(status["restoreRate"]))
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            return None
+    warnings.warn(
+        f"synchub.http.{name} moved to {module}.{name}; import it from there",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), name)
 
 
 # --------------------------------------------------------------------------- OAuth tokens
@@ -746,6 +670,9 @@ class ApiSession:
             if name in self.client.headers:
                 return account_key(self.client.headers[name])
         auth = self.client.auth
+        fingerprint = getattr(auth, "account_fingerprint", None)
+        if callable(fingerprint):  # the authenticators of synchub.kit.auth
+            return str(fingerprint())
         if isinstance(auth, httpx.BasicAuth):
             return account_key(auth._auth_header)
         # No credentials we can see: a budget of its own.
@@ -851,7 +778,7 @@ class ApiSession:
 
     def _classify(self, method: str, response: httpx.Response, now: datetime) -> httpx.Response:
         status = response.status_code
-        body = _json(response)
+        body = response_json(response)
         bare = body is None
         throttled = status == 429 or (status == 403 and bare and self.policy.bare_error_is_throttle)
         if status == 429:
@@ -928,21 +855,20 @@ __all__ = [
     "AccountLimiter",
     "ApiSession",
     "HttpClientFactory",
-    "HubSpotPolicy",
     "LimiterRegistry",
-    "MailchimpPolicy",
     "OAuthToken",
     "RateLimitPolicy",
     "RequestRejected",
-    "ShopifyPolicy",
     "TokenGrant",
     "account_key",
     "build_client",
     "check_base_url",
     "default_registry",
+    "header_number",
     "host_allowed",
     "json_object",
     "mask_url",
     "next_midnight",
     "parse_retry_after",
+    "response_json",
 ]

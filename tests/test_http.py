@@ -24,17 +24,17 @@ from synchub.errors import (
 from synchub.http import (
     ApiSession,
     HttpClientFactory,
-    HubSpotPolicy,
     LimiterRegistry,
-    MailchimpPolicy,
     OAuthToken,
     RateLimitPolicy,
     RequestRejected,
-    ShopifyPolicy,
     TokenGrant,
     build_client,
     mask_url,
 )
+from synchub_hubspot import HubSpotPolicy
+from synchub_mailchimp import MailchimpPolicy
+from synchub_shopify import ShopifyPolicy
 
 HUBSPOT = ("api.hubapi.com",)
 MAILCHIMP = (".api.mailchimp.com",)

@@ -33,10 +33,11 @@ not hold too, and blocklists it, so the person cannot come back through a form o
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -60,15 +61,19 @@ from synchub.connector import (
 )
 from synchub.errors import AuthError, FatalRunError, QuotaExhausted, RetryableError
 from synchub.http import (
+    AccountLimiter,
     ApiSession,
-    HubSpotPolicy,
     OAuthToken,
     RateLimitPolicy,
     RequestRejected,
     TokenGrant,
     account_key,
+    header_number,
     json_object,
+    next_midnight,
+    response_json,
 )
+from synchub.kit import CursorPaginator, refresh_token_grant
 from synchub.plugins import hookimpl
 from synchub.redact import redact, register_secret
 
@@ -474,18 +479,10 @@ class ObjectStream(Stream):
         return last is None or now - last >= hours * 3_600_000
 
     def _sweep_archived(self) -> Iterator[ReadItem]:
-        after: str | None = None
-        while True:
-            params: dict[str, Any] = {"archived": "true", "limit": 100, "properties": ",".join(self.properties)}
-            if after:
-                params["after"] = after
-            page = self.connector.json(
-                self.connector.session.get(f"/crm/v3/objects/{self.object}", params=params)
-            )
-            yield from self._records(page.get("results") or [], deleted=True)
-            after = ((page.get("paging") or {}).get("next") or {}).get("after")
-            if not after:
-                return
+        pager = CursorPaginator(items_key="results", next_cursor="paging.next.after", parse=self.connector.json)
+        params = {"archived": "true", "limit": 100, "properties": ",".join(self.properties)}
+        for page in pager.pages(self.connector.session, f"/crm/v3/objects/{self.object}", params):
+            yield from self._records(page.items, deleted=True)
 
     # ----- writing ---------------------------------------------------------------------------
 
@@ -701,7 +698,62 @@ class ObjectStream(Stream):
                              retryable=not final)
 
 
-# --------------------------------------------------------------------------- the connector
+# --------------------------------------------------------------------------- rate limits
+
+#: A child of the HTTP layer's logger: its pauses show with the layer's own messages.
+_http_log = logging.getLogger("synchub.http.hubspot")
+
+
+class HubSpotPolicy(RateLimitPolicy):
+    """HubSpot: a per-interval burst limit and a daily quota, both announced in headers.
+
+    When ``X-HubSpot-RateLimit-Remaining`` falls to ``reserve`` (default 5 % of the interval's
+    max, at least 1), the whole account pauses for one interval, so 429s stay rare. A 429 whose
+    body names the ``DAILY`` policy, or ``X-HubSpot-RateLimit-Daily-Remaining: 0``, stops at the
+    next midnight in ``daily_reset_tz``.
+    """
+
+    vendor = "hubspot"
+
+    def __init__(
+        self,
+        *,
+        rate: float | None = 10.0,
+        burst: int | None = 100,
+        reserve: int | None = None,
+        daily_reset_tz: tzinfo = timezone.utc,
+    ):
+        self.rate = rate
+        self.burst = burst
+        self.reserve = reserve
+        self.daily_reset_tz = daily_reset_tz
+
+    def observe(self, response: httpx.Response, limiter: AccountLimiter, now: datetime) -> None:
+        remaining = header_number(response, "X-HubSpot-RateLimit-Remaining")
+        interval_ms = header_number(response, "X-HubSpot-RateLimit-Interval-Milliseconds")
+        maximum = header_number(response, "X-HubSpot-RateLimit-Max")
+        if remaining is not None and interval_ms:
+            reserve = self.reserve
+            if reserve is None:
+                reserve = max(1, int((maximum or 0) * 0.05))
+            if remaining <= reserve:
+                _http_log.info(
+                    "hubspot: %d requests left in this window, pausing %.1fs",
+                    remaining,
+                    interval_ms / 1000,
+                )
+                limiter.pause_for(interval_ms / 1000)
+        daily_remaining = header_number(response, "X-HubSpot-RateLimit-Daily-Remaining")
+        if daily_remaining is not None and daily_remaining <= 0:
+            limiter.exhaust(next_midnight(now, self.daily_reset_tz))
+
+    def quota_resume_at(self, response: httpx.Response, now: datetime) -> datetime | None:
+        body = response_json(response)
+        policy = body.get("policyName") if isinstance(body, dict) else None
+        daily_remaining = header_number(response, "X-HubSpot-RateLimit-Daily-Remaining")
+        if policy == "DAILY" or (daily_remaining is not None and daily_remaining <= 0):
+            return next_midnight(now, self.daily_reset_tz)
+        return None
 
 
 class HubSpotSearchPolicy(RateLimitPolicy):
@@ -712,6 +764,9 @@ class HubSpotSearchPolicy(RateLimitPolicy):
     def __init__(self, rate: float):
         self.rate = rate
         self.burst = 1
+
+
+# --------------------------------------------------------------------------- the connector
 
 
 class HubSpotConnector(Connector):
@@ -757,25 +812,11 @@ class HubSpotConnector(Connector):
         assert oauth is not None
 
         def refresh(refresh_token: str | None) -> TokenGrant:
-            form = {
-                "grant_type": "refresh_token",
-                "client_id": oauth.client_id,
-                "client_secret": oauth.client_secret.get_secret_value(),
-                "refresh_token": refresh_token or oauth.refresh_token.get_secret_value(),
-            }
-            try:
-                response = self.client.post(oauth.token_path, data=form)
-            except httpx.HTTPError as exc:
-                raise AuthError(f"HubSpot token refresh failed: {type(exc).__name__}") from None
-            if response.status_code != 200:
-                raise AuthError(f"HubSpot token refresh refused (HTTP {response.status_code}): "
-                                f"{redact(response.text[:300])}")
-            body = response.json()
-            expires = body.get("expires_in")
-            return TokenGrant(
-                access_token=body["access_token"],
-                refresh_token=body.get("refresh_token"),
-                expires_at=utcnow() + timedelta(seconds=int(expires)) if expires else None,
+            return refresh_token_grant(
+                self.client, oauth.token_path, client_id=oauth.client_id,
+                client_secret=oauth.client_secret.get_secret_value(),
+                refresh_token=refresh_token or oauth.refresh_token.get_secret_value(),
+                now=utcnow, vendor="HubSpot",
             )
 
         access = oauth.access_token.get_secret_value() if oauth.access_token else ""

@@ -75,7 +75,8 @@ from synchub.connector import (
     parse_time,
 )
 from synchub.errors import AuthError, ConfigError, QuotaExhausted, RetryableError
-from synchub.http import ApiSession, MailchimpPolicy, RequestRejected, account_key, json_object
+from synchub.http import ApiSession, RateLimitPolicy, RequestRejected, account_key, json_object
+from synchub.kit import BasicAuth, OffsetPaginator
 from synchub.plugins import hookimpl
 from synchub.redact import redact, register_secret
 
@@ -310,20 +311,14 @@ class AudienceStream(Stream):
             params["since_last_changed"] = iso(since)
         if status is not None:
             params["status"] = status
-        offset = 0
-        total: int | None = None
+        # Members that leave the window while we page (changed or archived meanwhile) move
+        # the ones after them up; ``total_items`` shows it and the paginator steps back so none
+        # is skipped (re-reads are harmless). ``count`` is in ``params`` already.
+        pager = OffsetPaginator(items_key="members", page_size=None, total_key="total_items",
+                                step_back_on_shrink=True, parse=self.connector.json)
         last_second: datetime | None = None  # of the last member yielded
-        while True:
-            body = self.connector.json(self.session.get(self.members_path, params={**params, "offset": offset}))
-            members = body.get("members") or []
-            now_total = int(body.get("total_items") or 0)
-            if total is not None and now_total < total:
-                # Members left the window while we paged (changed or archived meanwhile): the
-                # ones after them moved up. Step back so none is skipped; re-reads are harmless.
-                offset = max(0, offset - (total - now_total))
-                total = now_total
-                continue
-            total = now_total
+        for pg in pager.pages(self.session, self.members_path, params):
+            members, offset = pg.items, pg.offset or 0
             page: list[tuple[datetime | None, ReadItem]] = []
             for i, member in enumerate(members):
                 if not isinstance(member, dict) or not member.get("email_address"):
@@ -351,9 +346,6 @@ class AudienceStream(Stream):
                 yield item
                 if ts is not None:
                     last_second = ts if last_second is None else max(last_second, ts)
-            offset += len(members)
-            if not members or offset >= total:
-                return
 
     # -- what Mailchimp holds now
 
@@ -917,6 +909,16 @@ class _Decision:
 # --------------------------------------------------------------------------- the connector
 
 
+class MailchimpPolicy(RateLimitPolicy):
+    """Mailchimp: 10 simultaneous connections per API key, no rate headers; bare 403/429 = throttle."""
+
+    vendor = "mailchimp"
+    bare_error_is_throttle = True
+
+    def __init__(self, *, max_concurrent: int = 10):
+        self.max_concurrent = max_concurrent
+
+
 class MailchimpConnector(Connector):
     name = "mailchimp"
     Settings = MailchimpSettings
@@ -930,7 +932,7 @@ class MailchimpConnector(Connector):
         root = s.root()
         self.client: httpx.Client = context.http.build(
             root + "/", allowed_hosts=("." + API_DOMAIN,), allow_any_host=s.allow_any_host,
-            timeout=s.timeout_seconds, headers={"Accept": "application/json"}, auth=("synchub", key),
+            timeout=s.timeout_seconds, headers={"Accept": "application/json"}, auth=BasicAuth("synchub", key),
         )
         self.session: ApiSession = context.http.session(
             self.client, policy=MailchimpPolicy(max_concurrent=s.max_concurrent),
@@ -957,14 +959,9 @@ class MailchimpConnector(Connector):
     def listing(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Every item of a collection (``key`` in each page), 1000 a page until ``total_items``.
         For collections that do not move while listed; the member read has its own paging."""
-        offset = 0
-        while True:
-            body = self.json(self.session.get(path, params={**params, "count": 1000, "offset": offset}))
-            items = body.get(key) or []
-            yield from (x for x in items if isinstance(x, dict))
-            offset += len(items)
-            if not items or offset >= int(body.get("total_items") or 0):
-                return
+        pager = OffsetPaginator(items_key=key, page_size=1000, limit_param="count", total_key="total_items",
+                                parse=self.json)
+        yield from (x for x in pager.items(self.session, path, params) if isinstance(x, dict))
 
     def merge_field_tags(self, list_id: str) -> set[str]:
         if list_id not in self._merge_fields:

@@ -86,13 +86,16 @@ from synchub.connector import (
 )
 from synchub.errors import AuthError, FatalRunError, QuotaExhausted, RetryableError
 from synchub.http import (
+    AccountLimiter,
     ApiSession,
+    RateLimitPolicy,
     RequestRejected,
-    ShopifyPolicy,
     account_key,
     host_allowed,
     json_object,
+    response_json,
 )
+from synchub.kit import ApiKeyHeaderAuth
 from synchub.plugins import hookimpl
 from synchub.redact import redact, register_secret
 
@@ -828,6 +831,82 @@ class _UserErrors(Exception):
     """A mutation's ``userErrors``: Shopify refused this record's change."""
 
 
+# --------------------------------------------------------------------------- rate limits
+
+
+class ShopifyPolicy(RateLimitPolicy):
+    """Shopify: REST 429 with ``Retry-After``; GraphQL ``THROTTLED`` errors inside an HTTP 200,
+    waited out from the query cost and the restore rate in ``extensions.cost.throttleStatus``.
+
+    REST responses carry ``X-Shopify-Shop-Api-Call-Limit: used/size`` (a leaky bucket that drains
+    ``leak_rate`` requests per second); when fewer than ``reserve`` slots are left the account
+    pauses until the bucket has drained enough. No client-side bucket by default, since GraphQL
+    is limited by query cost rather than request count.
+    """
+
+    vendor = "shopify"
+
+    def __init__(
+        self,
+        *,
+        rate: float | None = None,
+        burst: int | None = None,
+        leak_rate: float = 2.0,
+        reserve: int = 2,
+    ):
+        self.rate = rate
+        self.burst = burst
+        self.leak_rate = leak_rate
+        self.reserve = reserve
+
+    def observe(self, response: httpx.Response, limiter: AccountLimiter, now: datetime) -> None:
+        used, _, size = response.headers.get("X-Shopify-Shop-Api-Call-Limit", "").partition("/")
+        try:
+            left = float(size) - float(used)
+        except ValueError:
+            left = None
+        if left is not None and left < self.reserve and self.leak_rate > 0:
+            limiter.pause_for((self.reserve - left) / self.leak_rate)
+        # GraphQL: when the points left would not pay for another query like this one, wait
+        # until they are restored, instead of sending it to be throttled.
+        body = response_json(response) if "json" in response.headers.get("content-type", "") else None
+        try:
+            cost = body["extensions"]["cost"]
+            status = cost["throttleStatus"]
+            needed = float(cost.get("requestedQueryCost") or 0)
+            missing = needed - float(status["currentlyAvailable"])
+            if missing > 0:
+                limiter.pause_for((missing + 1) / float(status["restoreRate"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return
+
+    def is_throttled(self, response: httpx.Response) -> bool:
+        body = response_json(response)
+        if not isinstance(body, dict):
+            return False
+        for error in body.get("errors") or []:
+            if (
+                isinstance(error, dict)
+                and (error.get("extensions") or {}).get("code") == "THROTTLED"
+            ):
+                return True
+        return False
+
+    def throttle_wait(self, response: httpx.Response, now: datetime) -> float | None:
+        wait = super().throttle_wait(response, now)
+        if wait is not None:
+            return wait
+        body = response_json(response)
+        try:
+            cost = body["extensions"]["cost"]
+            status = cost["throttleStatus"]
+            missing = float(cost["requestedQueryCost"]) - float(status["currentlyAvailable"])
+            # One point more than missing: Shopify reports whole points, the bucket has fractions.
+            return max(0.0, (missing + 1) / float(status["restoreRate"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+
+
 # --------------------------------------------------------------------------- connector
 
 
@@ -844,7 +923,7 @@ class ShopifyConnector(Connector):
         self.shop = s.shop
         self.client: httpx.Client = context.http.build(
             s.root(), allowed_hosts=(".myshopify.com",), allow_any_host=s.allow_any_host, timeout=s.timeout_seconds,
-            headers={"X-Shopify-Access-Token": token, "Accept": "application/json"},
+            headers={"Accept": "application/json"}, auth=ApiKeyHeaderAuth(token, header="X-Shopify-Access-Token"),
         )
         self.session: ApiSession = context.http.session(
             self.client, policy=ShopifyPolicy(), account=account_key(s.shop), max_attempts=s.max_attempts,
