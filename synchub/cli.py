@@ -163,6 +163,8 @@ def sync(
                                      "units) or batch by batch; default: defaults.bulk_load in the config."),
     confirm_deletions: bool = typer.Option(False, "--confirm-deletions", help="Let full listings and file snapshots "
                                            "delete more than max_delete_share of a stream (after checking the source)."),
+    offline: bool = typer.Option(False, "--offline", help="With --dry-run: plan from the store alone, without asking "
+                                 "any destination (what the hub last wrote or the destination last delivered)."),
 ) -> None:
     """Pull from inbound connections, match and merge, then push to outbound connections."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -172,7 +174,7 @@ def sync(
         hub.bulk = bulk
     hub.confirm_deletions = confirm_deletions
     if dry_run:
-        _dry_run(hub, connections)
+        _dry_run(hub, connections, offline=offline)
         return
     progress_cm = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"),
                            TimeElapsedColumn(), console=err, transient=True, disable=state.json or not err.is_terminal)
@@ -216,16 +218,27 @@ def _run_outcome(s: Any) -> str:
     return f"{s.connection} {s.direction} {s.status}: {_clean(s.error or '')}".rstrip(": ")
 
 
-def _dry_run(hub: Any, connections: list[str] | None) -> None:
+def _dry_run(hub: Any, connections: list[str] | None, *, offline: bool = False) -> None:
+    from synchub.errors import FatalRunError, RetryableError
+
     names = connections or [n for n, c in hub.config.connections.items() if c.outbound]
     report: dict[str, Any] = {}
+    notes: list[str] = []
     for name in names:
-        plans = hub.plan(name)
-        report[name] = {s: [{"golden_id": p.golden_id, "action": p.action, "external_id": p.external_id,
-                             "changes": {k: list(v) for k, v in p.changes.items()}, "reason": p.reason}
+        try:
+            plans = hub.plan(name, offline=offline)
+        except (RetryableError, FatalRunError, OSError) as exc:
+            # The destination cannot be asked (no network, a refused token): what the store says.
+            notes.append(f"{name}: could not ask the destination ({_clean(exc)}); planned from the store alone")
+            plans = hub.plan(name, offline=True)
+        who = hub.store.contacts_of({p.golden_id for items in plans.values() for p in items})
+        report[name] = {s: [{"golden_id": p.golden_id, "name": who.get(p.golden_id, ("", None))[0],
+                             "email": who.get(p.golden_id, ("", None))[1], "action": p.action,
+                             "external_id": p.external_id, "changes": {k: list(v) for k, v in p.changes.items()},
+                             "reason": p.reason}
                             for p in items] for s, items in plans.items()}
     if state.json:
-        _emit_json({"dry_run": True, "plans": report})
+        _emit_json({"dry_run": True, "offline": offline, "plans": report, "notes": notes})
         return
     for name, streams in report.items():
         for sname, items in streams.items():
@@ -234,15 +247,18 @@ def _dry_run(hub: Any, connections: list[str] | None) -> None:
                 counts[it["action"]] = counts.get(it["action"], 0) + 1
             summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing to do"
             table = Table(title=f"dry run {name}/{sname}: {summary}")
-            for col in ("customer", "action", "changes (field: before -> after)", "why"):
+            for col in ("e-mail", "name", "action", "changes (field: before -> after)", "why"):
                 table.add_column(col)
             for it in items:
                 if it["action"] == "unchanged":
                     continue
                 changes = "; ".join(f"{k}: {_fmt(b)} -> {_fmt(a)}" for k, (b, a) in it["changes"].items())
-                table.add_row(it["golden_id"][:12], it["action"], changes, it["reason"] or "")
+                table.add_row(it["email"] or "", it["name"] or it["golden_id"][:12], it["action"], changes, it["reason"] or "")
             out.print(table)
-    err.print("dry run: nothing was written; inbound connections were not read (the plan uses the store as it is)")
+    for note in notes:
+        err.print(f"[yellow]{escape(note)}[/]", highlight=False)
+    err.print("dry run: nothing was written; inbound connections were not read (the plan uses the store as it is"
+              + (", no destination was asked)" if offline else ")"))
 
 
 def _print_summary(summaries: list[Any], store_url: str, counts: dict[str, int]) -> None:
@@ -527,18 +543,22 @@ def conflicts_list(
     store = _store()
     older = datetime.now(timezone.utc) - timedelta(days=older_than_days) if older_than_days is not None else None
     rows = store.list_conflicts(None if status == "all" else status, connection=connection, field=field, older_than=older, kind=kind)
+    who = store.contacts_of(r["golden_id"] for r in rows)
+    for r in rows:  # whom to ask (a re-opt-in campaign needs the address)
+        r["name"], r["email"] = who.get(r["golden_id"], ("", None))
     if state.json:
         _emit_json(rows)
         return
     table = Table(title="conflicts")
-    for col in ("id", "customer", "field", "candidates", "applied", "status", "since"):
+    for col in ("id", "customer", "e-mail", "field", "candidates", "applied", "status", "since"):
         table.add_column(col)
     for r in rows:
         if r["kind"] == "possible_duplicate":
             cands = f"{r['golden_id'][:12]} ~ {r['other_golden_id'][:12]}: score {r['candidates'][0].get('score')}"
         else:
             cands = "; ".join(f"{_fmt(c['value'])} ({c['connection']})" for c in r["candidates"])
-        table.add_row(str(r["id"]), r["golden_id"][:12], r["field"] or "possible duplicate", cands,
+        table.add_row(str(r["id"]), f"{r['name'] or ''} {r['golden_id'][:12]}".strip(), r["email"] or "",
+                      r["field"] or "possible duplicate", cands,
                       _fmt((r["applied"] or {}).get("value")), r["status"], _ts(r["created_at"]))
     out.print(table)
 
@@ -946,22 +966,109 @@ def quality(
 
 
 @app.command()
-def plugins() -> None:
-    """List installed connectors and transforms."""
-    from synchub.plugins import failed_plugins, get_connectors, get_transforms
+def plugins(
+    name: Optional[str] = typer.Argument(None, help="Show only this plugin or connector."),  # noqa: UP045
+) -> None:
+    """List installed plugins: package and version, connectors (streams, settings schemas),
+    transforms, merge rules and shipped mappings; and plugins that were skipped, with why."""
+    from synchub.plugins import (
+        describe_plugins,
+        failed_plugins,
+        get_connectors,
+        get_merge_rules,
+        get_transforms,
+        schema_fields,
+    )
 
-    info: dict[str, Any] = {"connectors": sorted(get_connectors()), "transforms": sorted(get_transforms()), "failed": failed_plugins}
+    # The skipped plugins are listed below: no warning lines from loading them as well.
+    plugin_log = logging.getLogger("synchub.plugins")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.ERROR)
+    try:
+        report = describe_plugins()
+    finally:
+        plugin_log.setLevel(level)
+    shown = [p for p in report["plugins"]
+             if name is None or name == p["name"] or any(c["name"] == name for c in p["connectors"])]
+    problems = report["problems"]
+    if name is not None:
+        problems = [p for p in problems if p["plugin"] == name]
+        if not shown and not problems:
+            raise NotFoundError(f"no plugin or connector named {name!r} (synchub plugins lists them)")
     if state.json:
-        if failed_plugins:
-            info["error"] = _error(exitcodes.FAILED, "plugin(s) failed to load: " + ", ".join(sorted(failed_plugins)))
+        info: dict[str, Any] = {
+            "connectors": sorted(get_connectors()), "transforms": sorted(get_transforms()),
+            "merge_rules": sorted(get_merge_rules()), "plugins": shown,
+            "failed": failed_plugins if name is None else {p["plugin"]: p["message"] for p in problems},
+            "problems": problems,
+        }
+        if problems:
+            info["error"] = _error(exitcodes.FAILED, "plugin(s) failed to load: " + ", ".join(p["plugin"] for p in problems))
         _emit_json(info)
     else:
-        out.print("connectors: " + ", ".join(info["connectors"]))
-        out.print("transforms: " + ", ".join(info["transforms"]))
-        for name, why in failed_plugins.items():
-            err.print(f"[yellow]plugin {name} failed to load:[/] {escape(_clean(why))}", highlight=False)
-    if failed_plugins:
+        if name is None:
+            out.print("connectors: " + ", ".join(sorted(get_connectors())), highlight=False)
+            out.print("transforms: " + ", ".join(sorted(get_transforms())), highlight=False)
+            out.print("merge rules: " + ", ".join(sorted(get_merge_rules())), highlight=False)
+        for p in shown:
+            origin = ", ".join(x for x in (
+                f"{p['distribution']} {p['version'] or ''}".strip() if p["distribution"] else "no distribution",
+                f"entry point {p['name']} = {p['entry_point']}" if p["entry_point"] else p["kind"],
+            ) if x)
+            out.print()
+            out.print(f"[bold]plugin {escape(p['name'])}[/] ({escape(origin)})", highlight=False)
+            for c in p["connectors"]:
+                out.print(f"  [bold]connector {escape(c['name'])}[/]: {escape(c['description'] or c['class'])}", highlight=False)
+                streams = ", ".join(c["streams"]) if c["streams"] is not None else c["streams_note"]
+                out.print(f"    streams: {escape(streams)}", highlight=False)
+                for title, key in (("connection settings", "settings_schema"), ("stream settings", "stream_settings_schema")):
+                    schema = c[key]
+                    if "error" in schema:
+                        out.print(f"    {title}: no JSON schema ({escape(schema['error'])})", highlight=False)
+                        continue
+                    rows = schema_fields(schema)
+                    if not rows:
+                        out.print(f"    {title}: none", highlight=False)
+                        continue
+                    table = Table(title=f"{c['name']}: {title}", title_justify="left", padding=(0, 1))
+                    for col in ("setting", "type", "default", "description"):
+                        table.add_column(col)
+                    for r in rows:
+                        default = "required" if r["required"] else json.dumps(r["default"], default=str, ensure_ascii=False)
+                        table.add_row(r["name"], r["type"], default, r["description"])
+                    out.print(table)
+            for label, key in (("transforms", "transforms"), ("merge rules", "merge_rules")):
+                if p[key]:
+                    out.print(f"  {label}: {escape(', '.join(p[key]))}", highlight=False)
+            for m in p["mappings"]:
+                out.print(f"  mappings in {escape(m['path'])}: {escape(', '.join(m['mappings']) or '(none)')}", highlight=False)
+        for problem in problems:
+            where = f" ({problem['origin']})" if problem["origin"] else ""
+            err.print(f"[yellow]plugin {escape(problem['plugin'])} failed to load:[/] {escape(_clean(problem['message']))}"
+                      f"{escape(where)}", highlight=False)
+    if problems:
         _exit(exitcodes.FAILED)
+
+
+@app.command("new-connector")
+def new_connector(
+    name: str = typer.Argument(..., help="The connector's name, e.g. acme_crm (lower case, digits, _ or -)."),
+    directory: Path = typer.Option(Path("."), "--dir", help="Create the package folder in this folder."),
+) -> None:
+    """Write a ready-to-install connector package for a paged HTTP API: pyproject.toml with the
+    synchub entry point, the connector, a fake API and tests that run the standard suite."""
+    from synchub.scaffold import new_connector as scaffold
+
+    created = scaffold(name, directory)
+    if state.json:
+        _emit_json({"package": str(created.root), "distribution": created.distribution, "module": created.module,
+                    "connector": created.connector, "files": [str(f) for f in created.files]})
+        return
+    out.print(f"[green]created[/] {escape(str(created.root))} (connector {escape(created.connector)}, "
+              f"package {escape(created.distribution)})", highlight=False)
+    for f in created.files:
+        out.print(f"  {escape(str(f.relative_to(created.root)))}", highlight=False)
+    out.print(f"next: pip install -e {escape(str(created.root))} && pytest {escape(str(created.root))}", highlight=False)
 
 
 # ----- users ----------------------------------------------------------------------------------

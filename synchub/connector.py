@@ -133,6 +133,9 @@ class OutRecord:
     previous: dict[str, Any] | None = None
     #: The record left the stream's segment earlier and is back in it now.
     returning: bool = False
+    #: Dry runs only: what the destination holds for the record now, in the out mapping's shape,
+    #: when the stream could read it (:meth:`Stream.peek`); ``None``: not read, or not there.
+    holds: dict[str, Any] | None = None
 
 
 @dataclass
@@ -256,18 +259,28 @@ class Stream:
         must be safe to repeat (an id the destination no longer knows is ``confirmed``)."""
         raise NotImplementedError(f"stream {self.name!r} cannot erase")
 
+    def peek(self, records: list[OutRecord]) -> dict[str, dict[str, Any]]:
+        """For a dry run: what the destination holds now for these records, by golden id, in the
+        out mapping's shape (records it does not hold are left out). Read within the stream's
+        rate budget; the engine passes the result to :meth:`plan` as ``OutRecord.holds``.
+        Streams that cannot read their destination leave this out (the plan then diffs
+        against what the hub last wrote or the destination last delivered)."""
+        raise NotImplementedError(f"stream {self.name!r} cannot read its destination")
+
     def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
         """What :meth:`write` would do, without doing it (``--dry-run``). The default compares
-        each record with ``previous``; streams with rules of their own (consent) override it."""
+        each record with what the destination holds (``holds``, when read) or else with
+        ``previous``; streams with rules of their own (consent) override it."""
         for rec in records:
             if rec.op != "upsert":
                 yield PlannedWrite(rec.golden_id, rec.op, rec.external_id)
                 continue
-            before = rec.previous or {}
+            before = rec.holds if rec.holds is not None else (rec.previous or {})
             changes = {k: (before.get(k), rec.data.get(k)) for k in dict.fromkeys([*fields, *rec.data])
                        if before.get(k) != rec.data.get(k)}
-            action = "create" if rec.previous is None and rec.external_id is None else ("update" if changes else "unchanged")
-            yield PlannedWrite(rec.golden_id, action, rec.external_id, changes)
+            new = rec.holds is None and rec.previous is None and rec.external_id is None
+            yield PlannedWrite(rec.golden_id, "create" if new else ("update" if changes else "unchanged"),
+                               rec.external_id, changes)
 
     @property
     def can_read(self) -> bool:
@@ -280,6 +293,10 @@ class Stream:
     @property
     def can_erase(self) -> bool:
         return type(self).erase is not Stream.erase
+
+    @property
+    def can_peek(self) -> bool:
+        return type(self).peek is not Stream.peek
 
     def target_exists(self) -> bool:
         """For snapshot streams: False when the destination is gone and must be written again."""

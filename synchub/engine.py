@@ -511,6 +511,12 @@ class Hub:
                 plans[sname] = [PlannedWrite(rec.golden_id, "unchanged", rec.external_id,
                                              reason="the destination holds these values (it delivered them)")
                                 for rec, _h in echoes]
+                if not offline and stream.can_peek:
+                    # What the destination holds now, so the plan shows real before -> after.
+                    upserts = [rec for rec, _h in todo if rec.op == "upsert"]
+                    held = stream.peek(upserts) if upserts else {}
+                    for rec in upserts:
+                        rec.holds = held.get(rec.golden_id)
                 planner = Stream.plan.__get__(stream) if offline else stream.plan  # the store-only diff
                 plans[sname] += list(planner((rec for rec, _h in todo), mapping.field_names))
                 self._explain_leaves(conn_cfg.streams[sname], mapping.entity, plans[sname])

@@ -130,3 +130,57 @@ def test_the_dry_run_shows_echoes_as_unchanged(hub: Hub) -> None:
     assert [a for a, _r in actions] == ["create", "unchanged", "unchanged"]
     assert all("delivered them" in r for a, r in actions if a == "unchanged")
 
+
+
+# ----- the dry run: names, e-mails, why a record leaves, without the destination ---------------
+
+
+class LeavingToolStream(ToolStream):
+    handles_leave = True
+    #: The destination cannot be reached: its own plan fails as a connector's retries would end.
+    unreachable: ClassVar[bool] = False
+
+    def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[Any]:
+        if self.unreachable:
+            from synchub.errors import RetryableError
+
+            raise RetryableError("connection refused after 4 attempts")
+        yield from super().plan(records, fields)
+
+
+def test_the_dry_run_names_each_row_says_why_a_record_leaves_and_works_without_the_destination(
+        hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from synchub import exitcodes
+    from synchub.cli import _run
+
+    monkeypatch.setattr(ToolConnector, "streams", lambda self: {"people": LeavingToolStream()})
+    hub.sync()
+    cfg = tmp_path / "synchub.yaml"
+    text = cfg.read_text(encoding="utf-8").replace(
+        "people: {mapping: people, write_mapping: tool_out}",
+        "people: {mapping: people, write_mapping: tool_out, filter: {last_name: {in: [Lee, Diaz]}}}")
+    cfg.write_text(text, encoding="utf-8")
+
+    def dry(*extra: str) -> dict[str, Any]:
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert _run(["--config", str(cfg), "--json", "sync", "crm", "--dry-run", *extra]) == exitcodes.OK
+        return json.loads(buf.getvalue())
+
+    for extra in ((), ("--offline",)):
+        [bob] = [r for r in dry(*extra)["plans"]["crm"]["people"] if r["action"] == "leave"]
+        assert (bob["name"], bob["email"]) == ("Bob Roe", "bob@example.org")
+        assert bob["reason"] == "last_name is 'Roe', wanted in ['Lee', 'Diaz']"
+    LeavingToolStream.unreachable = True
+    try:
+        result = dry()
+    finally:
+        LeavingToolStream.unreachable = False
+    assert "could not ask the destination" in result["notes"][0]
+    assert [r["email"] for r in result["plans"]["crm"]["people"] if r["action"] == "leave"] == ["bob@example.org"]
+    assert ToolStream.writes[-1][1]["email"] == "cara@example.org"  # the dry runs wrote nothing

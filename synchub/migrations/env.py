@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import synchub.store  # noqa: F401  (registers the tables on the metadata)
+import synchub.store  # (registers the tables on the metadata)
 import synchub.webhooks  # noqa: F401  (its queue table)
 
 target_metadata = SQLModel.metadata

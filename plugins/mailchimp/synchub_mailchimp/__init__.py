@@ -368,16 +368,50 @@ class AudienceStream(Stream):
 
     # -- write
 
+    #: A dry run looks members up one by one up to this many records; more, and it lists the
+    #: audience (1,000 members a call) instead.
+    PEEK_ONE_BY_ONE = 200
+
+    def peek(self, records: list[OutRecord]) -> dict[str, dict[str, Any]]:
+        """The audience's members for these records as they are now (address, merge fields,
+        language, status, tag names), by golden id: for a dry run's before -> after."""
+        wanted = {str(r.data.get("email_address") or "").strip().lower(): r.golden_id for r in records}
+        wanted.pop("", None)
+        fields = ["email_address", "merge_fields", "language", "status", "tags"]
+        members: list[dict[str, Any]] = []
+        if len(wanted) <= self.PEEK_ONE_BY_ONE:
+            for email in wanted:
+                try:
+                    members.append(self.connector.json(self.session.get(
+                        f"{self.members_path}/{subscriber_hash(email)}", params={"fields": ",".join(fields)})))
+                except RequestRejected as exc:
+                    if exc.status != 404:  # not in the audience: nothing held
+                        raise
+        else:
+            members = list(self.connector.listing(self.members_path, "members", {
+                "fields": ",".join([*(f"members.{f}" for f in fields), "total_items"])}))
+        out: dict[str, dict[str, Any]] = {}
+        for m in members:
+            gid = wanted.get(str(m.get("email_address") or "").lower())
+            if gid is not None:
+                out[gid] = {"email_address": m.get("email_address"), "merge_fields": dict(m.get("merge_fields") or {}),
+                            "language": m.get("language") or None, "status": m.get("status"),
+                            "tags": sorted(t.get("name") for t in m.get("tags") or [] if isinstance(t, dict) and t.get("name"))}
+        return out
+
     def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
         records = list(records)
         if not records:
             return
         held = self.not_subscribed()
         for rec in records:
+            if rec.holds is not None and rec.previous is None:
+                # In the audience although the hub never wrote it there: an update, not a create.
+                rec.previous = {"email_address": rec.holds.get("email_address")}
             d = self._decide(rec, held)
             changes: dict[str, tuple[Any, Any]] = {}
             if d.action in ("create", "update"):
-                before = rec.previous or {}
+                before = rec.holds if rec.holds is not None else (rec.previous or {})
                 for k in ("email_address", "language"):
                     if before.get(k) != d.body.get(k) and d.body.get(k) is not None:
                         changes[k] = (before.get(k), d.body.get(k))
@@ -387,7 +421,12 @@ class AudienceStream(Stream):
                         changes[f"merge_fields.{k}"] = (bmf.get(k), v)
                 if d.status is not None and d.status != d.current_status:
                     changes["status"] = (d.current_status, d.status)
-                if d.tags_add or d.tags_remove:
+                if rec.holds is not None:
+                    had = set(rec.holds.get("tags") or [])
+                    after = (had | d.tags_add) - d.tags_remove
+                    if after != had:
+                        changes["tags"] = (sorted(had), sorted(after))
+                elif d.tags_add or d.tags_remove:
                     changes["tags"] = (sorted(d.tags_remove), sorted(d.tags_add))
                 if d.action == "update" and not changes:
                     d.action = "unchanged"

@@ -220,6 +220,7 @@ def test_refusals_land_on_the_reopt_in_list_once_and_are_not_retried(vendors, tm
     assert len(reopt) == 2
     result = runner.invoke(app, ["--config", str(cfg), "--json", "conflicts", "--kind", "needs_reoptin"], env=env)
     assert {r["golden_id"] for r in json.loads(result.stdout)} == {r["golden_id"] for r in reopt}
+    assert {r["email"] for r in json.loads(result.stdout)} == {"bob@example.com", "cara@example.com"}  # whom to ask
 
     # The next run neither retries the refusal nor logs the entries again.
     before = len(mailchimp.requests)
@@ -243,3 +244,23 @@ def test_an_address_change_in_mailchimp_reaches_the_crm_without_a_second_member(
     assert [m["email_address"] for m in mailchimp.members(LIST)] == ["ann.lee@example.org"]
     [g] = [g for g in rows(hub.store, st.golden_t, st.golden_t.c.status == "active")]
     assert g["data"]["emails"][0] == "ann.lee@example.org"
+
+
+def test_the_dry_run_diffs_against_what_the_audience_holds_now(vendors, tmp_path: Path, store_url: str):
+    """The issue's case: a member subscribed in Mailchimp as "Juergen" with the tag vip, never written
+    by the hub (a write-only connection): the dry run shows an update from what Mailchimp holds, not
+    a create from nothing; offline it can only say what the store knows."""
+    _hubspot, mailchimp = vendors
+    mailchimp.add_member(LIST, "ann@example.com", merge_fields={"FNAME": "Juergen", "LNAME": "Lee"}, tags=["vip"])
+    cfg = write_config(tmp_path, OUT_ONLY, store_url, newsletter__csv=NEWSLETTER.replace("Ann,Lee", "Jürgen,Lee"))
+    hub = hub_for(cfg, {"MC_KEY": MC_KEY})
+    hub.run_connection("import", "in")
+    before = len(mailchimp.requests)
+    ann = next(p for p in hub.plan("mc")["newsletter"] if p.changes.get("merge_fields.FNAME"))
+    assert ann.action == "update"
+    assert ann.changes["merge_fields.FNAME"] == ("Juergen", "Jürgen")
+    assert "merge_fields.LNAME" not in ann.changes  # Mailchimp holds it already
+    assert _writes(mailchimp, before) == []
+    offline = {p.golden_id: p for p in hub.plan("mc", offline=True)["newsletter"]}[ann.golden_id]
+    assert offline.action == "create" and offline.changes["merge_fields"][0] is None
+    assert offline.changes["merge_fields"][1]["FNAME"] == "Jürgen"
