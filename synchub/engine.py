@@ -596,9 +596,12 @@ class Hub:
                 continue
             if prev is None or prev.pushed_at is None or row.changed_at >= prev.pushed_at:
                 try:
-                    rec.previous = mapping.apply({**row.data, "id": rec.golden_id})
+                    mine = mapping.apply({**row.data, "id": rec.golden_id})
                 except SynchubError:
                     continue
+                # Fields the inbound mapping does not read come back empty: the destination still
+                # holds what the hub last wrote there (not an empty value to fill again).
+                rec.previous = _overlay(prev.payload if prev is not None else None, mine)
 
     # ----- inbound ----------------------------------------------------------------------------
 
@@ -868,6 +871,21 @@ def _split_echoes(todo: list[tuple[OutRecord, str]], fields: list[str]) -> tuple
         else:
             keep.append(item)
     return keep, echoes
+
+
+def _overlay(written: dict[str, Any] | None, delivered: dict[str, Any]) -> dict[str, Any]:
+    """What a destination holds: what it delivered, and where that is empty, what the hub last
+    wrote there (nested dicts, e.g. Mailchimp's merge fields, field by field)."""
+    if not written:
+        return delivered
+    out = dict(delivered)
+    for k, v in written.items():
+        mine = out.get(k)
+        if isinstance(mine, dict) and isinstance(v, dict):
+            out[k] = _overlay(v, mine)
+        elif _same_value(mine, None) and not _same_value(v, None):
+            out[k] = v
+    return out
 
 
 def _same_value(a: Any, b: Any) -> bool:
