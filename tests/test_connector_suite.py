@@ -9,6 +9,13 @@ checks the suite had before and fail the new ones:
 (c) writes go to the wrong method or path, or errors are swallowed and reported ok;
 (d) ``check()`` is the default one, which sends no request and says ok.
 
+And the round trip through the hub (a two-way connection syncing twice must write nothing back to
+the CRM that delivered the records) fails when the engine's echo suppression is switched off:
+
+(e) the example PUTs whole records, whatever ``previous`` says; with ``_split_echoes`` handing every
+    record to the connector (and, in a second variant, ``previous`` left empty as well), the
+    first sync writes back every person the CRM just delivered.
+
 The checks are called here the way pytest calls them (a fresh harness per check), so the proof
 is the suite's own assertions; the example's own test file is also run under pytest.
 """
@@ -25,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from synchub import engine
 from synchub.connector import (
     Checkpoint,
     CheckResult,
@@ -36,6 +44,7 @@ from synchub.connector import (
     WriteResult,
     parse_time,
 )
+from synchub.engine import Hub
 from synchub.http import json_object
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "synchub_example_crm"
@@ -199,7 +208,7 @@ class DefaultCheck(CrmConnector):
 def test_the_example_connector_passes_every_check() -> None:
     outcome = run_suite(CrmConnector)
     assert failed(outcome) == set(), outcome
-    assert len(outcome) == 16
+    assert len(outcome) == 17
 
 
 def test_the_example_tests_pass_under_pytest() -> None:
@@ -241,6 +250,47 @@ def test_a_broken_copy_fails_the_new_checks_only(case: str) -> None:
     assert all(outcome[name].startswith("failed: ") for name in expected), outcome
     # The checks the suite had before issue 21 let every one of these through.
     assert not failed(outcome) & OLD_CHECKS
+
+
+ROUND_TRIP = "test_a_round_trip_through_the_hub_writes_nothing_back"
+
+
+def _no_echo_suppression(monkeypatch: pytest.MonkeyPatch, keep_previous: bool) -> None:
+    """(e) The engine without echo suppression: every record goes to the connector's write; and,
+    unless ``keep_previous``, ``previous`` (what the destination holds) stays empty too."""
+    monkeypatch.setattr(engine, "_split_echoes", lambda todo, fields: (list(todo), []))
+    if keep_previous:
+        return
+    view = Hub._destination_view
+
+    def without_previous(self: Hub, connection: str, stream_name: str, mapping: Any,
+                         todo: list[tuple[OutRecord, str]], pushed: dict[str, Any]) -> None:
+        view(self, connection, stream_name, mapping, todo, pushed)  # external ids only
+        for rec, _h in todo:
+            rec.previous = None
+
+    monkeypatch.setattr(engine, "_overlay", lambda written, delivered: {})
+    monkeypatch.setattr(Hub, "_destination_view", without_previous)
+
+
+@pytest.mark.parametrize("keep_previous", [True, False], ids=["no split", "no split, no previous"])
+def test_without_echo_suppression_the_round_trip_check_fails(monkeypatch: pytest.MonkeyPatch,
+                                                              keep_previous: bool) -> None:
+    _no_echo_suppression(monkeypatch, keep_previous)
+    outcome = run_suite(CrmConnector)
+    assert failed(outcome) == {ROUND_TRIP}, {k: v for k, v in outcome.items() if v != "passed"}
+    message = outcome[ROUND_TRIP]
+    assert message.startswith("failed: first sync") and "got 3 write request(s)" in message, message
+
+
+def test_the_round_trip_check_runs_the_hub() -> None:
+    """The check passes because the hub recognised the records as the CRM's own, not because
+    nothing reached the push: the fake saw the hub's reads and no write."""
+    harness = CrmHarness(FakeCrm())
+    ExampleChecks().test_a_round_trip_through_the_hub_writes_nothing_back(harness)
+    reads = [r for r in harness.fake.requests if r.method == "GET" and r.url.path == "/v1/persons"]
+    assert len(reads) >= 2 and harness.writes_seen() == 0
+    assert len(harness.fake.persons) == 5
 
 
 def test_the_suite_names_what_was_lost() -> None:

@@ -33,7 +33,13 @@ verify what every connector must guarantee:
 * ``write`` lands: the destination (the connector's own fake) holds the values written, each
   record gets exactly one :class:`~synchub.connector.WriteResult` (with the destination's id for
   ``upsert`` streams), a refused record is ``ok=False`` and the others still land, and ``plan``
-  changes nothing. Read-only streams (``can_write`` False) skip these checks, saying so.
+  changes nothing. Read-only streams (``can_write`` False) skip these checks, saying so;
+* a round trip through the hub writes nothing back: a :class:`~synchub.engine.Hub` with one
+  two-way connection of the connector (the harness's in and out mappings, its settings and its
+  fake's HTTP transport, a SQLite store of its own) syncs twice while the source gains records,
+  and the destination gets no write for the records it delivered itself (issue 21: echo
+  suppression; the harness counts the fake's write requests). Streams that cannot both read and
+  write skip it, saying so.
 
 HTTP connectors use :class:`HttpConnectorChecks` with an :class:`HttpConnectorHarness` and get
 the checks of their transport on top: 429 and 5xx are retried and the read completes, a 401 is
@@ -43,13 +49,18 @@ request and fails when the server refuses the credential.
 
 A check never skips because a harness lacks a method: the method's ``NotImplementedError`` fails
 the test. Checks skip, with the reason, only for what the connector cannot do (a read-only stream
-has no write path; a snapshot export that replaces its file whole has no per-record refusal).
+has no write path; a snapshot export that replaces its file whole has no per-record refusal; a
+stream that only reads or only writes has no round trip).
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterator
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -66,6 +77,9 @@ from synchub.connector import (
 )
 from synchub.errors import AuthError
 from synchub.http import HttpClientFactory, LimiterRegistry
+
+if TYPE_CHECKING:
+    from synchub.engine import Hub, RunSummary
 
 
 def fake_server_http(transport: Any, clock: Any) -> HttpClientFactory:
@@ -146,6 +160,37 @@ class ConnectorHarness:
         ``out.data``."""
         raise NotImplementedError
 
+    # -- round trips through the hub --------------------------------------------------------------
+
+    #: The mapping that reads :attr:`stream` into the hub, and the one that writes the hub's records
+    #: back to it: each the name of a mapping the hub finds (one an installed plugin ships, or one
+    #: in :attr:`mapping_paths`), or the mapping's YAML text.
+    in_mapping: str = ""
+    out_mapping: str = ""
+    #: Folders (or files) holding the mappings :attr:`in_mapping` and :attr:`out_mapping` name,
+    #: besides those of installed plugins (e.g. the package's own ``mappings`` folder).
+    mapping_paths: tuple[Path, ...] = ()
+
+    def connection_settings(self) -> dict[str, Any]:
+        """The connection's ``settings`` as a config file gives them: the same values
+        :meth:`connector` builds its connector with (credentials of the fake included)."""
+        raise NotImplementedError
+
+    def stream_settings(self) -> dict[str, Any]:
+        """The ``settings`` of :attr:`stream` in a config file, the same :meth:`connector` uses
+        (page size, no settle time or lookback, ...)."""
+        return {}
+
+    def http(self) -> HttpClientFactory | None:
+        """The HTTP client factory the hub gives the connector: the same transport (the fake)
+        and clock :meth:`connector` uses. None for connectors that send no HTTP requests."""
+        return None
+
+    def writes_seen(self) -> int:
+        """How many write requests (creates, updates, deletes: anything but reads) the
+        destination has received so far."""
+        raise NotImplementedError
+
 
 def read_all(stream: Stream, state: dict[str, Any] | None) -> tuple[list[Record], list[Rejected], list[Checkpoint], list[ReadItem]]:
     items = list(stream.read(state))
@@ -159,6 +204,62 @@ def read_all(stream: Stream, state: dict[str, Any] | None) -> tuple[list[Record]
 
 def _key(stream: Stream, record: Record) -> str:
     return "|".join(str(record.data.get(k)) for k in stream.primary_key)
+
+
+#: The connection :func:`round_trip_hub` configures.
+ROUND_TRIP_CONNECTION = "under_test"
+
+
+@contextmanager
+def round_trip_hub(harness: ConnectorHarness, folder: Path | None = None) -> Iterator[Hub]:
+    """A :class:`~synchub.engine.Hub` with one connection, ``direction: both``, of the harness's
+    connector: :attr:`~ConnectorHarness.stream` is read with the harness's in mapping and written
+    with its out mapping, the settings are the harness's, the HTTP client is the harness's (its
+    fake), and the store is a SQLite file in ``folder`` (a temporary folder, removed afterwards,
+    when None). The config goes through :func:`synchub.config.load_config` like a user's.
+
+    The connector class is the one :meth:`ConnectorHarness.connector` builds, whether or not it
+    is installed as a plugin (so a copy under test is what the hub runs)."""
+    from synchub.config import load_config
+    from synchub.engine import Hub
+
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="synchub-round-trip-") as tmp:
+            with round_trip_hub(harness, Path(tmp)) as hub:
+                yield hub
+        return
+    cls = type(harness.connector())
+    mappings = folder / "mappings"
+    mappings.mkdir(parents=True, exist_ok=True)
+
+    def mapping(text: str, direction: str) -> str:
+        if not text.strip():
+            raise NotImplementedError(f"the harness names no {direction} mapping ({direction}_mapping)")
+        if "\n" not in text.strip():
+            return text.strip()  # a name
+        name = f"round_trip_{direction}"
+        (mappings / f"{name}.yaml").write_text(text, encoding="utf-8")
+        return name
+
+    stream = {"mapping": mapping(harness.in_mapping, "in"), "write_mapping": mapping(harness.out_mapping, "out"),
+              "settings": harness.stream_settings()}
+    config = {
+        "store": f"sqlite:///{folder / 'store.db'}",
+        "mappings_dir": [str(mappings), *(str(Path(p).resolve()) for p in harness.mapping_paths)],
+        "connections": {ROUND_TRIP_CONNECTION: {
+            "connector": cls.name, "direction": "both", "settings": harness.connection_settings(),
+            "streams": {harness.stream: stream},
+        }},
+    }
+    path = folder / "synchub.yaml"
+    path.write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")  # JSON is YAML
+    hub = Hub(load_config(path, environ={}, check_plugins=False), http=harness.http())
+    hub.connectors = {**hub.connectors, cls.name: cls}
+    hub.store.upgrade()
+    try:
+        yield hub
+    finally:
+        hub.store.dispose()
 
 
 class ConnectorChecks:
@@ -403,6 +504,56 @@ class ConnectorChecks:
             "plan() must answer once per record"
         assert [harness.held(out, None) for out in batch] == before, "plan() changed the destination"
 
+    # -- a round trip through the hub --------------------------------------------------------
+
+    @staticmethod
+    def _synced(hub: Hub, what: str) -> tuple[Any, Any]:
+        """One ``hub.sync()``: every run must succeed; the counts of the stream's pull and push."""
+        runs: list[RunSummary] = hub.sync()
+        failed = [(r.connection, r.direction, r.status, r.error) for r in runs if r.status != "succeeded"]
+        assert not failed, f"{what}: a run of the hub did not succeed: {failed}"
+        pulls = [r for r in runs if r.direction == "in"]
+        pushes = [r for r in runs if r.direction == "out"]
+        assert len(pulls) == 1 and len(pushes) == 1, f"{what}: the hub ran {[(r.connection, r.direction) for r in runs]}"
+        return pulls[0].totals(), pushes[0].totals()
+
+    def test_a_round_trip_through_the_hub_writes_nothing_back(self, harness: ConnectorHarness) -> None:
+        name = harness.stream
+        stream = harness.connector().streams()[name]
+        if not stream.can_read:
+            pytest.skip(f"stream {name!r} cannot be read (write-only): nothing it delivers could come back to it")
+        if not stream.can_write:
+            pytest.skip(f"stream {name!r} is read-only (can_write is False): nothing can be written back to it")
+        if stream.write_mode == "snapshot":
+            pytest.skip(f"stream {name!r} is replaced whole (snapshot): it is rewritten when any record changes")
+
+        def assert_no_writes(before: int, what: str) -> None:
+            got = harness.writes_seen() - before
+            assert got == 0, (
+                f"{what}: the destination got {got} write request(s), but it holds every value the "
+                "hub has: it delivered them itself. Values a destination delivered must never be "
+                "written back to it unchanged (echo suppression: OutRecord.previous, external_id)")
+
+        with round_trip_hub(harness) as hub:
+            before = harness.writes_seen()
+            harness.add_records(3)
+            pulled, pushed = self._synced(hub, "first sync")
+            assert_no_writes(before, "first sync, 3 records read from the destination")
+            assert pulled.read >= 3 and pulled.rejected == 0, (
+                f"first sync: the hub read {pulled.read} record(s) and rejected {pulled.rejected} "
+                "of the 3 the source holds (does the in mapping fit what the stream delivers?)")
+            assert pushed.unchanged == 3 and pushed.written == 0, (
+                f"first sync: the push took {pushed.unchanged} of the 3 records for what the destination "
+                f"holds already ({pushed.written} written, {pushed.skipped} skipped, {pushed.write_rejected} "
+                "refused): does the out mapping write the fields the in mapping reads?")
+            before = harness.writes_seen()
+            harness.add_records(2)
+            pulled, pushed = self._synced(hub, "second sync")
+            assert_no_writes(before, "second sync, 2 more records read, 3 unchanged")
+            assert pulled.read >= 2 and pushed.unchanged == 2 and pushed.written == 0, (
+                f"second sync: read {pulled.read}, the push took {pushed.unchanged} of the 2 new records "
+                f"for what the destination holds ({pushed.written} written)")
+
 
 class HttpConnectorHarness(ConnectorHarness):
     """A harness for connectors that talk HTTP through :mod:`synchub.http`: it can make the
@@ -422,6 +573,11 @@ class HttpConnectorHarness(ConnectorHarness):
 
     def connector_with_rejected_credentials(self) -> Connector:
         """The connector built with a credential the server refuses (a wrong token or key)."""
+        raise NotImplementedError
+
+    def http(self) -> HttpClientFactory | None:
+        """The HTTP client factory for the hub's connector: the fake's transport and clock, as
+        :meth:`connector` uses (e.g. :func:`fake_server_http`)."""
         raise NotImplementedError
 
 

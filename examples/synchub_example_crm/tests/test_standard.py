@@ -11,24 +11,52 @@ from fake_crm import FakeCrm, parse_ms
 from synchub_example_crm import CrmConnector, CrmSettings
 
 from synchub.connector import ConnectionContext, OutRecord, Record, StreamSettings, WriteResult
+from synchub.http import HttpClientFactory
 from synchub.testing import HttpConnectorChecks, HttpConnectorHarness, fake_server_http
+
+#: The round trip's mappings: the person's e-mail, and the CRM's single name field kept whole (an
+#: out mapping takes one canonical field per destination field, so the name goes back as it came).
+IN_MAPPING = """\
+entity: person
+direction: in
+observed_at: {path: updated_at, transform: parse_datetime}
+fields:
+  emails: email
+  first_name: {path: name, transform: split_name, args: {part: first}}
+  last_name: {path: name, transform: split_name, args: {part: last}}
+  custom.example_crm_name: name
+"""
+OUT_MAPPING = """\
+entity: person
+direction: out
+fields:
+  email: emails.0
+  name: custom.example_crm_name
+"""
 
 
 class CrmHarness(HttpConnectorHarness):
     stream = "persons"
     page_size = 3
     connector_class: type[CrmConnector] = CrmConnector
+    in_mapping = IN_MAPPING
+    out_mapping = OUT_MAPPING
 
     def __init__(self, fake: FakeCrm):
         self.fake = fake
         self.n = 0
 
+    def connection_settings(self, token: str | None = None) -> dict[str, Any]:
+        return {"token": token or self.fake.token, "page_size": self.page_size}
+
+    def http(self) -> HttpClientFactory:
+        return fake_server_http(self.fake.transport, self.fake.clock)
+
     def connector(self, token: str | None = None) -> CrmConnector:
-        settings = CrmSettings(token=token or self.fake.token, page_size=self.page_size)
+        settings = CrmSettings.model_validate(self.connection_settings(token))
         return self.connector_class(ConnectionContext(
             name="crm", settings=settings, stream_settings={"persons": StreamSettings()},
-            base_dir=Path("."), log=logging.getLogger("test.example_crm"),
-            http=fake_server_http(self.fake.transport, self.fake.clock),
+            base_dir=Path("."), log=logging.getLogger("test.example_crm"), http=self.http(),
         ))
 
     def _person(self, **kw: Any) -> int:
@@ -93,6 +121,9 @@ class CrmHarness(HttpConnectorHarness):
 
     def requests_sent(self) -> int:
         return len(self.fake.requests)
+
+    def writes_seen(self) -> int:
+        return sum(1 for r in self.fake.requests if r.method in ("POST", "PUT", "PATCH", "DELETE"))
 
     def connector_with_rejected_credentials(self) -> CrmConnector:
         return self.connector(token="wrong-token")

@@ -4,6 +4,7 @@ request validated against HubSpot's OpenAPI files."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,8 +13,11 @@ import pytest
 from plugins.hubspot.tests.conftest import TOKEN, http_factory, make_connector
 from plugins.hubspot.tests.fake_hubspot import FakeHubSpot
 from synchub.connector import OutRecord, Record, WriteResult
+from synchub.http import HttpClientFactory
 from synchub.testing import HttpConnectorChecks, HttpConnectorHarness
 from synchub_hubspot import HubSpotConnector
+
+MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
 
 STREAMS = {"contacts": {"index_lag_seconds": 0, "lookback_seconds": 0, "page_size": 3}}
 
@@ -21,6 +25,10 @@ STREAMS = {"contacts": {"index_lag_seconds": 0, "lookback_seconds": 0, "page_siz
 class HubSpotHarness(HttpConnectorHarness):
     stream = "contacts"
     page_size = 3
+    # the round trip: the hub's own HubSpot contact mappings
+    in_mapping = "hubspot_contacts"
+    out_mapping = "hubspot_contacts_out"
+    mapping_paths = (MAPPINGS,)
 
     def __init__(self, fake: FakeHubSpot):
         self.fake = fake
@@ -81,6 +89,19 @@ class HubSpotHarness(HttpConnectorHarness):
 
     def settings_examples(self) -> dict:
         return {"token": TOKEN, "account": "123"}
+
+    def connection_settings(self) -> dict[str, Any]:
+        return {"token": TOKEN}
+
+    def stream_settings(self) -> dict[str, Any]:
+        return STREAMS[self.stream]
+
+    def http(self) -> HttpClientFactory:
+        return self.factory
+
+    def writes_seen(self) -> int:
+        reads = ("/search", "/batch/read")
+        return sum(1 for r in self.fake.requests if r.method != "GET" and not r.url.path.endswith(reads))
 
     # writes: contacts HubSpot holds (batch/update) and one new one (batch/upsert by email)
     def records_to_write(self, n: int) -> list[OutRecord]:

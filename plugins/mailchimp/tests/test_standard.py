@@ -4,6 +4,7 @@ request validated against the Mailchimp OpenAPI file."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,8 +13,11 @@ import pytest
 from plugins.mailchimp.tests.conftest import API_KEY, LIST, http_factory, make_connector
 from plugins.mailchimp.tests.fake_mailchimp import FakeMailchimp
 from synchub.connector import OutRecord, Record, WriteResult, parse_time
+from synchub.http import HttpClientFactory
 from synchub.testing import HttpConnectorChecks, HttpConnectorHarness
 from synchub_mailchimp import MailchimpConnector
+
+MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
 
 STREAMS = {"newsletter": {"page_size": 3}}
 
@@ -21,6 +25,10 @@ STREAMS = {"newsletter": {"page_size": 3}}
 class MailchimpHarness(HttpConnectorHarness):
     stream = "newsletter"
     page_size = 3
+    # the round trip: the hub's own Mailchimp member mappings
+    in_mapping = "mailchimp_members"
+    out_mapping = "mailchimp_members_out"
+    mapping_paths = (MAPPINGS,)
 
     def __init__(self, fake: FakeMailchimp):
         self.fake = fake
@@ -80,6 +88,19 @@ class MailchimpHarness(HttpConnectorHarness):
 
     def settings_examples(self) -> dict:
         return {"api_key": API_KEY}
+
+    def connection_settings(self) -> dict[str, Any]:
+        return {"api_key": API_KEY}
+
+    def stream_settings(self) -> dict[str, Any]:
+        # as make_connector builds the stream
+        return {"list_id": LIST, "settle_seconds": 0, "lookback_seconds": 0, **STREAMS[self.stream]}
+
+    def http(self) -> HttpClientFactory:
+        return self.factory
+
+    def writes_seen(self) -> int:
+        return sum(1 for r in self.fake.requests if r.method != "GET")
 
     # writes: members the audience holds (their first name changes) and one new member
     def _out(self, email: str, first: str, known: str | None) -> OutRecord:

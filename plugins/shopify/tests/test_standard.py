@@ -4,6 +4,7 @@ resources, with every GraphQL request validated against the Admin schema."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,12 +13,18 @@ import pytest
 from plugins.shopify.tests.conftest import SHOP, TOKEN, http_factory, make_connector
 from plugins.shopify.tests.fake_shopify import FakeShopify
 from synchub.connector import OutRecord, Record, WriteResult, parse_time
+from synchub.http import HttpClientFactory
 from synchub.testing import HttpConnectorChecks, HttpConnectorHarness
 from synchub_shopify import ShopifyConnector
+
+MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
+#: What make_connector sets on every stream (no settle time, lookback, bulk or reconcile runs).
+STREAM_DEFAULTS = {"settle_seconds": 0, "lookback_seconds": 0, "bulk": "never", "reconcile_hours": 0, "bulk_poll_seconds": 1}
 
 
 class ShopifyHarness(HttpConnectorHarness):
     page_size = 3
+    mapping_paths = (MAPPINGS,)
 
     def __init__(self, fake: FakeShopify, resource: str):
         self.fake = fake
@@ -29,6 +36,9 @@ class ShopifyHarness(HttpConnectorHarness):
         # A transport in front of the fake that can garble records in its answers.
         self.factory.transport = httpx.MockTransport(self._garble)
         self.owner = fake.add_customer(firstName="Owner", email="owner@example.com") if resource == "orders" else None
+        # the round trip (customers; orders are read-only): the hub's own customer mappings
+        self.in_mapping = f"shopify_{resource}"
+        self.out_mapping = f"shopify_{resource}_out"
 
     def _garble(self, request: httpx.Request) -> httpx.Response:
         response = self.fake.transport.handle_request(request)
@@ -87,6 +97,23 @@ class ShopifyHarness(HttpConnectorHarness):
 
     def settings_examples(self) -> dict:
         return {"shop": SHOP, "access_token": TOKEN}
+
+    def connection_settings(self) -> dict[str, Any]:
+        return {"shop": SHOP, "access_token": TOKEN}
+
+    def stream_settings(self) -> dict[str, Any]:
+        return {**STREAM_DEFAULTS, **self._streams()[self.stream]}
+
+    def http(self) -> HttpClientFactory:
+        return self.factory
+
+    def writes_seen(self) -> int:
+        writes = 0
+        for r in self.fake.requests:
+            if r.method == "POST" and r.url.path.endswith("graphql.json"):
+                query = json.loads(r.content).get("query", "").lstrip()
+                writes += query.startswith("mutation") and "bulkOperationRunQuery" not in query
+        return writes
 
     # writes (customers): customers the shop holds get a first name, an address and a tag; the
     # last record is a new customer (create_customers: true)
