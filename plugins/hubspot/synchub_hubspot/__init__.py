@@ -25,6 +25,12 @@ for contacts) otherwise, ``batch/create`` as the last resort. Empty values never
 property unless it is listed in ``clear_properties``. A 207 multi-status rejects the failed inputs
 one by one; a batch refused as a whole (400) is split until the bad inputs are found.
 
+Dry runs (``synchub sync --dry-run``) read what HubSpot holds now with ``batch/read`` (100 inputs a
+call, the out mapping's properties): by id when the hub knows it, otherwise by the upsert property
+(``idProperty: email`` for contacts). The plan shows the properties the write would send whose
+value differs from HubSpot's, before -> after; a record HubSpot holds is an update even when the
+hub never wrote it, and a known id HubSpot no longer holds is a ``reject`` (the update would fail).
+
 Erasing (contacts only) sends ``POST /crm/v3/objects/contacts/gdpr-delete`` per person: by the
 HubSpot id when the hub knows it, otherwise (and when HubSpot no longer knows that id) by each of
 the person's e-mail addresses (``idProperty: email``). HubSpot answers 204 for an address it does
@@ -52,6 +58,7 @@ from synchub.connector import (
     ErasureResult,
     ErasureTarget,
     OutRecord,
+    PlannedWrite,
     ReadItem,
     Record,
     Rejected,
@@ -278,6 +285,8 @@ class ObjectStream(Stream):
         for prop in [*base, *settings.properties, self.modified, *SYSTEM_PROPERTIES]:
             seen.setdefault(prop, None)
         self.properties = list(seen)
+        #: Golden ids whose HubSpot id the last :meth:`peek` did not find.
+        self._peek_missing: set[str] = set()
 
     # ----- reading ---------------------------------------------------------------------------
 
@@ -622,6 +631,96 @@ class ObjectStream(Stream):
             # In the batch but neither in the results nor named by an error.
             why = unnamed[0] if unnamed else "no result for this input in HubSpot's response"
             yield WriteResult(rec.golden_id, ok=False, external_id=rec.external_id, error=f"HubSpot: {why}")
+
+    # ----- dry runs ---------------------------------------------------------------------------
+
+    def peek(self, records: list[OutRecord]) -> dict[str, dict[str, Any]]:
+        """What HubSpot holds now for these records, by golden id: the out mapping's properties
+        as HubSpot has them. Records with a HubSpot id are read by id, the others by their
+        upsert property (``email`` for contacts), both with ``batch/read``, ``batch_size`` inputs
+        a call; records with neither are not looked up (a write creates them). Ids HubSpot does
+        not know are remembered, so the plan can say a write would fail."""
+        self._peek_missing = set()
+        by_id: dict[str, list[OutRecord]] = {}
+        by_key: dict[str, list[OutRecord]] = {}
+        key = self.upsert_property
+        for rec in records:
+            if rec.external_id:
+                by_id.setdefault(str(rec.external_id), []).append(rec)
+            elif key and not _is_empty(rec.data.get(key)):
+                by_key.setdefault(_text_value(rec.data[key]).strip().lower(), []).append(rec)
+        wanted = list(dict.fromkeys(k for rec in records for k in rec.data if k != "id" and not k.startswith("_")))
+        # Also what the answers are matched back by (merged ids, the upsert key).
+        extra = ["hs_merged_object_ids", *([key] if key else []),
+                 *(["hs_additional_emails"] if self.object == "contacts" and key == "email" else [])]
+        properties = list(dict.fromkeys([*wanted, *extra]))
+        held: dict[str, dict[str, Any]] = {}
+
+        def keep(rec: OutRecord, obj: dict[str, Any]) -> None:
+            props = obj.get("properties") or {}
+            held[rec.golden_id] = {k: props.get(k) for k in dict.fromkeys(rec.data) if k != "id" and not k.startswith("_")}
+
+        size = self.settings.batch_size
+        ids = list(by_id)
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
+            for obj in self._batch_read(chunk, properties, None):
+                props = obj.get("properties") or {}
+                # A merge gives the record a new id; HubSpot answers a read by an old one with it.
+                names = [str(obj.get("id") or ""),
+                         *(m.strip() for m in str(props.get("hs_merged_object_ids") or "").split(";"))]
+                for name in names:
+                    for rec in by_id.get(name, []):
+                        keep(rec, obj)
+            self._peek_missing.update(rec.golden_id for i in chunk for rec in by_id[i] if rec.golden_id not in held)
+        keys = list(by_key)
+        for start in range(0, len(keys), size):
+            chunk = keys[start:start + size]
+            for obj in self._batch_read(chunk, properties, key):
+                props = obj.get("properties") or {}
+                values = [props.get(key), *(str(props.get("hs_additional_emails") or "").split(";")
+                                            if key == "email" else [])]
+                for value in values:
+                    for rec in by_key.get(str(value or "").strip().lower(), []):
+                        if rec.golden_id not in held:
+                            keep(rec, obj)
+        return held
+
+    def _batch_read(self, keys: list[str], properties: list[str], id_property: str | None) -> list[dict[str, Any]]:
+        """One ``batch/read`` call; keys HubSpot does not hold are simply not in the answer
+        (it names them in a 207's errors)."""
+        body: dict[str, Any] = {"inputs": [{"id": k} for k in keys], "properties": properties,
+                                "propertiesWithHistory": []}
+        if id_property:
+            body["idProperty"] = id_property
+        response = self.connector.session.post(f"/crm/v3/objects/{self.object}/batch/read",
+                                               params={"archived": "false"}, json=body, idempotent=True)
+        results = self.connector.json(response).get("results") or []
+        return [r for r in results if isinstance(r, dict)]
+
+    def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
+        """What :meth:`write` would do. With what HubSpot holds now (``holds``, from
+        :meth:`peek`): the properties the write would send whose value differs from HubSpot's,
+        before -> after; a record HubSpot holds is an update even when the hub never wrote it
+        (the upsert by e-mail reaches it). Without: the store-only diff."""
+        missing = self._peek_missing
+        for rec in records:
+            if rec.op != "upsert" or (rec.holds is None and rec.golden_id not in missing):
+                yield from Stream.plan(self, [rec], fields)
+                continue
+            if rec.holds is None:
+                yield PlannedWrite(rec.golden_id, "reject", rec.external_id,
+                                   reason=f"HubSpot no longer holds {self.object} {rec.external_id}: the update would fail")
+                continue
+            changes: dict[str, tuple[Any, Any]] = {}
+            for prop, text in self._changed_properties(rec).items():
+                before = rec.holds.get(prop)
+                had = "" if _is_empty(before) else _text_value(before)
+                if prop == "email":
+                    had, text = had.lower(), text.lower()
+                if had.strip() != text.strip():
+                    changes[prop] = (before, rec.data.get(prop))
+            yield PlannedWrite(rec.golden_id, "update" if changes else "unchanged", rec.external_id, changes)
 
     # ----- erasing ---------------------------------------------------------------------------
 

@@ -41,6 +41,14 @@ Writing (customers)
     again when their newer opt-in came from themselves; otherwise they are listed for review as
     ``needs_reoptin``), and a subscription needs documented consent.
 
+Dry runs (customers)
+    ``peek`` reads what Shopify holds now, in the out mapping's shape: customers the hub knows by
+    ``nodes(ids:)`` (100 a query), and, when ``create_customers`` is on (a write then takes the
+    customer that holds the address), the others by ``customers(query: "email:…")``, 25 aliased
+    searches a query and at most ``PEEK_BY_EMAIL`` per dry run. The plan makes the write's own
+    decisions and shows their changes before -> after against those values (tags as the whole
+    list before and after); it reuses the peek's reads instead of asking again.
+
 Erasing (customers)
     ``customerRequestDataErasure`` per person, by the customer's id (or, when Shopify no longer
     knows it or the hub has none, by the customers found for the person's e-mail addresses).
@@ -264,6 +272,21 @@ CUSTOMERS_NOW = ("query SynchubConsent($ids: [ID!]!) { nodes(ids: $ids) { ... on
                  "emailMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt } } } }")
 FIND_BY_EMAIL = ("query SynchubFind($query: String!) { customers(first: 1, query: $query) { nodes { id email tags "
                  "emailMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt } } } }")
+#: What a dry run reads of a customer: the out mapping's fields as Shopify holds them.
+PEEK_FIELDS = ("id email firstName lastName phone locale tags "
+               "emailMarketingConsent { marketingState marketingOptInLevel consentUpdatedAt } "
+               "defaultAddress { address1 address2 city province countryCodeV2 zip }")
+PEEK_BY_ID = f"query SynchubPeek($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Customer {{ {PEEK_FIELDS} }} }} }}"
+
+
+def _peek_by_email_query(n: int) -> str:
+    """One document looking up ``n`` addresses: an aliased ``customers`` search per address
+    (Shopify's search has no OR that is safe to rely on)."""
+    params = ", ".join(f"$q{i}: String!" for i in range(n))
+    parts = " ".join(f"c{i}: customers(first: 1, query: $q{i}) {{ nodes {{ {PEEK_FIELDS} }} }}" for i in range(n))
+    return f"query SynchubPeekByEmail({params}) {{ {parts} }}"
+
+
 CUSTOMER_UPDATE = ("mutation SynchubUpdate($input: CustomerInput!) { customerUpdate(input: $input) { "
                    "customer { id } userErrors { field message } } }")
 CUSTOMER_CREATE = ("mutation SynchubCreate($input: CustomerInput!) { customerCreate(input: $input) { "
@@ -394,9 +417,26 @@ class ShopifyStream(Stream):
         self.connector = connector
         self.settings = settings
         self.resource = settings.resource
+        # What the last peek read, by golden id (the raw customer), and which records it asked
+        # about (by id or by e-mail) or left out (past PEEK_BY_EMAIL).
+        self._peek_nodes: dict[str, dict[str, Any]] = {}
+        self._peek_asked: set[str] = set()
+        self._peek_skipped: set[str] = set()
+
+    #: Customers a dry run reads by id per ``nodes`` query.
+    PEEK_BY_ID_BATCH = 100
+    #: Addresses looked up per query (aliased searches, about 5 cost points each).
+    PEEK_EMAILS_PER_QUERY = 25
+    #: A dry run looks up at most this many customers by e-mail (one search each); the others
+    #: are planned from the store alone.
+    PEEK_BY_EMAIL = 250
 
     @property
     def can_write(self) -> bool:
+        return self.resource == "customers"
+
+    @property
+    def can_peek(self) -> bool:
         return self.resource == "customers"
 
     @property
@@ -570,12 +610,97 @@ class ShopifyStream(Stream):
 
     # -- write
 
-    def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
-        records = list(records)
-        current = self.connector.current_customers([r.external_id for r in records if r.external_id])
+    def peek(self, records: list[OutRecord]) -> dict[str, dict[str, Any]]:
+        """For a dry run: the customers Shopify holds for these records now, by golden id, in
+        the out mapping's shape (email, firstName, lastName, phone, locale, tags, address,
+        consent). Customers the hub knows are read by id (``nodes``, ``PEEK_BY_ID_BATCH`` a
+        query); the others, only when the stream may create customers (a write then takes an
+        existing customer with the address), by e-mail, at most ``PEEK_BY_EMAIL`` of them.
+        Throttling is waited out by the connector's session."""
+        if self.resource != "customers":
+            raise NotImplementedError(f"stream {self.name!r} ({self.resource}) cannot read its destination")
+        self._peek_nodes, self._peek_asked, self._peek_skipped = {}, set(), set()
+        by_gid: dict[str, list[OutRecord]] = {}
+        by_email: dict[str, list[OutRecord]] = {}
         for rec in records:
-            d = self._decide(rec, current.get(rec.external_id or ""))
-            yield PlannedWrite(rec.golden_id, d.action, rec.external_id, d.changes, d.reason)
+            if rec.external_id:
+                by_gid.setdefault(_customer_gid(rec.external_id), []).append(rec)
+            elif self.settings.create_customers and str(rec.data.get("email") or "").strip():
+                by_email.setdefault(str(rec.data["email"]).strip().lower(), []).append(rec)
+        gids = list(by_gid)
+        for start in range(0, len(gids), self.PEEK_BY_ID_BATCH):
+            chunk = gids[start:start + self.PEEK_BY_ID_BATCH]
+            data = self.connector.graphql(PEEK_BY_ID, {"ids": chunk})
+            for node in data.get("nodes") or []:
+                if isinstance(node, dict) and node.get("id") in by_gid:
+                    for rec in by_gid[node["id"]]:
+                        self._peek_nodes[rec.golden_id] = node
+            self._peek_asked.update(rec.golden_id for gid in chunk for rec in by_gid[gid])
+        emails = list(by_email)
+        if len(emails) > self.PEEK_BY_EMAIL:
+            self.connector.context.log.info(
+                "%s: dry run looks up %d of %d customers by e-mail; the rest are planned from the store",
+                self.name, self.PEEK_BY_EMAIL, len(emails))
+            self._peek_skipped.update(rec.golden_id for e in emails[self.PEEK_BY_EMAIL:] for rec in by_email[e])
+            emails = emails[:self.PEEK_BY_EMAIL]
+        for start in range(0, len(emails), self.PEEK_EMAILS_PER_QUERY):
+            chunk = emails[start:start + self.PEEK_EMAILS_PER_QUERY]
+            data = self.connector.graphql(_peek_by_email_query(len(chunk)),
+                                          {f"q{i}": f"email:{json.dumps(e)}" for i, e in enumerate(chunk)})
+            for i, email in enumerate(chunk):
+                for node in (data.get(f"c{i}") or {}).get("nodes") or []:
+                    # The search is exact; still, only an address that matches is taken.
+                    if isinstance(node, dict) and str(node.get("email") or "").strip().lower() == email:
+                        for rec in by_email[email]:
+                            self._peek_nodes[rec.golden_id] = node
+                        break
+                self._peek_asked.update(rec.golden_id for rec in by_email[email])
+        return {gid: _held_shape(node) for gid, node in self._peek_nodes.items()}
+
+    def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
+        """What :meth:`write` would do. Decisions are the write's own (on the consent and tags
+        Shopify holds now); with ``holds`` (a peek) the changes read before -> after from what
+        Shopify holds, and a customer that the write would find by its address is an update."""
+        records = list(records)
+        asked = self._peek_asked
+        current = self.connector.current_customers(
+            [r.external_id for r in records if r.external_id and r.golden_id not in asked])
+        for rec in records:
+            if rec.external_id and rec.golden_id in asked:
+                now_held = self._peek_nodes.get(rec.golden_id)
+            else:
+                now_held = current.get(rec.external_id or "")
+            d = self._decide(rec, now_held)
+            action, changes, reason = d.action, d.changes, d.reason
+            if rec.holds is not None and action in ("create", "update", "unchanged"):
+                changes = self._held_changes(d, rec.holds, self._peek_nodes.get(rec.golden_id))
+                action = "update" if changes else "unchanged"
+            elif action == "create" and rec.golden_id in self._peek_skipped:
+                why = f"not looked up in Shopify (a dry run looks up at most {self.PEEK_BY_EMAIL} by e-mail)"
+                reason = f"{reason}; {why}" if reason else why
+            yield PlannedWrite(rec.golden_id, action, rec.external_id, changes, reason)
+
+    @staticmethod
+    def _held_changes(d: _Decision, held: dict[str, Any], node: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
+        """What the write would change, before (what Shopify holds) -> after, only where they
+        differ."""
+        changes: dict[str, tuple[Any, Any]] = {}
+        for f, after in d.fields.items():
+            before = _address_input(held.get("address")) if f == "addresses" else held.get(f)
+            same = (str(before or "").strip().lower() == str(after).strip().lower()) if f == "email" else before == after
+            if not same:
+                changes[f] = (before, after)
+        had = {str(t) for t in held.get("tags") or []}
+        after_tags = (had | set(d.tags_add)) - set(d.tags_remove)
+        if after_tags != had:
+            changes["tags"] = (sorted(had), sorted(after_tags))
+        if d.consent is not None:
+            state = ((node or {}).get("emailMarketingConsent") or {}).get("marketingState")
+            if state is None:
+                state = _SHOPIFY_STATES.get(str((held.get("consent") or {}).get("status") or ""))
+            if state != d.consent["marketingState"]:
+                changes["emailMarketingConsent"] = (state, d.consent["marketingState"])
+        return changes
 
     def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
         records = list(records)
@@ -801,6 +926,29 @@ def _scrub(text: str, target: ErasureTarget) -> str:
         if email and email.strip():
             text = re.sub(re.escape(email.strip()), "<e-mail>", text, flags=re.IGNORECASE)
     return text[:1000]
+
+
+_SHOPIFY_STATES = {hub: shopify for shopify, hub in CONSENT_STATES.items()}
+
+
+def _held_shape(node: dict[str, Any]) -> dict[str, Any]:
+    """A customer as Shopify holds it, in the out mapping's shape (``shopify_customers_out``)."""
+    a = node.get("defaultAddress") or None
+    address = None
+    if isinstance(a, dict):
+        address = {k: v for k, v in {"street": a.get("address1"), "line2": a.get("address2"),
+                                     "postal_code": a.get("zip"), "city": a.get("city"),
+                                     "region": a.get("province"), "country": a.get("countryCodeV2")}.items() if v}
+    c = node.get("emailMarketingConsent") or {}
+    status = CONSENT_STATES.get(str(c.get("marketingState") or ""))
+    consent = None
+    if status:
+        consent = {"status": status, "at": c.get("consentUpdatedAt"),
+                   "method": OPT_IN_LEVELS.get(str(c.get("marketingOptInLevel") or ""), "unknown")
+                   if status in ("subscribed", "pending") else None}
+    return {"email": node.get("email"), "firstName": node.get("firstName"), "lastName": node.get("lastName"),
+            "phone": node.get("phone"), "locale": node.get("locale"), "tags": sorted(str(t) for t in node.get("tags") or []),
+            "address": address or None, "consent": consent}
 
 
 def _address_input(address: Any) -> list[dict[str, Any]] | None:
