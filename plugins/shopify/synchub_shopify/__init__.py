@@ -706,8 +706,23 @@ class ShopifyStream(Stream):
         records = list(records)
         for start in range(0, len(records), 250):
             chunk = records[start:start + 250]
-            current = self.connector.current_customers([r.external_id for r in chunk if r.external_id])
+            # A record the hub has no customer id for, when the stream may create customers: a
+            # customer with its address may exist (made in the shop). That one is updated, and
+            # decided on what it holds: its unsubscribe must not be overwritten by a create's
+            # consent.
+            existing: dict[str, str] = {}
+            if self.settings.create_customers:
+                for rec in chunk:
+                    email = str(rec.data.get("email") or "").strip()
+                    if not rec.external_id and email:
+                        found = self._customers_by_email([email])
+                        if found:
+                            existing[rec.golden_id] = found[0]
+            current = self.connector.current_customers(
+                [r.external_id for r in chunk if r.external_id] + list(existing.values()))
             for rec in chunk:
+                if rec.golden_id in existing:
+                    rec.external_id = existing[rec.golden_id]
                 yield self._write_one(rec, self._decide(rec, current.get(rec.external_id or "")))
 
     def _decide(self, rec: OutRecord, now_held: dict[str, Any] | None) -> _Decision:

@@ -300,6 +300,21 @@ def test_customers_the_shop_does_not_hold_are_created_only_when_configured(fake:
     assert again.external_id == res.external_id and len(fake.customers) == 1
 
 
+def test_a_create_that_finds_the_address_in_the_shop_keeps_its_unsubscribe(fake: FakeShopify) -> None:
+    """A customer made in the shop (the hub has no id for them) unsubscribed there; the hub, from
+    another source, says subscribed: the write takes the existing customer and never re-subscribes."""
+    gid = fake.add_customer(firstName="Eve", email="eve@example.com",
+                            emailMarketingConsent={"marketingState": "UNSUBSCRIBED", "marketingOptInLevel": "SINGLE_OPT_IN",
+                                                   "consentUpdatedAt": "2025-01-01T00:00:00Z"})
+    stream = make_connector(fake, streams={"customers": {"create_customers": True, "owned_fields": ["firstName"]}}).streams()["customers"]
+    consent = {"status": "subscribed", "method": "double_opt_in", "at": "2025-02-01T00:00:00Z"}
+    [res] = list(stream.write([_out(None, email="EVE@example.com", firstName="Eve", consent=consent)], []))
+    assert res.ok and res.external_id == gid and len(fake.customers) == 1
+    assert fake.customers[gid]["emailMarketingConsent"]["marketingState"] == "UNSUBSCRIBED"
+    assert fake.consent_log == []
+    assert res.attention is not None and res.attention.kind == "needs_reoptin"
+
+
 def test_dry_run_plans_without_writing(fake: FakeShopify) -> None:
     gid = fake.add_customer(email="a@example.com", emailMarketingConsent={"marketingState": "SUBSCRIBED", "marketingOptInLevel": "SINGLE_OPT_IN", "consentUpdatedAt": "2025-01-01T00:00:00Z"})
     stream = make_connector(fake).streams()["customers"]
