@@ -241,13 +241,15 @@ def plan_erasure(hub: Hub, golden_id: str) -> ErasurePlan:
                 emails[email_key(e)] = None
     plan = ErasurePlan(golden_id, golden[golden_id].display_name, ids, list(emails),
                        sorted((s.connection, s.stream, s.source_id) for s in srcs))
+    # (Receipts keep the destination's ids, never the golden id: golden ids derive from source
+    # ids, so one would tell whom an erasure was about without the salt.)
     held: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for s in srcs:
-        held.setdefault((s.connection, s.stream), []).append({"golden_id": golden_id, "external_id": s.source_id})
+        held.setdefault((s.connection, s.stream), []).append({"external_id": s.source_id})
     for p in pushed:
         targets = held.setdefault((p.connection, p.stream), [])
         if p.external_id is None or all(t["external_id"] != p.external_id for t in targets):
-            targets.append({"golden_id": golden_id, "external_id": p.external_id})
+            targets.append({"external_id": p.external_id})
     for name, ccfg in hub.config.connections.items():
         plan.receipts.extend(_receipts_for(hub, name, [k for k, v in ccfg.streams.items() if v.enabled], held, plan.emails))
     return plan
@@ -289,7 +291,7 @@ def _receipts_for(hub: Hub, connection: str, stream_names: list[str], held: dict
             # Kept until someone confirms the removal (``synchub erasures done``): they need to
             # know which rows to remove. The hub does not import them again meanwhile.
             out.append({**base, "status": "manual", "retryable": False,
-                        "targets": [{"golden_id": t["golden_id"], "external_id": t["external_id"]} for t in targets],
+                        "targets": [{"external_id": t["external_id"]} for t in targets if t["external_id"]],
                         "detail": f"{connection}/{sname} cannot erase: remove these records at the source, "
                                   "then mark this receipt done"})
     return out
@@ -323,7 +325,9 @@ def erase(hub: Hub, who: str, *, actor: str, reason: str = "erase", fan: bool = 
     salt = _salt(hub)
     golden_id = find_person(hub, who)
     with _all_locks(hub, hub.config.connections, wait):
-        plan = plan_erasure(hub, golden_id)  # again under the locks: no run changed them since
+        # Again under the locks: a run that held them may have merged the customer meanwhile.
+        golden_id = find_person(hub, golden_id)
+        plan = plan_erasure(hub, golden_id)
         now = st.utcnow()
         with hub.store.begin() as conn:
             plan.erasure_id = erasure_id = st.insert_erasure(conn, digest(salt, "customer", golden_id), actor, reason, now)
@@ -373,7 +377,7 @@ def fan_out(hub: Hub, *, connection: str | None = None, erasure_id: int | None =
                     _record(hub, [r], {}, f"stream {r.stream!r} is no longer configured or cannot erase", retryable=False)
                     out["failed"] = out.get("failed", 0) + 1
                     continue
-                targets = [ErasureTarget(t["golden_id"], t.get("external_id"), list(t.get("emails") or ()))
+                targets = [ErasureTarget(f"erasure-{r.erasure_id}", t.get("external_id"), list(t.get("emails") or ()))
                            for t in r.targets or ()]
                 try:
                     results = list(stream.erase(targets))
@@ -408,16 +412,18 @@ def _record(hub: Hub, receipts: list[Any], results: dict[int, ErasureResult], er
         for r in receipts:
             if error is not None:
                 st.update_receipt(conn, r.id, now, status="failed", detail=redact(error)[:1000], retryable=retryable,
-                                  attempts=r.attempts + 1)
+                                  attempts=r.attempts + 1, targets=r.targets if retryable else _ids_only(r.targets))
                 continue
             answers = [results.get(id(t)) for t in targets or ()]
             failed = [(t, a) for t, a in zip(targets or (), answers, strict=True) if a is None or a.status == "failed"]
             if failed:
                 status = "failed"
                 detail = "; ".join(redact(a.detail or "failed") if a else "no answer from the connector" for _t, a in failed)
-                keep = [{"golden_id": t.golden_id, "external_id": t.external_id, "emails": t.emails} for t, _a in failed]
-                st.update_receipt(conn, r.id, now, status="failed", detail=detail[:1000], targets=keep,
-                                  retryable=all(a is None or a.retryable for _t, a in failed), attempts=r.attempts + 1)
+                again = all(a is None or a.retryable for _t, a in failed)
+                # Kept for the next attempt; a final failure keeps only the ids a person must act on.
+                keep = [{"external_id": t.external_id, "emails": t.emails} for t, _a in failed]
+                st.update_receipt(conn, r.id, now, status="failed", detail=detail[:1000],
+                                  targets=keep if again else _ids_only(keep), retryable=again, attempts=r.attempts + 1)
             else:
                 status = "requested" if any(a is not None and a.status == "requested" for a in answers) else "confirmed"
                 detail = "; ".join(dict.fromkeys(a.detail for a in answers if a is not None and a.detail)) or None
@@ -425,6 +431,12 @@ def _record(hub: Hub, receipts: list[Any], results: dict[int, ErasureResult], er
                 st.update_receipt(conn, r.id, now, status=status, detail=detail and detail[:1000], targets=None,
                                   retryable=False, attempts=r.attempts + 1)
     return status
+
+
+def _ids_only(targets: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """A receipt nobody will retry keeps the destination's ids (to act on by hand), nothing else."""
+    ids = [{"external_id": t["external_id"]} for t in targets or () if t.get("external_id")]
+    return ids or None
 
 
 def erasures(hub: Hub, limit: int = 100) -> list[dict[str, Any]]:
@@ -435,7 +447,8 @@ def erasures(hub: Hub, limit: int = 100) -> list[dict[str, Any]]:
         for r in e["receipts"]:
             held = r["targets"] or ()
             # What a person has to remove by hand; the ids other receipts still send are not shown.
-            r["to_remove"] = [str(t["external_id"]) for t in held if t.get("external_id")] if r["status"] == "manual" else []
+            by_hand = r["status"] == "manual" or (r["status"] == "failed" and not r["retryable"])
+            r["to_remove"] = [str(t["external_id"]) for t in held if t.get("external_id")] if by_hand else []
             r["targets"] = len(held)
     return rows
 
@@ -532,6 +545,7 @@ def anonymise(hub: Hub, who: str, *, actor: str, reason: str = "anonymise") -> s
     salt = _salt(hub)
     golden_id = find_person(hub, who)
     with _all_locks(hub, hub.config.connections, 60.0):
+        golden_id = find_person(hub, golden_id)  # a run may have merged them meanwhile
         plan = plan_erasure(hub, golden_id)
         now = st.utcnow()
         with hub.store.begin() as conn:

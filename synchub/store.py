@@ -1782,10 +1782,11 @@ def erase_rows(conn: sa.Connection, ids: set[str], emails: Iterable[str]) -> dic
 
 
 def last_activity(conn: sa.Connection, kind: str) -> dict[str, datetime]:
-    """Per golden record of ``kind``: when a source last delivered a change of one of its live
-    records, or its latest timeline entry, whichever is later."""
+    """Per golden record of ``kind``: when a source last confirmed one of its live records
+    (``confirmed_at``; before that was kept, when it last changed), or its latest timeline
+    entry, whichever is later."""
     out: dict[str, datetime] = {}
-    q1 = (sa.select(source_t.c.golden_id, sa.func.max(source_t.c.observed_at))
+    q1 = (sa.select(source_t.c.golden_id, sa.func.max(sa.func.coalesce(source_t.c.confirmed_at, source_t.c.changed_at)))
           .where(source_t.c.kind == kind, source_t.c.deleted.is_(False)).group_by(source_t.c.golden_id))
     q2 = (sa.select(interaction_t.c.golden_id, sa.func.max(interaction_t.c.occurred_at))
           .where(interaction_t.c.golden_id.is_not(None)).group_by(interaction_t.c.golden_id))

@@ -382,3 +382,27 @@ def test_the_api_exports_and_erases_for_admins_only(hub: Hub) -> None:
     assert listed[0]["id"] == erased.json()["id"]
     shop = next(r for r in listed[0]["receipts"] if r["connection"] == "shop")
     assert shop["to_remove"] == ["K-10002"]
+
+
+@pytest.mark.parametrize("side", ["golden_id", "other_golden_id"])
+def test_a_merge_while_the_erasure_waits_for_the_locks_does_not_leave_the_person(hub: Hub, side: str,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The erasure resolves the customer again once it holds the locks: a run (or an admin) that
+    merged them meanwhile must not leave the survivor behind."""
+    import contextlib
+
+    from synchub.review import resolve_conflict
+
+    dup = next(c for c in hub.store.list_conflicts("open") if c["kind"] == "possible_duplicate")
+    locks = privacy._all_locks
+
+    @contextlib.contextmanager
+    def merge_first(*args: Any, **kwargs: Any) -> Iterator[None]:
+        resolve_conflict(hub, dup["id"], merge=True, by="user:test")  # happens while the erasure waits
+        with locks(*args, **kwargs):
+            yield
+
+    monkeypatch.setattr(privacy, "_all_locks", merge_first)
+    plan = privacy.erase(hub, dup[side], actor="user:test")
+    assert len(plan.golden_ids) == 2 and len(plan.sources) >= 2
+    assert "brandl" not in _everything(hub.store, skip=("erasure_receipt",))

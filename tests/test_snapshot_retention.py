@@ -148,7 +148,7 @@ def kept(tmp_path: Path, store_url: str) -> Iterator[Hub]:
     with hub.store.begin() as conn:
         old = st.utcnow() - timedelta(days=730)
         conn.execute(st.source_t.update().where(st.source_t.c.source_id.in_(["P001", "P002", "P004"]))
-                     .values(observed_at=old))
+                     .values(observed_at=old, confirmed_at=old, changed_at=old))
     yield hub
     hub.store.dispose()
 
@@ -282,3 +282,12 @@ def test_a_customer_removed_from_the_shop_export_loses_what_only_that_row_had(de
     assert not anna["data"].get("phones") and "4471023" not in export.read_text(encoding="utf-8-sig")
     assert "Leitner" in export.read_text(encoding="utf-8-sig")
     hub.store.dispose()
+
+
+def test_a_customer_a_source_still_delivers_is_not_inactive(kept: Hub) -> None:
+    """Retention counts confirmation, not change: an export that delivers P001 unchanged every day
+    keeps them, however old its last change is."""
+    with kept.store.begin() as conn:
+        conn.execute(st.source_t.update().where(st.source_t.c.source_id == "P001").values(confirmed_at=st.utcnow()))
+    found = privacy.retention(kept, "stale-leads", apply=False, actor="user:test")["found"]
+    assert [c.name for c in found] == ["Vorname2 Nachname2"]
