@@ -757,6 +757,8 @@ class Hub:
                 # Checked in the transaction that stores them: an erasure committed before it
                 # keeps the person out (erasures also hold every connection's run lock).
                 pending, left_out = suppressor.filter(conn, pending)
+                rejects, dropped = suppressor.filter_rejects(conn, rejects)
+                left_out += dropped
                 if left_out:
                     counts.suppressed += left_out
                     log.info("%s/%s: %d records of erased people not stored", connection, stream, left_out)

@@ -31,6 +31,7 @@ import hmac
 import html
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -152,6 +153,10 @@ def source_key(connection: str, stream: str, source_id: str) -> str:
     return f"{connection}\x1f{stream}\x1f{source_id}"
 
 
+#: E-mail addresses in a raw row (rejected rows are checked against the suppression list).
+_EMAILS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+
+
 class Suppressor:
     """Tells which prepared records belong to an erased person, for one stream's pull. Loads
     nothing while the suppression list is empty (the usual case); otherwise one indexed lookup
@@ -173,6 +178,21 @@ class Suppressor:
             out.append(digest(self._salt, "source", source_key(self.connection, self.owner_stream, p.owner)))
         out.extend(digest(self._salt, "email", email_key(e)) for e in p.data.get("emails") or () if isinstance(e, str))
         return out
+
+    def filter_rejects(self, conn: sa.Connection, rejects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """Rejected rows without those of erased people (by source id, or an erased address in
+        the raw row): an unreadable row of theirs must not bring their data back into the store."""
+        if not self.active or not rejects:
+            return rejects, 0
+        each = []
+        for r in rejects:
+            ds = [digest(self._salt, "email", e.lower()) for e in _EMAILS.findall(r.get("raw") or "")]
+            if r.get("source_id"):
+                ds.append(digest(self._salt, "source", source_key(self.connection, self.stream, str(r["source_id"]))))
+            each.append(ds)
+        hit = st.suppressed(conn, (d for ds in each for d in ds))
+        kept = [r for r, ds in zip(rejects, each, strict=True) if not hit.intersection(ds)]
+        return kept, len(rejects) - len(kept)
 
     def filter(self, conn: sa.Connection, pending: list[Prepared]) -> tuple[list[Prepared], int]:
         """``pending`` without the records of erased people, and how many were left out."""
@@ -338,6 +358,7 @@ def erase(hub: Hub, who: str, *, actor: str, reason: str = "erase", fan: bool = 
                    "created_at": now} for s in plan.sources),
             ])
             plan.deleted = st.erase_rows(conn, plan.golden_ids, plan.emails)
+            _forget_queued(conn, plan.sources)
             st.insert_receipts(conn, [{**r, "erasure_id": erasure_id, "attempts": 0, "updated_at": now}
                                       for r in plan.receipts])
             st.insert_audit(conn, [{"at": now, "actor": actor, "action": "erase", "golden_id": None, "details": {
@@ -348,6 +369,17 @@ def erase(hub: Hub, who: str, *, actor: str, reason: str = "erase", fan: bool = 
         if fan:
             fan_out(hub, erasure_id=erasure_id)
     return plan
+
+
+def _forget_queued(conn: sa.Connection, sources: list[tuple[str, str, str]]) -> None:
+    """The person's vendor ids leave the webhook queue (:mod:`synchub.webhooks`)."""
+    from synchub.webhooks import forget_objects
+
+    by_connection: dict[str, set[str]] = {}
+    for connection, _stream, source_id in sources:
+        by_connection.setdefault(connection, set()).add(source_id)
+    for connection, ids in by_connection.items():
+        forget_objects(conn, connection, ids)
 
 
 def fan_out(hub: Hub, *, connection: str | None = None, erasure_id: int | None = None) -> dict[str, int]:
@@ -562,6 +594,7 @@ def anonymise(hub: Hub, who: str, *, actor: str, reason: str = "anonymise") -> s
                 *({"digest": digest(salt, "source", source_key(*s)), "key_type": "source", "erasure_id": erasure_id,
                    "created_at": now} for s in plan.sources)])
             st.erase_rows(conn, plan.golden_ids, plan.emails)
+            _forget_queued(conn, plan.sources)
             new_id = st.new_golden_id()
             st.insert_golden(conn, [{"id": new_id, "kind": "person", "status": "anonymised", "merged_into": None,
                                      "display_name": "", "search_text": "", "data": data, "provenance": {},

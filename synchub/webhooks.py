@@ -190,6 +190,22 @@ def _finish(store: Store, connection: str, up_to: int, ok: bool) -> int:
         return conn.execute(q).rowcount or 0
 
 
+def forget_objects(conn: sa.Connection, connection: str, object_ids: Iterable[str]) -> int:
+    """An erasure: these vendor ids leave the queued events of ``connection`` (the events stay,
+    so a pending one still triggers its pull for the others). Returns the events changed."""
+    gone = {str(i) for i in object_ids}
+    t = webhook_event_t
+    changed = 0
+    for row in conn.execute(sa.select(t.c.id, t.c.object_ids).where(t.c.connection == connection,
+                                                                     t.c.object_ids.is_not(None))):
+        ids = list(row.object_ids or [])
+        if gone.intersection(ids):
+            left = [i for i in ids if i not in gone]
+            conn.execute(t.update().where(t.c.id == row.id).values(object_ids=left or None))
+            changed += 1
+    return changed
+
+
 def prune_events(store: Store, older_than: datetime) -> int:
     """Delete done events processed before ``older_than``."""
     t = webhook_event_t

@@ -406,3 +406,14 @@ def test_a_merge_while_the_erasure_waits_for_the_locks_does_not_leave_the_person
     plan = privacy.erase(hub, dup[side], actor="user:test")
     assert len(plan.golden_ids) == 2 and len(plan.sources) >= 2
     assert "brandl" not in _everything(hub.store, skip=("erasure_receipt",))
+
+
+def test_the_webhook_queue_forgets_the_person_s_ids(tool_hub: Hub) -> None:
+    from synchub import webhooks
+
+    webhooks.enqueue(tool_hub.store, "hubspot", "crm", [
+        webhooks.QueuedEvent(event_id="e1", topic="contact.propertyChange", object_ids=["1", "2"]),
+        webhooks.QueuedEvent(event_id="e2", topic="contact.propertyChange", object_ids=["1"])])
+    privacy.erase(tool_hub, "eva@example.org", actor="user:test")  # Eva is the tool's record 1
+    queued = {e["event_id"]: e["object_ids"] for e in webhooks.pending_events(tool_hub.store, "crm")}
+    assert queued == {"e1": ["2"], "e2": None}  # still pending, without her id

@@ -291,3 +291,16 @@ def test_a_customer_a_source_still_delivers_is_not_inactive(kept: Hub) -> None:
         conn.execute(st.source_t.update().where(st.source_t.c.source_id == "P001").values(confirmed_at=st.utcnow()))
     found = privacy.retention(kept, "stale-leads", apply=False, actor="user:test")["found"]
     assert [c.name for c in found] == ["Vorname2 Nachname2"]
+
+
+def test_an_unreadable_row_of_an_erased_person_is_not_stored_as_a_reject(snap: tuple[Hub, Path]) -> None:
+    hub, path = snap
+    privacy.erase(hub, "p3@example.org", actor="user:test")
+    # Their row is still in the file, now broken (one column too many), and so is another one.
+    _write(path, _rows(20).replace("P003;p3@example.org;Vorname3;Nachname3", "P003;p3@example.org;Vorname3;Nachname3;x")
+           .replace("P004;p4@example.org;Vorname4;Nachname4", "P004;p4@example.org;Vorname4;Nachname4;x"))
+    run = hub.sync()[0]
+    assert run.streams["people"].suppressed == 1 and run.streams["people"].rejected == 1
+    with hub.store.engine.connect() as conn:
+        raws = " ".join(r or "" for r in conn.execute(sa.select(st.rejected_t.c.raw)).scalars())
+    assert "p4@example.org" in raws and "p3@example.org" not in raws
