@@ -15,6 +15,7 @@ re-read records upsert idempotently (a record whose content hash is unchanged is
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import hashlib
@@ -586,6 +587,7 @@ class Hub:
         already has, because it came from there, is not written back to it."""
         with self.store.engine.connect() as conn:
             own = st.own_source_records(conn, connection, stream_name, [rec.golden_id for rec, _h in todo])
+        unread = _unread_fields(mapping, self._stream_mapping(self.config.connections[connection].streams[stream_name], "in"))
         for rec, _h in todo:
             prev = pushed.get(rec.golden_id)
             rows = own.get(rec.golden_id, [])
@@ -600,8 +602,9 @@ class Hub:
                 except SynchubError:
                     continue
                 # Fields the inbound mapping does not read come back empty: the destination still
-                # holds what the hub last wrote there (not an empty value to fill again).
-                rec.previous = _overlay(prev.payload if prev is not None else None, mine)
+                # holds what the hub last wrote there (not an empty value to fill again). A field
+                # it reads and finds empty was emptied there: that stays empty, to be written.
+                rec.previous = _overlay(prev.payload if prev is not None else None, mine, unread)
 
     # ----- inbound ----------------------------------------------------------------------------
 
@@ -875,18 +878,42 @@ def _split_echoes(todo: list[tuple[OutRecord, str]], fields: list[str]) -> tuple
     return keep, echoes
 
 
-def _overlay(written: dict[str, Any] | None, delivered: dict[str, Any]) -> dict[str, Any]:
-    """What a destination holds: what it delivered, and where that is empty, what the hub last
-    wrote there (nested dicts, e.g. Mailchimp's merge fields, field by field)."""
+def _unread_fields(out: Mapping, inbound: Mapping | None) -> set[str]:
+    """The out mapping's destination fields (dotted) whose canonical source the stream's inbound
+    mapping does not fill: what the destination delivers says nothing about them."""
+    if inbound is None or inbound.direction != "in":
+        return {fm.dest for fm in out.fields}
+    read = {fm.dest for fm in inbound.fields}
+
+    def covered(src: str | None) -> bool:
+        return src is not None and any(src == r or src.startswith(r + ".") or r.startswith(src + ".") for r in read)
+
+    return {fm.dest for fm in out.fields if not covered(fm.source)}
+
+
+def _overlay(written: dict[str, Any] | None, delivered: dict[str, Any], unread: set[str]) -> dict[str, Any]:
+    """What a destination holds: what it delivered, and for the fields its inbound mapping does
+    not read (``unread``, dotted destination paths), what the hub last wrote there."""
     if not written:
         return delivered
-    out = dict(delivered)
-    for k, v in written.items():
-        mine = out.get(k)
-        if isinstance(mine, dict) and isinstance(v, dict):
-            out[k] = _overlay(v, mine)
-        elif _same_value(mine, None) and not _same_value(v, None):
-            out[k] = v
+    out = copy.deepcopy(delivered)
+    for path in unread:
+        keys = path.split(".")
+        value: Any = written
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        if _same_value(value, None):
+            continue
+        node: Any = out
+        for k in keys[:-1]:
+            if node.get(k) is None:
+                node[k] = {}
+            node = node[k]
+            if not isinstance(node, dict):
+                break
+        else:
+            if _same_value(node.get(keys[-1]), None):
+                node[keys[-1]] = value
     return out
 
 

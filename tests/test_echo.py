@@ -32,7 +32,7 @@ class ToolStream(Stream):
     primary_key = ("id",)
     #: The tool's records by id, and every write it received.
     held: ClassVar[dict[str, dict[str, Any]]] = {}
-    writes: ClassVar[list[tuple[str, dict[str, Any]]]] = []
+    writes: ClassVar[list[tuple[str, dict[str, Any], dict[str, Any] | None]]] = []
 
     def read(self, state: dict[str, Any] | None) -> Iterator[ReadItem]:
         for rid, data in sorted(self.held.items()):
@@ -41,7 +41,7 @@ class ToolStream(Stream):
     def write(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[WriteResult]:
         for rec in records:  # a whole-record PUT, no diffing against ``previous``
             rid = rec.external_id or f"T{len(self.held) + 1}"
-            self.writes.append((rid, dict(rec.data)))
+            self.writes.append((rid, dict(rec.data), rec.previous))
             self.held[rid] = {k: rec.data.get(k) for k in ("email", "first", "last")}
             yield WriteResult(rec.golden_id, ok=True, external_id=rid)
 
@@ -184,3 +184,21 @@ def test_the_dry_run_names_each_row_says_why_a_record_leaves_and_works_without_t
     assert "could not ask the destination" in result["notes"][0]
     assert [r["email"] for r in result["plans"]["crm"]["people"] if r["action"] == "leave"] == ["bob@example.org"]
     assert ToolStream.writes[-1][1]["email"] == "cara@example.org"  # the dry runs wrote nothing
+
+
+def test_a_value_emptied_in_the_tool_is_not_taken_for_held(hub: Hub, tmp_path: Path) -> None:
+    """Only fields the tool's inbound mapping does not read are taken from the hub's last write:
+    a field it reads and delivers empty was emptied there. So when Cara's next change goes out,
+    the connector is told the tool holds no last name (a connector that sends only what changed
+    sends Diaz again), not the Diaz the hub once wrote."""
+    hub.sync()
+    hub.sync()  # the tool delivers Cara, whom the first run wrote to it
+    [cara_id] = [rid for rid, d in ToolStream.held.items() if d["email"] == "cara@example.org"]
+    ToolStream.writes.clear()
+    ToolStream.held[cara_id]["last"] = None
+    hub.sync()
+    (tmp_path / "data" / "people.csv").write_text("id;email;first;last\nF1;cara@example.org;Carla;Diaz\n", encoding="utf-8")
+    hub.sync()
+    [(rid, data, previous)] = ToolStream.writes
+    assert (rid, data["first"], data["last"]) == (cara_id, "Carla", "Diaz")
+    assert previous is not None and previous.get("last") is None and previous.get("first") == "Cara"
