@@ -31,7 +31,7 @@ import logging
 import os
 import traceback
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
@@ -262,7 +262,10 @@ def _call(plugin: object, hook_name: str) -> Any:
         if impl.plugin is not plugin:
             continue
         try:
-            results.append(impl.function(*[kwargs[a] for a in impl.argnames]))
+            value = impl.function(*[kwargs[a] for a in impl.argnames])
+            if isinstance(value, Iterator):  # a generator hook runs its body only now
+                value = list(value)
+            results.append(value)
         except (Exception, SystemExit) as exc:  # the plugin's bug, not the hub's
             log.debug("hook %s of plugin %s raised", hook_name, impl.plugin_name, exc_info=True)
             raise _Fault(f"{hook_name}() raised {_exc_text(exc)}", hook_name) from exc
@@ -367,6 +370,9 @@ def _admit(plugin: object, name: str) -> None:
     except _Fault:
         pm.unregister(plugin)
         raise
+    except Exception as exc:  # anything else the plugin's objects raise while being checked
+        pm.unregister(plugin)
+        raise _Fault(f"checking it raised {_exc_text(exc)}") from exc
     _contributions[name] = found
 
 

@@ -196,12 +196,21 @@ def _with_argument(config: object) -> list[type[Connector]]:
     return [GoodConnector]
 
 
+@hookimpl
+def _generator_that_fails():  # type: ignore[no-untyped-def]
+    from synchub_test_plugin_missing_client import Client  # noqa: F401  (runs only when iterated)
+    yield GoodConnector
+
+
 BAD_PLUGINS = {
     "cannot be imported": (None, "import failed: ModuleNotFoundError: No module named 'synchub_test_plugin_bad'"),
     "hook with an argument the hook does not pass": (
         {"register_connectors": _with_argument},
         "register_connectors() declares argument(s) config, but it passes no arguments"),
     "hook raises": ({"register_transforms": hookimpl(_raises)}, "register_transforms() raised RuntimeError: boom (at tests/test_plugins.py:"),
+    "a generator hook that raises when iterated": (
+        {"register_connectors": _generator_that_fails},
+        "register_connectors() raised ModuleNotFoundError: No module named 'synchub_test_plugin_missing_client'"),
     "not a Connector class": ({"register_connectors": _connectors_returning([dict])},
                               "register_connectors() returned the class builtins.dict, which is not a subclass of synchub.connector.Connector"),
     "an instance, not the class": ({"register_connectors": _connectors_returning([object.__new__(GoodConnector)])},
