@@ -667,7 +667,12 @@ class Hub:
                 rejects.append(_reject_row(run_id, connection, stream_name, item.ref, None, item.field, item.reason, item.raw))
             elif isinstance(item, Reconcile):
                 flush()
-                self._reconcile(connection, stream_name, mapping, item, run_id, counts)
+                gone = self._reconcile(connection, stream_name, mapping, item, run_id, counts)
+                if isinstance(loading, bulk.BulkState) and gone:
+                    # The bulk load's memory of these records is stale now: a later file of the
+                    # same load that holds them again must find them deleted, not unchanged.
+                    with self.store.engine.connect() as conn:
+                        loading.refresh(conn, set(gone))
             elif isinstance(item, Checkpoint):
                 flush()
                 # The data above is committed; only now may the cursor move past it.
@@ -794,8 +799,9 @@ class Hub:
                              loading=loading if isinstance(loading, bulk.BulkState) else None)
 
     def _reconcile(self, connection: str, stream: str, mapping: Mapping, item: Reconcile, run_id: int,
-                   counts: StreamCounts) -> None:
-        """What a full listing shows gone from the source: its data leaves the hub."""
+                   counts: StreamCounts) -> list[str]:
+        """What a full listing shows gone from the source: its data leaves the hub. Returns the
+        source ids (records or, for a timeline stream, entries' records) it deleted."""
         self._check_lock(connection)
         now = utcnow()
         actor = f"run:{run_id}"
@@ -811,7 +817,9 @@ class Hub:
                 gone_src = [r for r in st.live_source_records(conn, connection, stream, item.as_of)
                             if r.source_id not in item.ids]
                 gone = [r.source_id for r in gone_src]
-                self._deletion_limit(connection, stream, len(gone), st.count_live_source_records(conn, connection, stream))
+                # Against what the hub held before this listing, not the records it has just added.
+                self._deletion_limit(connection, stream, len(gone),
+                                     st.count_live_source_records(conn, connection, stream, seen_before=item.as_of))
                 st.confirm_source_records(conn, connection, stream, item.ids, item.as_of)  # still there
                 # An opt-out outlives the record: it is the evidence that this person must not be
                 # contacted, and erasing it could let an older opt-in elsewhere win.
@@ -826,6 +834,7 @@ class Hub:
                 log.info("%s/%s: %d records are gone from the source", connection, stream, len(gone))
                 counts.deleted += len(gone)
                 self._rederive_any(conn, touched, actor, run_id)
+        return [] if mapping.timeline_only else gone
 
     def _deletion_limit(self, connection: str, stream: str, gone: int, held: int) -> None:
         """Refuse to delete more than the stream's ``max_delete_share`` of what the hub holds of it

@@ -1125,10 +1125,12 @@ def count_source_records(conn: sa.Connection, connection: str, stream: str, *, l
     return _count_upto(conn, sa.select(source_t.c.id).where(source_t.c.connection == connection, source_t.c.stream == stream), limit)
 
 
-def count_live_source_records(conn: sa.Connection, connection: str, stream: str) -> int:
-    """How many records of one stream the hub holds as present at the source."""
+def count_live_source_records(conn: sa.Connection, connection: str, stream: str, *, seen_before: datetime) -> int:
+    """How many records of one stream the hub holds as present at the source, of those it had
+    before ``seen_before``."""
     return int(conn.execute(sa.select(sa.func.count()).select_from(source_t).where(
-        source_t.c.connection == connection, source_t.c.stream == stream, source_t.c.deleted.is_(False))).scalar_one())
+        source_t.c.connection == connection, source_t.c.stream == stream, source_t.c.deleted.is_(False),
+        source_t.c.first_seen_at < seen_before)).scalar_one())
 
 
 def count_golden(conn: sa.Connection, kind: str, *, limit: int) -> int:

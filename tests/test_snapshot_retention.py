@@ -304,3 +304,29 @@ def test_an_unreadable_row_of_an_erased_person_is_not_stored_as_a_reject(snap: t
     with hub.store.engine.connect() as conn:
         raws = " ".join(r or "" for r in conn.execute(sa.select(st.rejected_t.c.raw)).scalars())
     assert "p4@example.org" in raws and "p3@example.org" not in raws
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_with_several_exports_only_the_newest_says_what_is_gone(tmp_path: Path, store_url: str, bulk: bool) -> None:
+    """Three exports arrive at once (a catch-up): the oldest, by name the last, lacks two customers
+    the newest holds. Read oldest first, only the newest deletes; later, an older export than the
+    last one that deleted is read but deletes nothing."""
+    import os
+    import time
+
+    hub = hub_for(_config(tmp_path, store_url))
+    hub.bulk = bulk
+    data = tmp_path / "data"
+    now = time.time()
+    for name, text, age in [("people_3.csv", _rows(20, skip=(5, 6)), 300), ("people_1.csv", _rows(19, skip=(7,)), 200),
+                            ("people_2.csv", _rows(20), 100)]:
+        _write(data / name, text)
+        os.utime(data / name, (now - age, now - age))
+    run = hub.sync()[0]
+    assert run.status == "succeeded", run.error
+    assert _active(hub) == 20 and run.streams["people"].deleted == 0
+    _write(data / "people_0.csv", _rows(20, skip=(1, 2)))
+    os.utime(data / "people_0.csv", (now - 500, now - 500))  # an old export dropped in again
+    run = hub.sync()[0]
+    assert run.streams["people"].deleted == 0 and _active(hub) == 20
+    hub.store.dispose()

@@ -219,6 +219,19 @@ class CsvReadStream(Stream):
         gone = [path for path in seen if path not in names] if self.settings.archive else []
         for path in gone:
             del seen[path]
+        # Snapshots: only the newest file of a listing (and never one older than the last that
+        # did) may say what the source no longer holds; an older export read late would delete
+        # what a newer one brought.
+        snap: dict[str, Any] = {"last": (state or {}).get("snapshot_mtime")}
+        ours = [(f.mtime, f.path) for f in listed if self._ours(f)]
+        newest = max(ours) if ours else None
+        if self.settings.snapshot:  # oldest export first, so the newest one has the last word
+            listed = sorted(listed, key=lambda f: (f.mtime, f.path))
+
+        def checkpoint() -> Checkpoint:
+            extra = {"snapshot_mtime": snap["last"]} if snap["last"] is not None else {}
+            return Checkpoint({"files": dict(seen), **extra})
+
         for info in listed:
             if not self._ready(info, markers):
                 continue
@@ -233,17 +246,26 @@ class CsvReadStream(Stream):
             if info.size > self.max_bytes:
                 yield Rejected(ref=info.path, reason=f"file is {info.size} bytes, over the limit of {self.max_bytes}")
                 seen[info.path] = {**version, "rejected": "too large"}
-                yield Checkpoint({"files": dict(seen)})
+                yield checkpoint()
                 continue
             try:
                 with self.fs.snapshot(info) as (fh, digest):
                     version["sha256"] = digest
                     if not (prev and prev.get("sha256") == digest):  # else touched, not changed
                         observed = datetime.fromtimestamp(info.mtime, tz=timezone.utc)
-                        listing = _Listing(datetime.now(timezone.utc)) if self.settings.snapshot else None
+                        listing = None
+                        if self.settings.snapshot:
+                            if (info.mtime, info.path) == newest and (snap["last"] is None or info.mtime >= snap["last"]):
+                                listing = _Listing(datetime.now(timezone.utc))
+                            else:
+                                self.log.warning("%s: not the newest export of the stream; its rows are read, but "
+                                                 "deletions come only from the newest file", info.path)
                         yield from self._rows(fh, info.path, observed, listing)
                         if listing is not None:
-                            yield from listing.reconcile(info.path, self.log)
+                            reconciled = list(listing.reconcile(info.path, self.log))
+                            yield from reconciled
+                            if reconciled:
+                                snap["last"] = info.mtime
             except FileChanged as exc:
                 self.log.info("leaving %s for the next run: %s", info.path, exc)
                 continue
@@ -255,11 +277,11 @@ class CsvReadStream(Stream):
                 # second keeps size and time (SFTP times are whole seconds). Hash it next time.
                 version["recheck"] = True
             seen[info.path] = version
-            yield Checkpoint({"files": dict(seen)})
+            yield checkpoint()
             # Only now, with its rows committed and the file remembered, may it leave the folder.
             self._archive(info.path)
         if gone:
-            yield Checkpoint({"files": dict(seen)})
+            yield checkpoint()
 
     def _ours(self, info: FileInfo) -> bool:
         """False for files the stream never reads: ignored, archived, ready markers."""
