@@ -41,6 +41,7 @@ import html
 import io
 import json
 import os
+import re
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -352,7 +353,7 @@ def _source_pass(conn: sa.Connection) -> tuple[dict[str, Any], dict[str, Any]]:
             field = str(e.get("field") or "?")
             status = str(e.get("status") or "quarantined")
             (u_fields if status == "unverified" else q_fields).add(field)
-            t.entries[(field, str(e.get("rule") or ""), status, str(e.get("reason") or ""))] += 1
+            t.entries[(field, str(e.get("rule") or ""), status, _no_values(str(e.get("reason") or "")))] += 1
         t.quarantined.update(q_fields)
         t.unverified.update(u_fields)
         t.flagged_filled.update(filled & (q_fields | u_fields))
@@ -385,6 +386,21 @@ def _source_pass(conn: sa.Connection) -> tuple[dict[str, Any], dict[str, Any]]:
                             "status": status, "reason": reason, "values": n})
     reasons.sort(key=lambda r: (-r["values"], r["connection"], r["stream"], r["field"], r["reason"]))
     return {"streams": comp_streams}, {"streams": val_streams, "reasons": reasons}
+
+
+#: A quoted literal in a reason, e.g. the value a check refused; names of fields or allowed
+#: values (identifiers) stay.
+_QUOTED = re.compile(r"""(["'])(.*?)\1""")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_EMAILISH = re.compile(r"\S+@\S+")
+
+
+def _no_values(reason: str) -> str:
+    """A reason without the customer's value in it (the report holds figures only; reasons also
+    group better so): ``not a plausible email address: 'max@mustermann' (domain has no dot)`` ->
+    ``not a plausible email address: '…' (domain has no dot)``."""
+    reason = _QUOTED.sub(lambda m: m.group(0) if _WORD.fullmatch(m.group(2)) else f"{m.group(1)}…{m.group(1)}", reason)
+    return _EMAILISH.sub("…", reason)
 
 
 def _rejected(conn: sa.Connection) -> list[dict[str, Any]]:

@@ -371,6 +371,9 @@ def test_the_api_exports_and_erases_for_admins_only(hub: Hub) -> None:
     page = client.get(f"/api/v1/customers/{gid}/export", params={"format": "html"}, headers=admin)
     assert page.headers["content-type"].startswith("text/html") and "Leitner" in page.text
     assert client.post(f"/api/v1/customers/{gid}/erase", json={"confirm": False}, headers=admin).status_code == 422
+    # A prefix (which the other routes accept) is not enough to erase someone.
+    assert client.post(f"/api/v1/customers/{gid[:8]}/erase", json={"confirm": True}, headers=admin).status_code == 404
+    assert hub.store.get_golden(gid) is not None
     erased = client.post(f"/api/v1/customers/{gid}/erase", json={"confirm": True}, headers=admin)
     assert erased.status_code == 200, erased.text
     assert {(r["connection"], r["status"]) for r in erased.json()["receipts"]} == {

@@ -381,3 +381,18 @@ def test_the_command_the_schedule_and_the_api(hub, demo_dir: Path, store_url: st
     csp = page.headers["content-security-policy"]
     assert "script-src" not in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     assert client.get("/api/v1/quality", headers=vic).status_code == 403
+
+
+def test_reasons_in_the_report_hold_no_customer_value(hub) -> None:
+    """A check's reason may quote the value it refused (in another spelling than the raw value):
+    the report keeps the reason, never the value."""
+    store = hub.store
+    row = _all(store, source_t, source_t.c.connection == "shop")[0]
+    entry = {"field": "emails", "rule": "email", "status": "quarantined", "raw": " max@mustermann",
+             "reason": "not a plausible email address: 'max@mustermann' (domain has no dot)"}
+    with store.engine.begin() as conn:
+        conn.execute(source_t.update().where(source_t.c.id == row["id"]).values(quarantine=[entry]))
+    report = quality.build_report(store)
+    text = json.dumps(report) + quality.render_csv(report)
+    assert "mustermann" not in text
+    assert any(r["reason"] == "not a plausible email address: '…' (domain has no dot)" for r in report["validity"]["reasons"])

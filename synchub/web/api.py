@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path as PathLib
@@ -250,6 +252,8 @@ class UserChange(_Body):
 
 
 _ERRORS = {401: {"model": Problem}, 403: {"model": Problem}}
+#: How long the console's data-quality report is reused before it is built again.
+QUALITY_CACHE_SECONDS = 300
 #: How the CSV downloads are documented in the OpenAPI document.
 _CSV_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 _EXPORT_DOC: dict[int | str, dict[str, Any]] = {
@@ -504,8 +508,8 @@ def create_app(hub: Any) -> FastAPI:
         from synchub.privacy import erase as erase_person
         from synchub.privacy import erasures
 
-        if not 0 < len(customer_id) <= 32:
-            raise HTTPException(404, f"no customer {customer_id!r}")
+        if len(customer_id) != 32:  # the whole id: a mistyped prefix must not erase someone else
+            raise HTTPException(404, f"no customer {customer_id!r} (erasure takes the whole 32-digit id)")
         try:
             plan = erase_person(hub, customer_id, actor=actor(user), wait=10.0)
         except NotFoundError as exc:
@@ -521,11 +525,22 @@ def create_app(hub: Any) -> FastAPI:
 
     # ----- data quality -----------------------------------------------------------------------
 
+    quality_cache: dict[str, Any] = {}
+    quality_lock = threading.Lock()
+
     def quality_report() -> dict[str, Any]:
+        """The report, built at most every few minutes and one build at a time (about 5 s and a
+        long read on a 100k store: not once per page view)."""
         from synchub.quality import build_report, segments_from_config
 
-        q = hub.config.quality
-        return build_report(store, stale_days=q.stale_days, period=q.period, segments=segments_from_config(hub.config))
+        with quality_lock:
+            at, report = quality_cache.get("at", 0.0), quality_cache.get("report")
+            if report is None or time.monotonic() - at > QUALITY_CACHE_SECONDS:
+                q = hub.config.quality
+                report = build_report(store, stale_days=q.stale_days, period=q.period,
+                                      segments=segments_from_config(hub.config))
+                quality_cache.update(at=time.monotonic(), report=report)
+            return report
 
     @route("GET", "/api/v1/quality", "segments", response_model=dict[str, Any])
     def quality(user: User = need("segments")) -> Any:
