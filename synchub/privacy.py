@@ -584,6 +584,10 @@ def anonymise(hub: Hub, who: str, *, actor: str, reason: str = "anonymise") -> s
             row = st.golden_row(conn, golden_id)
             assert row is not None
             data = {k: row.data[k] for k in ANONYMOUS_FIELDS if k in (row.data or {})}
+            if isinstance(data.get("purchases"), dict):
+                # Exact order dates with the totals could point back to the person: months only.
+                data["purchases"] = {k: (v[:7] if k.endswith("_at") and isinstance(v, str) else v)
+                                     for k, v in data["purchases"].items()}
             country = ((row.data or {}).get("address") or {}).get("country")
             if country:
                 data["address"] = {"country": country}

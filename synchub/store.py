@@ -1759,8 +1759,15 @@ def erase_rows(conn: sa.Connection, ids: set[str], emails: Iterable[str]) -> dic
         n = conn.execute(table.delete().where(sa.or_(*conds))).rowcount or 0
         done[table.name] = done.get(table.name, 0) + n
 
+    # The person's timeline entries (orders...): their own quarantined values and rejected rows go too.
+    owned = [interaction_t.c.golden_id.in_(chunked)] + [
+        sa.and_(interaction_t.c.connection == c, interaction_t.c.owner_stream == st_, interaction_t.c.owner_id.in_(part))
+        for (c, st_), sids in by_stream.items() for part in _chunks(sids)]
+    for r in conn.execute(sa.select(interaction_t.c.connection, interaction_t.c.stream, interaction_t.c.record_id)
+                          .where(sa.or_(*owned)).distinct()):
+        by_stream.setdefault((r.connection, r.stream), []).append(r.record_id)
     for (connection, stream), sids in by_stream.items():
-        for part in _chunks(sids):
+        for part in _chunks(sorted(set(sids))):
             for table in (quarantined_t, rejected_t):
                 delete(table, sa.and_(table.c.connection == connection, table.c.stream == stream,
                                       table.c.source_id.in_(part)))
@@ -1768,7 +1775,8 @@ def erase_rows(conn: sa.Connection, ids: set[str], emails: Iterable[str]) -> dic
             delete(interaction_t, sa.and_(interaction_t.c.connection == connection, interaction_t.c.owner_stream == stream,
                                           interaction_t.c.owner_id.in_(part)))
     for email in {e.strip().lower() for e in emails if e and "@" in e}:
-        delete(rejected_t, sa.func.lower(rejected_t.c.raw).like(f"%{_escape_like(email)}%", escape="\\"))
+        for table in (rejected_t, quarantined_t):
+            delete(table, sa.func.lower(table.c.raw).like(f"%{_escape_like(email)}%", escape="\\"))
     delete(key_t, key_t.c.golden_id.in_(chunked))
     delete(match_key_t, match_key_t.c.golden_id.in_(chunked))
     delete(interaction_t, interaction_t.c.golden_id.in_(chunked))

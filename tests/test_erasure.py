@@ -420,3 +420,18 @@ def test_the_webhook_queue_forgets_the_person_s_ids(tool_hub: Hub) -> None:
     privacy.erase(tool_hub, "eva@example.org", actor="user:test")  # Eva is the tool's record 1
     queued = {e["event_id"]: e["object_ids"] for e in webhooks.pending_events(tool_hub.store, "crm")}
     assert queued == {"e1": ["2"], "e2": None}  # still pending, without her id
+
+
+def test_the_person_s_orders_go_with_their_quarantined_values(tool_hub: Hub) -> None:
+    gid = privacy.find_person(tool_hub, "eva@example.org")
+    now = st.utcnow()
+    with tool_hub.store.begin() as conn:  # an order of hers, with a value the hub could not use
+        st.insert_interactions(conn, [{"golden_id": gid, "connection": "crm", "stream": "orders", "source_id": "O-1",
+                                       "record_id": "O-1", "owner_stream": "people", "owner_id": "1", "kind": "order",
+                                       "occurred_at": now, "data": {"total": "12.50"}}])
+        st.insert_quarantined(conn, [{"run_id": 1, "connection": "crm", "stream": "orders", "ref": "O-1",
+                                      "source_id": "O-1", "field": "total", "rule": "decimal", "status": "quarantined",
+                                      "raw": "12,5x", "reason": "not a number", "created_at": now}])
+    privacy.erase(tool_hub, gid, actor="user:test")
+    everything = _everything(tool_hub.store, skip=("erasure_receipt",))
+    assert "o-1" not in everything and "12,5x" not in everything
