@@ -836,6 +836,27 @@ class Hub:
                 self._rederive_any(conn, touched, actor, run_id)
         return [] if mapping.timeline_only else gone
 
+    def forget_at_source(self, connection: str, source_ids: Iterable[str], why: str) -> int:
+        """The tool of ``connection`` deleted these records (a privacy deletion it announced): the
+        hub's copies are deleted as a full listing that lacks them would delete them (an opt-out
+        stays as evidence), and their customers are derived again. Takes the connection's run
+        lock (:class:`AlreadyRunning` if a run holds it). Returns the records deleted."""
+        wanted = {str(i) for i in source_ids}
+        with connection_lock(self.store, connection) as lock:
+            if lock is None:
+                raise AlreadyRunning(f"connection {connection!r} is already running (in this or another worker)")
+            now = utcnow()
+            with self.store.begin() as conn:
+                rows = st.live_records_named(conn, connection, wanted)
+                if not rows:
+                    return 0
+                st.tombstone_source_records(conn, [r.id for r in rows], opt_outs_only, now)
+                st.insert_audit(conn, [{"at": now, "actor": "webhook", "action": "source_deleted", "golden_id": r.golden_id,
+                                        "details": {"connection": connection, "stream": r.stream, "source_id": r.source_id,
+                                                    "why": why}} for r in rows])
+                self._rederive_any(conn, {r.golden_id for r in rows}, "webhook", 0)
+            return len(rows)
+
     def _deletion_limit(self, connection: str, stream: str, gone: int, held: int) -> None:
         """Refuse to delete more than the stream's ``max_delete_share`` of what the hub holds of it
         in one listing (at least 3 may always go), unless this run was told to: an export cut

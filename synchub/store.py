@@ -1354,6 +1354,15 @@ def tombstone_source_records(conn: sa.Connection, row_ids: list[int], keep: Call
         delete_identity_keys(conn, chunk)
 
 
+def live_records_named(conn: sa.Connection, connection: str, source_ids: Iterable[str]) -> list[sa.Row[Any]]:
+    """(id, stream, source_id, golden_id) of the connection's live source records with these ids (any stream)."""
+    out: list[sa.Row[Any]] = []
+    for chunk in _chunks(sorted(set(source_ids))):
+        out += conn.execute(sa.select(source_t.c.id, source_t.c.stream, source_t.c.source_id, source_t.c.golden_id).where(
+            source_t.c.connection == connection, source_t.c.deleted.is_(False), in_(conn, source_t.c.source_id, chunk)))
+    return out
+
+
 def live_source_records(conn: sa.Connection, connection: str, stream: str, changed_before: datetime) -> list[sa.Row[Any]]:
     """(id, source_id, golden_id) of the stream's source records not deleted and not changed
     since ``changed_before``."""

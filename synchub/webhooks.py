@@ -190,6 +190,20 @@ def _finish(store: Store, connection: str, up_to: int, ok: bool) -> int:
         return conn.execute(q).rowcount or 0
 
 
+#: Events that say a vendor erased a person for privacy: the hub forgets its copy of them
+#: (their record in that tool) at once, as a full listing that lacks them would.
+PRIVACY_TOPICS = frozenset({"contact.privacyDeletion", "customers/redact"})
+
+
+def privacy_objects(store: Store, connection: str, up_to: int) -> set[str]:
+    """The vendor ids named by pending privacy-deletion events of ``connection`` up to ``up_to``."""
+    t = webhook_event_t
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.object_ids).where(
+            t.c.status == PENDING, t.c.connection == connection, t.c.id <= up_to, t.c.topic.in_(sorted(PRIVACY_TOPICS))))
+        return {str(i) for (ids,) in rows for i in ids or ()}
+
+
 def forget_objects(conn: sa.Connection, connection: str, object_ids: Iterable[str]) -> int:
     """An erasure: these vendor ids leave the queued events of ``connection`` (the events stay,
     so a pending one still triggers its pull for the others). Returns the events changed."""
@@ -296,6 +310,8 @@ def shopify_events(body: bytes, webhook_id: str | None, topic: str | None) -> li
     if isinstance(data, dict):
         customer = data.get("customer")
         ids = _ids(data.get("id"), customer.get("id") if isinstance(customer, dict) else None)
+        if topic.strip().startswith("customers/"):  # the hub knows Shopify customers by their gid
+            ids += [f"gid://shopify/Customer/{i}" for i in ids if i.isdigit()]
     return [QueuedEvent(event_id=webhook_id.strip(), topic=topic.strip(), object_ids=ids)]
 
 
@@ -592,6 +608,10 @@ class WebhookConsumer:
             if up_to is None:
                 continue
             try:
+                erased = privacy_objects(store, name, up_to)
+                if erased:
+                    n = hub.forget_at_source(name, erased, "erased in the tool for privacy (webhook)")
+                    log.info("webhooks of %s: %d record(s) erased there for privacy left the hub", name, n)
                 summary = hub.run_connection(name, "in", trigger="webhook")
             except AlreadyRunning:
                 log.info("webhook pull of %s: busy in another job or worker; its events stay queued", name)

@@ -617,3 +617,32 @@ def test_the_readme_example_is_a_valid_webhooks_section() -> None:
     assert list(cfg.sources()) == ["hubspot", "shopify", "mailchimp"] and cfg.port == 8471
     for url in ("/webhooks/hubspot", "/webhooks/shopify", "/webhooks/mailchimp/<MAILCHIMP_WEBHOOK_SECRET>"):
         assert url in section
+
+
+def test_a_privacy_deletion_forgets_the_tool_s_copy_before_the_pull(hub: Hub) -> None:
+    """HubSpot's contact.privacyDeletion (and Shopify's customers/redact) say the tool erased a
+    person: the hub's copy of that record goes at once, not whenever a full listing notices."""
+    from synchub import store as st
+
+    hub.sync()  # the outcome connector's record "1" (Ann)
+    enqueue(hub.store, "hubspot", "crm", [QueuedEvent("p1", "contact.privacyDeletion", ["1"])])
+
+    def deleted() -> bool:
+        with hub.store.engine.connect() as conn:
+            return bool(conn.execute(sa.select(st.source_t.c.deleted).where(st.source_t.c.source_id == "1")).scalar_one())
+
+    seen: list[bool] = []
+    hub.on_run_started.append(lambda name, direction: seen.append(deleted()))
+    assert WebhookConsumer(hub).run_once() == {"crm": "done"}
+    assert seen == [True]  # gone before the pull started
+    with hub.store.engine.connect() as conn:
+        why = conn.execute(sa.select(st.audit_t.c.details).where(st.audit_t.c.action == "source_deleted")).scalars().all()
+    assert [d["why"] for d in why] == ["erased in the tool for privacy (webhook)"]
+
+
+def test_shopify_redact_names_the_customer_by_its_gid() -> None:
+    from synchub.webhooks import shopify_events
+
+    [event] = shopify_events(json.dumps({"shop_domain": "acme.myshopify.com", "customer": {"id": 123, "email": "x@y.z"}}).encode(),
+                             "w1", "customers/redact")
+    assert "gid://shopify/Customer/123" in event.object_ids and "x@y.z" not in event.object_ids
