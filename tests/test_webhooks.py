@@ -218,7 +218,7 @@ def test_shopify_valid_replayed_and_forged(hooks: Running) -> None:
     [row] = hooks.rows()
     assert (row["vendor"], row["connection"], row["topic"]) == ("shopify", "shop", "customers/update")
     assert row["event_id"] == "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"
-    assert row["object_ids"] == ["706405506930370084"]
+    assert row["object_ids"] == ["706405506930370084", "gid://shopify/Customer/706405506930370084"]
     assert EMAIL not in json.dumps(row, default=str)
     # A duplicate delivery (same X-Shopify-Webhook-Id): 200, not queued again.
     assert httpx.post(url, content=body, headers=shopify_headers(body)).status_code == 200
