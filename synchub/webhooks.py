@@ -96,6 +96,8 @@ MAX_BACKOFF_SECONDS = 900.0
 #: sees the 413 instead of a reset connection; larger ones are answered without reading.
 _DRAIN_FACTOR = 4
 PENDING, DONE = "pending", "done"
+#: Deliveries the receiver handles at once (vendors retry a 503; a slow client cannot pile up threads).
+MAX_CONCURRENT = 32
 #: The outcomes counted in ``synchub_webhooks_total`` (see :mod:`synchub.metrics`).
 OUTCOMES = ("accepted", "replayed", "forged", "stale", "invalid", "error", "validated")
 
@@ -254,6 +256,17 @@ def shopify_signature(secret: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()).decode()
 
 
+def _moment(text: str | None) -> datetime | None:
+    """An ISO-8601 header value as an aware datetime (None if absent or unreadable)."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def _same(expected: str, given: str | None) -> bool:
     """Constant-time comparison of two header values."""
     if not given:
@@ -343,6 +356,8 @@ class WebhookReceiver:
         self.port = config.port if port is None else port
         self.on_accepted = on_accepted
         self.clock = clock
+        #: Requests handled at once (a thread each); more are answered 503 at once.
+        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         if metrics is not None:  # every series from the start (at 0), so the first forgery shows as a rise
@@ -439,6 +454,11 @@ class WebhookReceiver:
             elif vendor == "shopify":
                 if not _same(shopify_signature(secret, body), headers.get("X-Shopify-Hmac-Sha256")):
                     return self._refused(vendor, "forged", "invalid signature", headers)
+                # Replays are known by their webhook id for keep_days; an older delivery (a
+                # captured one sent again after its row was pruned) is refused as stale.
+                triggered = _moment(headers.get("X-Shopify-Triggered-At"))
+                if triggered is not None and self.clock() - triggered.timestamp() > self.config.keep_days * 86400:
+                    return self._refused(vendor, "stale", "delivery older than the replay window", headers)
                 events = shopify_events(body, headers.get("X-Shopify-Webhook-Id"), headers.get("X-Shopify-Topic"))
             else:
                 events = mailchimp_events(body, secret)
@@ -499,6 +519,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         owner = self.server.owner
+        # At most MAX_CONCURRENT requests at once (one thread each): more are told to come back.
+        if not owner.slots.acquire(blocking=False):
+            self.close_connection = True
+            return self._reply(owner.count(Reply(503, "error", "busy, try again later", None, headers={"Retry-After": "5"})))
+        try:
+            self._serve_one(owner)
+        finally:
+            owner.slots.release()
+
+    def _serve_one(self, owner: Any) -> None:
         body = b""
         if self.command in ("POST", "PUT", "PATCH"):
             vendor, _ = owner.route(urlsplit(self.path).path)

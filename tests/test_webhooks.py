@@ -239,6 +239,38 @@ def test_shopify_valid_replayed_and_forged(hooks: Running) -> None:
             hooks.count("shopify", "invalid")) == (2, 1, 3, 1)
 
 
+def test_a_shopify_delivery_older_than_the_replay_window_is_stale(hooks: Running) -> None:
+    """Replays are recognised by webhook id for keep_days (7); a captured delivery sent again after
+    its row was pruned is refused by its X-Shopify-Triggered-At."""
+    from datetime import datetime, timedelta, timezone
+
+    url = f"{hooks.url}/webhooks/shopify"
+    body = shopify_body()
+    old = (datetime.now(timezone.utc) - timedelta(days=8)).isoformat()
+    recent = (datetime.now(timezone.utc) - timedelta(hours=30)).isoformat()  # Shopify retries for a while
+    r = httpx.post(url, content=body, headers={**shopify_headers(body, webhook_id="s1"), "X-Shopify-Triggered-At": old})
+    assert r.status_code == 401 and hooks.rows() == []
+    r = httpx.post(url, content=body, headers={**shopify_headers(body, webhook_id="s2"), "X-Shopify-Triggered-At": recent})
+    assert r.status_code == 200 and len(hooks.rows()) == 1
+    assert hooks.count("shopify", "stale") == 1
+
+
+def test_more_requests_at_once_than_the_receiver_takes_are_told_to_come_back(hooks: Running) -> None:
+    from synchub.webhooks import MAX_CONCURRENT
+
+    for _ in range(MAX_CONCURRENT):  # every slot taken by requests still being read
+        hooks.receiver.slots.acquire()
+    try:
+        body = shopify_body()
+        r = httpx.post(f"{hooks.url}/webhooks/shopify", content=body, headers=shopify_headers(body))
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5" and hooks.rows() == []
+    finally:
+        for _ in range(MAX_CONCURRENT):
+            hooks.receiver.slots.release()
+    body = shopify_body()
+    assert httpx.post(f"{hooks.url}/webhooks/shopify", content=body, headers=shopify_headers(body)).status_code == 200
+
+
 # ----- Mailchimp -------------------------------------------------------------------------------
 
 
