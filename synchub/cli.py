@@ -172,6 +172,9 @@ def sync(
     hub = _hub()
     if bulk is not None:
         hub.bulk = bulk
+    if confirm_deletions and not connections:
+        raise typer.BadParameter("name the connection(s) whose deletions you checked: "
+                                 "synchub sync <connection> --confirm-deletions", param_hint="'--confirm-deletions'")
     hub.confirm_deletions = confirm_deletions
     if dry_run:
         _dry_run(hub, connections, offline=offline)

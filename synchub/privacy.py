@@ -173,7 +173,8 @@ class Suppressor:
         self._salt = salt.get_secret_value().encode() if salt is not None else b""
 
     def digests(self, p: Prepared) -> list[str]:
-        out = [digest(self._salt, "source", source_key(self.connection, self.stream, p.source_id))]
+        out = [digest(self._salt, "source", source_key(self.connection, self.stream, sid))
+               for sid in (p.source_id, *p.aliases)]  # a retired id (a CRM merge) names them too
         if p.owner is not None and self.owner_stream is not None:  # an order of an erased customer
             out.append(digest(self._salt, "source", source_key(self.connection, self.owner_stream, p.owner)))
         out.extend(digest(self._salt, "email", email_key(e)) for e in p.data.get("emails") or () if isinstance(e, str))

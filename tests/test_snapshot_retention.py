@@ -330,3 +330,16 @@ def test_with_several_exports_only_the_newest_says_what_is_gone(tmp_path: Path, 
     run = hub.sync()[0]
     assert run.streams["people"].deleted == 0 and _active(hub) == 20
     hub.store.dispose()
+
+
+def test_confirm_deletions_names_the_connections_it_is_for(snap: tuple[Hub, Path], tmp_path: Path) -> None:
+    from synchub import exitcodes
+    from synchub.cli import _run
+
+    hub, path = snap
+    _write(path, _rows(3))
+    cfg = str(tmp_path / "synchub.yaml")
+    assert _run(["--config", cfg, "sync", "--confirm-deletions"]) == exitcodes.USAGE  # not for every connection at once
+    assert _active(hub) == 20
+    assert _run(["--config", cfg, "sync", "crm", "--confirm-deletions"]) == exitcodes.OK
+    assert _active(hub) == 3
