@@ -269,7 +269,7 @@ def _no_echo_suppression(monkeypatch: pytest.MonkeyPatch, keep_previous: bool) -
         for rec, _h in todo:
             rec.previous = None
 
-    monkeypatch.setattr(engine, "_overlay", lambda written, delivered: {})
+    monkeypatch.setattr(engine, "_overlay", lambda written, delivered, *rest: {})
     monkeypatch.setattr(Hub, "_destination_view", without_previous)
 
 
