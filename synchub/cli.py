@@ -745,6 +745,20 @@ def erasures_done(receipt_id: int, by: str = typer.Option(None, "--by", envvar="
         out.print(f"receipt {receipt_id} confirmed")
 
 
+@erasures_app.command("lift")
+def erasures_lift(email: str, by: str = typer.Option(None, "--by", envvar="USER")) -> None:
+    """An erased person signed up again: take their e-mail address off the suppression list so a
+    new record with it may land (what the sources held before stays out)."""
+    from synchub.privacy import lift
+
+    if not lift(_hub(), email, actor=f"user:{by or 'cli'}"):
+        raise NotFoundError("that address is not on the suppression list")
+    if state.json:
+        _emit_json({"lifted": True})
+    else:
+        out.print("taken off the suppression list")
+
+
 @erasures_app.command("retry")
 def erasures_retry(connection: Optional[str] = typer.Option(None, help="Only this connection.")) -> None:  # noqa: UP045
     """Ask the connections again about every erasure they have not confirmed (each run does too)."""

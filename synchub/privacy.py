@@ -486,6 +486,22 @@ def erasures(hub: Hub, limit: int = 100) -> list[dict[str, Any]]:
     return rows
 
 
+def lift(hub: Hub, email: str, *, actor: str) -> bool:
+    """Take an e-mail address off the suppression list: an erased person signed up again (new
+    consent), so a *new* record with that address may land. The records the sources still hold
+    from before stay out (their source ids remain suppressed). Audited without the address.
+    Returns False when the address was not on the list."""
+    salt = _salt(hub)
+    d = digest(salt, "email", email_key(email))
+    now = st.utcnow()
+    with hub.store.begin() as conn:
+        if not st.delete_suppression(conn, d):
+            return False
+        st.insert_audit(conn, [{"at": now, "actor": actor, "action": "suppression_lifted", "golden_id": None,
+                                "details": {"key_type": "email"}}])
+    return True
+
+
 def mark_done(hub: Hub, receipt_id: int, *, actor: str) -> None:
     """Someone removed a ``manual`` receipt's records at the source: the receipt is confirmed
     and the ids it kept are forgotten."""

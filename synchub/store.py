@@ -1831,6 +1831,11 @@ def insert_suppressions(conn: sa.Connection, rows: list[dict[str, Any]]) -> None
         conn.execute(suppression_t.insert(), list(fresh.values()))
 
 
+def delete_suppression(conn: sa.Connection, digest: str) -> bool:
+    """Take one digest off the suppression list; False if it was not on it."""
+    return bool(conn.execute(suppression_t.delete().where(suppression_t.c.digest == digest)).rowcount)
+
+
 def suppressed(conn: sa.Connection, digests: Iterable[str]) -> set[str]:
     """Which of ``digests`` are on the suppression list."""
     wanted = list(dict.fromkeys(digests))

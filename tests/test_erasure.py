@@ -435,3 +435,18 @@ def test_the_person_s_orders_go_with_their_quarantined_values(tool_hub: Hub) -> 
     privacy.erase(tool_hub, gid, actor="user:test")
     everything = _everything(tool_hub.store, skip=("erasure_receipt",))
     assert "o-1" not in everything and "12,5x" not in everything
+
+
+def test_lifting_the_address_lets_a_new_sign_up_in_but_not_the_old_records(hub: Hub, demo_dir: Path) -> None:
+    privacy.erase(hub, "anna.leitner@example.de", actor="user:test")
+    shop = demo_dir / "demo" / "data" / "shop_kunden.csv"
+    shop.write_bytes(shop.read_bytes() + "K-19999;Frau;Anna;Leitner;anna.leitner@example.de;;;;;;;;;;nein;\r\n".encode("cp1252"))
+    assert privacy.lift(hub, "Anna.Leitner@example.de", actor="user:test") is True
+    summary = hub.sync(["shop"])[0]
+    assert summary.streams["customers"].suppressed == 1  # her old record K-10002 stays out
+    [anna] = hub.store.search_golden("leitner")
+    assert {s["source_id"] for s in hub.store.source_records_of(anna["id"])} == {"K-19999"}
+    assert privacy.lift(hub, "anna.leitner@example.de", actor="user:test") is False
+    with hub.store.engine.connect() as conn:
+        lifted = conn.execute(sa.select(st.audit_t.c.details).where(st.audit_t.c.action == "suppression_lifted")).scalars().all()
+    assert lifted == [{"key_type": "email"}]
