@@ -747,3 +747,31 @@ def test_readme_helpers_example_reads_resumes_and_checkpoints_between_groups():
     assert len([i for i in again if isinstance(i, Record)]) == 4, "the lookback window is read again"
     assert [i.state for i in again if isinstance(i, Checkpoint)] == [final], \
         "a lookback re-read never moves the cursor back"
+
+
+# ----- erasure ---------------------------------------------------------------------------------
+
+
+def test_erase_each_keeps_a_failure_with_its_target_and_stops_when_told() -> None:
+    from synchub.connector import ErasureResult, ErasureTarget
+    from synchub.kit.erasure import Failure, erase_each
+
+    targets = [ErasureTarget("g", str(i), [f"p{i}@example.org"]) for i in range(4)]
+    asked: list[str] = []
+
+    def one(t: ErasureTarget) -> ErasureResult:
+        asked.append(t.external_id or "")
+        if t.external_id == "1":
+            raise ValueError(f"odd answer for {t.emails[0]}")
+        if t.external_id == "2":
+            raise PermissionError("token refused")
+        return ErasureResult(t, "confirmed")
+
+    def failure(exc: Exception, t: ErasureTarget) -> Failure:
+        return Failure(str(exc), retryable=False, stop=isinstance(exc, PermissionError))
+
+    results = list(erase_each(targets, one, failure))
+    assert [r.status for r in results] == ["confirmed", "failed", "failed", "failed"]
+    assert asked == ["0", "1", "2"]  # after the refused token, nothing more is sent
+    assert results[1].detail == "odd answer for <e-mail>" and results[1].retryable is False
+    assert results[3].detail == "token refused" and results[3].retryable is True  # asked again next run

@@ -10,7 +10,8 @@ use them where their APIs fit.
 * :mod:`synchub.kit.cursor` -- :class:`IncrementalCursor`: ``(value, id)`` positions, lookback,
   checkpoints only between groups of equal values, state in and out;
 * :mod:`synchub.kit.auth` -- :class:`ApiKeyHeaderAuth`, :class:`ApiKeyQueryAuth`,
-  :class:`BearerAuth`, :class:`BasicAuth`, :class:`OAuth2RefreshAuth`.
+  :class:`BearerAuth`, :class:`BasicAuth`, :class:`OAuth2RefreshAuth`;
+* :mod:`synchub.kit.erasure` -- :func:`erase_each` and :func:`scrub` for ``Stream.erase``.
 
 Rate limits are not here: a vendor's limits are a :class:`synchub.http.RateLimitPolicy`
 subclass in its plugin (see ``synchub_hubspot.HubSpotPolicy``).

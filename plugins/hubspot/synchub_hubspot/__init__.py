@@ -40,7 +40,6 @@ not hold too, and blocklists it, so the person cannot come back through a form o
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone, tzinfo
@@ -81,6 +80,7 @@ from synchub.http import (
     response_json,
 )
 from synchub.kit import CursorPaginator, refresh_token_grant
+from synchub.kit.erasure import Failure, erase_each
 from synchub.plugins import hookimpl
 from synchub.redact import redact, register_secret
 
@@ -250,16 +250,6 @@ def _is_empty(value: Any) -> bool:
 def _filter(prop: str, operator: str, value: Any) -> dict[str, Any]:
     """One search filter."""
     return {"propertyName": prop, "operator": operator, "value": str(value)}
-
-
-def _scrub(text: str, target: ErasureTarget) -> str:
-    """An erasure's detail is kept after the person's data is gone: never their addresses (an
-    error body may quote one), never a secret."""
-    text = redact(text)
-    for email in target.emails:
-        if email and email.strip():
-            text = re.sub(re.escape(email.strip()), "<e-mail>", text, flags=re.IGNORECASE)
-    return text[:1000]
 
 
 # --------------------------------------------------------------------------- the stream
@@ -736,27 +726,23 @@ class ObjectStream(Stream):
         without sending anything (retried on the next run)."""
         if not self.can_erase:
             raise NotImplementedError(f"stream {self.name!r} ({self.object}) cannot erase: only contacts are erased")
-        stopped: str | None = None
-        for target in targets:
-            if stopped is not None:
-                yield ErasureResult(target, "failed", stopped, retryable=True)
-                continue
-            try:
-                yield self._erase_one(target)
-            except AuthError as exc:
-                stopped = _scrub(f"HubSpot refused the credentials ({exc}); erasing contacts needs a token "
-                                 f"with scope {ERASE_SCOPE}", target)
-                yield ErasureResult(target, "failed", stopped, retryable=True)
-            except QuotaExhausted as exc:
-                stopped = _scrub(f"not erased, HubSpot's API quota is spent: {exc}", target)
-                yield ErasureResult(target, "failed", stopped, retryable=True)
-            except RequestRejected as exc:
-                yield self._erase_rejected(target, exc)
-            except RetryableError as exc:
-                yield ErasureResult(target, "failed", _scrub(f"HubSpot did not answer, retries spent: {exc}", target),
-                                    retryable=True)
-            except Exception as exc:  # one person's failure must not stop the others
-                yield ErasureResult(target, "failed", _scrub(f"{type(exc).__name__}: {exc}", target), retryable=True)
+        yield from erase_each(targets, self._erase_one, self._erase_failure)
+
+    @staticmethod
+    def _erase_failure(exc: Exception, target: ErasureTarget) -> Failure:
+        if isinstance(exc, AuthError):
+            return Failure(f"HubSpot refused the credentials ({exc}); erasing contacts needs a token with scope "
+                           f"{ERASE_SCOPE}", stop=True)
+        if isinstance(exc, QuotaExhausted):
+            return Failure(f"not erased, HubSpot's API quota is spent: {exc}", stop=True)
+        if isinstance(exc, RequestRejected):
+            if exc.status == 403:
+                return Failure(f"HubSpot refused access ({exc}); erasing contacts needs a token with scope {ERASE_SCOPE}")
+            # 400/422: HubSpot refuses the request itself; sending it again cannot help.
+            return Failure(f"HubSpot refused the GDPR delete: {exc}", retryable=exc.status not in (400, 422))
+        if isinstance(exc, RetryableError):
+            return Failure(f"HubSpot did not answer, retries spent: {exc}")
+        return Failure(f"{type(exc).__name__}: {exc}")
 
     def _erase_one(self, target: ErasureTarget) -> ErasureResult:
         emails = list({e.strip().lower(): e.strip() for e in target.emails if e and e.strip()}.values())
@@ -785,16 +771,6 @@ class ObjectStream(Stream):
                 return False
             raise
         return True
-
-    @staticmethod
-    def _erase_rejected(target: ErasureTarget, exc: RequestRejected) -> ErasureResult:
-        if exc.status == 403:
-            return ErasureResult(target, "failed", _scrub(f"HubSpot refused access ({exc}); erasing contacts needs "
-                                                          f"a token with scope {ERASE_SCOPE}", target), retryable=True)
-        # 400/422: HubSpot refuses the request itself; sending it again cannot help.
-        final = exc.status in (400, 422)
-        return ErasureResult(target, "failed", _scrub(f"HubSpot refused the GDPR delete: {exc}", target),
-                             retryable=not final)
 
 
 # --------------------------------------------------------------------------- rate limits

@@ -77,8 +77,9 @@ from synchub.connector import (
 from synchub.errors import AuthError, ConfigError, QuotaExhausted, RetryableError
 from synchub.http import ApiSession, RateLimitPolicy, RequestRejected, account_key, json_object
 from synchub.kit import BasicAuth, OffsetPaginator
+from synchub.kit.erasure import Failure, erase_each
 from synchub.plugins import hookimpl
-from synchub.redact import redact, register_secret
+from synchub.redact import register_secret
 
 API_DOMAIN = "api.mailchimp.com"
 #: Statuses Mailchimp holds as "this person must not be subscribed by an API call".
@@ -824,27 +825,23 @@ class AudienceStream(Stream):
         target; after the API key was refused, the quota spent or the audience found missing,
         the remaining targets fail without sending anything (retried on the next run)."""
         self._audience_known = None
-        stopped: str | None = None
-        for target in targets:
-            if stopped is not None:
-                yield ErasureResult(target, "failed", stopped, retryable=True)
-                continue
-            try:
-                yield self._erase_one(target)
-            except AuthError as exc:
-                stopped = _scrub(f"Mailchimp refused the API key ({exc}); erasing needs a valid key of a user "
-                                 f"who may delete contacts of audience {self.list_id}", target)
-                yield ErasureResult(target, "failed", stopped, retryable=True)
-            except (QuotaExhausted, _AudienceMissing) as exc:
-                stopped = _scrub(f"not erased: {exc}", target)
-                yield ErasureResult(target, "failed", stopped, retryable=True)
-            except RequestRejected as exc:
-                yield self._erase_rejected(target, exc)
-            except RetryableError as exc:
-                yield ErasureResult(target, "failed", _scrub(f"Mailchimp did not answer, retries spent: {exc}", target),
-                                    retryable=True)
-            except Exception as exc:  # one person's failure must not stop the others
-                yield ErasureResult(target, "failed", _scrub(f"{type(exc).__name__}: {exc}", target), retryable=True)
+        yield from erase_each(targets, self._erase_one, self._erase_failure)
+
+    def _erase_failure(self, exc: Exception, target: ErasureTarget) -> Failure:
+        if isinstance(exc, AuthError):
+            return Failure(f"Mailchimp refused the API key ({exc}); erasing needs a valid key of a user who may "
+                           f"delete contacts of audience {self.list_id}", stop=True)
+        if isinstance(exc, (QuotaExhausted, _AudienceMissing)):
+            return Failure(f"not erased: {exc}", stop=True)
+        if isinstance(exc, RequestRejected):
+            if exc.status in (401, 403):
+                return Failure(f"Mailchimp refused access ({exc}); erasing needs an API key of a user who may delete "
+                               f"contacts of audience {self.list_id}")
+            # 400: Mailchimp refuses the request itself; sending it again cannot help.
+            return Failure(f"Mailchimp refused the permanent delete: {exc}", retryable=exc.status not in (400, 422))
+        if isinstance(exc, RetryableError):
+            return Failure(f"Mailchimp did not answer, retries spent: {exc}")
+        return Failure(f"{type(exc).__name__}: {exc}")
 
     def _erase_one(self, target: ErasureTarget) -> ErasureResult:
         hashes = list(dict.fromkeys(subscriber_hash(e) for e in target.emails if e and e.strip()))
@@ -901,16 +898,6 @@ class AudienceStream(Stream):
         if not self._audience_known:
             raise _AudienceMissing(f"Mailchimp has no audience {self.list_id} (check the stream's list_id)")
 
-    def _erase_rejected(self, target: ErasureTarget, exc: RequestRejected) -> ErasureResult:
-        if exc.status in (401, 403):
-            return ErasureResult(target, "failed", _scrub(
-                f"Mailchimp refused access ({exc}); erasing needs an API key of a user who may delete contacts "
-                f"of audience {self.list_id}", target), retryable=True)
-        # 400: Mailchimp refuses the request itself; sending it again cannot help.
-        final = exc.status in (400, 422)
-        return ErasureResult(target, "failed", _scrub(f"Mailchimp refused the permanent delete: {exc}", target),
-                             retryable=not final)
-
 
 def _hub_status(status: str | None) -> str | None:
     return {"transactional": "never", "archived": None}.get(status, status) if status else None
@@ -918,16 +905,6 @@ def _hub_status(status: str | None) -> str | None:
 
 class _AudienceMissing(Exception):
     """The stream's audience does not exist (a 404 then says nothing about a member)."""
-
-
-def _scrub(text: str, target: ErasureTarget) -> str:
-    """An erasure's detail is kept after the person's data is gone: never their addresses (an
-    error body may quote one), never a secret."""
-    text = redact(text)
-    for email in target.emails:
-        if email and email.strip():
-            text = re.sub(re.escape(email.strip()), "<e-mail>", text, flags=re.IGNORECASE)
-    return text[:1000]
 
 
 @dataclass

@@ -104,6 +104,7 @@ from synchub.http import (
     response_json,
 )
 from synchub.kit import ApiKeyHeaderAuth
+from synchub.kit.erasure import Failure, erase_each, scrub
 from synchub.plugins import hookimpl
 from synchub.redact import redact, register_secret
 
@@ -843,33 +844,23 @@ class ShopifyStream(Stream):
         remaining targets fail without sending anything (retried on the next run)."""
         if not self.can_erase:
             raise NotImplementedError(f"stream {self.name!r} ({self.resource}) cannot erase: only customers are erased")
-        stopped: str | None = None
-        for target in targets:
-            if stopped is not None:
-                yield ErasureResult(target, "failed", stopped, retryable=True)
-                continue
-            try:
-                yield self._erase_one(target)
-            except (AuthError, ShopifyError, RequestRejected) as exc:
-                denied = isinstance(exc, AuthError) or "ACCESS_DENIED" in getattr(exc, "codes", ()) or (
-                    isinstance(exc, RequestRejected) and exc.status in (401, 403))
-                if denied:
-                    stopped = _scrub(f"Shopify refused access ({exc}); erasing customers needs the "
-                                     f"{ERASE_SCOPE} access scope", target)
-                    yield ErasureResult(target, "failed", stopped, retryable=True)
-                else:
-                    # A request Shopify refuses as such (400, a query error): sending it again
-                    # cannot help.
-                    yield ErasureResult(target, "failed", _scrub(f"Shopify refused the erasure request: {exc}", target),
-                                        retryable=False)
-            except QuotaExhausted as exc:
-                stopped = _scrub(f"not erased, Shopify's API limit is spent: {exc}", target)
-                yield ErasureResult(target, "failed", stopped, retryable=True)
-            except RetryableError as exc:
-                yield ErasureResult(target, "failed", _scrub(f"Shopify did not answer, retries spent: {exc}", target),
-                                    retryable=True)
-            except Exception as exc:  # one person's failure must not stop the others
-                yield ErasureResult(target, "failed", _scrub(f"{type(exc).__name__}: {exc}", target), retryable=True)
+        yield from erase_each(targets, self._erase_one, self._erase_failure)
+
+    @staticmethod
+    def _erase_failure(exc: Exception, target: ErasureTarget) -> Failure:
+        if isinstance(exc, (AuthError, ShopifyError, RequestRejected)):
+            denied = isinstance(exc, AuthError) or "ACCESS_DENIED" in getattr(exc, "codes", ()) or (
+                isinstance(exc, RequestRejected) and exc.status in (401, 403))
+            if denied:
+                return Failure(f"Shopify refused access ({exc}); erasing customers needs the {ERASE_SCOPE} access "
+                               "scope", stop=True)
+            # A request Shopify refuses as such (400, a query error): sending it again cannot help.
+            return Failure(f"Shopify refused the erasure request: {exc}", retryable=False)
+        if isinstance(exc, QuotaExhausted):
+            return Failure(f"not erased, Shopify's API limit is spent: {exc}", stop=True)
+        if isinstance(exc, RetryableError):
+            return Failure(f"Shopify did not answer, retries spent: {exc}")
+        return Failure(f"{type(exc).__name__}: {exc}")
 
     def _erase_one(self, target: ErasureTarget) -> ErasureResult:
         # By the id the hub knows; when there is none, or Shopify no longer knows it (a merge
@@ -887,7 +878,7 @@ class ShopifyStream(Stream):
                 if outcome == "requested":
                     requested.append(gid)
                 elif outcome != "absent":
-                    return ErasureResult(target, "failed", _scrub(detail or "", target), retryable=outcome == "retry")
+                    return ErasureResult(target, "failed", scrub(detail or "", target), retryable=outcome == "retry")
         if requested:
             return ErasureResult(target, "requested", f"Shopify accepted the erasure of customer(s) "
                                                       f"{', '.join(_num(g) for g in requested)}; it erases their "
@@ -931,16 +922,6 @@ def _customer_gid(external_id: str) -> str:
 
 def _num(gid: str) -> str:
     return gid.rsplit("/", 1)[-1]
-
-
-def _scrub(text: str, target: ErasureTarget) -> str:
-    """An erasure's detail is kept after the person's data is gone: never their addresses (an
-    error may quote one), never a secret."""
-    text = redact(text)
-    for email in target.emails:
-        if email and email.strip():
-            text = re.sub(re.escape(email.strip()), "<e-mail>", text, flags=re.IGNORECASE)
-    return text[:1000]
 
 
 _SHOPIFY_STATES = {hub: shopify for shopify, hub in CONSENT_STATES.items()}
