@@ -181,18 +181,73 @@ def _unix_time(value: datetime | None) -> float:
     return value.timestamp()
 
 
-class _Server(ThreadingHTTPServer):
+class ThreadedServer(ThreadingHTTPServer):
+    """A thread per request; ``owner`` is the :class:`BackgroundServer` the handler answers for."""
+
     daemon_threads = True
     allow_reuse_address = os.name != "nt"  # on Windows it would let us share a port in use
-    owner: MetricsServer
+    owner: Any
 
 
-class _Server6(_Server):
+class ThreadedServer6(ThreadedServer):
     address_family = socket.AF_INET6
 
 
+class BackgroundServer:
+    """An HTTP server on ``host:port`` in a daemon thread (the metrics endpoint, the webhook
+    receiver). ``port=0`` picks a free port, readable as ``.port`` after :meth:`start`."""
+
+    #: The request handler; it finds this object as ``self.server.owner``.
+    handler: type[BaseHTTPRequestHandler]
+    #: What it does, for a port that cannot be bound (``cannot serve metrics on ...``).
+    purpose = "serve"
+    #: The thread's name: ``synchub-<name>-<port>``.
+    thread_name = "server"
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._server: ThreadedServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> Any:
+        if self._server is not None:
+            return self
+        cls = ThreadedServer6 if ":" in self.host else ThreadedServer
+        try:
+            server = cls((self.host, self.port), self.handler)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot {self.purpose} on {self.host}:{self.port}: {exc.strerror or exc}") from exc
+        server.owner = self
+        self.port = server.server_address[1]
+        self._server = server
+        # A short poll interval keeps stop() quick; the wake-ups are negligible.
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"synchub-{self.thread_name}-{self.port}", daemon=True)
+        self._thread.start()
+        self.started()
+        return self
+
+    def started(self) -> None:
+        """Called once the server listens."""
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: ThreadedServer
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -227,54 +282,31 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("metrics %s: " + format, self.address_string(), *args)
 
 
-class MetricsServer:
+class MetricsServer(BackgroundServer):
     """Serves ``GET /metrics`` and ``GET /healthz`` on ``host:port`` from a daemon thread.
 
     ``health`` returns ``(ok, details)`` and is called for every /healthz request; without it the
     health is :meth:`Metrics.health`. ``port=0`` picks a free port, readable as ``.port`` after start.
     """
 
+    handler = _Handler
+    purpose = "serve metrics"
+    thread_name = "metrics"
+
     def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9464,
                  health: HealthCheck | None = None) -> None:
-        self.metrics, self.host, self.port = metrics, host, port
+        super().__init__(host, port)
+        self.metrics = metrics
         self.health = health or metrics.health
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> MetricsServer:
-        if self._server is not None:
-            return self
-        cls = _Server6 if ":" in self.host else _Server
-        try:
-            server = cls((self.host, self.port), _Handler)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        server.owner = self
-        self.port = server.server_address[1]
-        self._server = server
-        # A short poll interval keeps stop() quick; the wake-ups are negligible.
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"synchub-metrics-{self.port}", daemon=True)
-        self._thread.start()
+    def started(self) -> None:
         self.metrics.set_up(True)
         log.info("serving metrics on %s/metrics and health on %s/healthz", self.url, self.url)
-        return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self.metrics.set_up(False)
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._server is not None:
+            self.metrics.set_up(False)
+        super().stop()
 
     def check_health(self) -> tuple[bool, dict[str, Any]]:
         """Run the health check; returns ``(ok, response body)``. Never raises."""

@@ -58,21 +58,20 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from synchub.metrics import BackgroundServer, ThreadedServer
 from synchub.redact import redact
 from synchub.store import JSONOrNull, UTCDateTime, utcnow
 
@@ -341,61 +340,32 @@ def mailchimp_events(body: bytes, secret: str) -> list[QueuedEvent]:
     return [QueuedEvent(event_id=key, topic=kind, object_ids=ids)]
 
 
-class WebhookReceiver:
+class WebhookReceiver(BackgroundServer):
     """Checks and queues deliveries on ``config.host:config.port`` from a daemon thread.
 
     ``port`` overrides the configured port (0 picks a free one, readable as ``.port`` after
     :meth:`start`). ``on_accepted(connection)`` is called after new events were committed (serve
     wakes the consumer with it). ``clock`` gives the time in seconds (tests)."""
 
+    purpose = "receive webhooks"
+    thread_name = "webhooks"
+
     def __init__(self, store: Store, config: WebhooksConfig, metrics: Metrics | None = None, *,
                  port: int | None = None, on_accepted: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(config.host, config.port if port is None else port)
         self.store, self.config, self.metrics = store, config, metrics
-        self.host = config.host
-        self.port = config.port if port is None else port
         self.on_accepted = on_accepted
         self.clock = clock
         #: Requests handled at once (a thread each); more are answered 503 at once.
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         if metrics is not None:  # every series from the start (at 0), so the first forgery shows as a rise
             for vendor in config.sources():
                 for outcome in OUTCOMES:
                     metrics.webhook_received(vendor, outcome, 0)
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> WebhookReceiver:
-        if self._server is not None:
-            return self
-        cls = _Server6 if ":" in self.host else _Server
-        try:
-            server = cls((self.host, self.port), _Handler)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot receive webhooks on {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        server.owner = self
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"synchub-webhooks-{self.port}", daemon=True)
-        self._thread.start()
+    def started(self) -> None:
         log.info("receiving webhooks on %s/webhooks/ (%s)", self.url, ", ".join(self.config.sources()))
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     # ----- one request ----------------------------------------------------------------------
 
@@ -494,18 +464,8 @@ class WebhookReceiver:
         return f"{proto}://{host}{target}"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = os.name != "nt"
-    owner: WebhookReceiver
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: ThreadedServer
     #: Seconds a client may take to send its request: a slow one does not hold a thread forever.
     timeout = 15
 
@@ -576,6 +536,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # The request line of a Mailchimp delivery holds its URL secret: masked by redact().
         log.debug("webhooks %s: %s", self.address_string(), redact(format % args))
+
+
+WebhookReceiver.handler = _Handler
 
 
 # --------------------------------------------------------------------------- the consumer
