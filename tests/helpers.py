@@ -125,3 +125,37 @@ def web_server(config: str, env: dict[str, str], ready: str = "/api/v1/openapi.j
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@contextmanager
+def vendor_fakes(hs_token: str, mc_key: str, shop_token: str, audience: str = "aud1") -> Iterator[tuple[Any, Any, Any]]:
+    """The HubSpot, Mailchimp (with one audience) and Shopify (shop ``acme``) fakes on their real
+    hosts and the wall clock, each validating every request against its vendor's spec; on exit,
+    no request broke the spec."""
+    import respx
+
+    from plugins.hubspot.tests.fake_hubspot import FakeHubSpot
+    from plugins.mailchimp.tests.fake_mailchimp import FakeMailchimp
+    from plugins.mailchimp.tests.test_e2e import WallClock
+    from plugins.shopify.tests.fake_shopify import FakeShopify
+    from synchub.testing.specs import (
+        HUBSPOT_SEARCH_SORT_OBJECTS,
+        MAILCHIMP_MERGE_FIELD_VALUES,
+        hubspot_validator,
+        mailchimp_validator,
+        shopify_validator,
+    )
+
+    clock = WallClock()
+    hubspot = FakeHubSpot(token=hs_token, validator=hubspot_validator(HUBSPOT_SEARCH_SORT_OBJECTS), clock=clock)
+    mailchimp = FakeMailchimp(api_key=mc_key, validator=mailchimp_validator(MAILCHIMP_MERGE_FIELD_VALUES), clock=clock)
+    mailchimp.add_list(audience, "Newsletter")
+    shopify = FakeShopify(shop="acme.myshopify.com", token=shop_token, validator=shopify_validator(), clock=clock,
+                          bulk_seconds=0)
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="api.hubapi.com").mock(side_effect=hubspot.transport.handle_request)
+        mock.route(host=f"{mc_key.rsplit('-', 1)[1]}.api.mailchimp.com").mock(side_effect=mailchimp.transport.handle_request)
+        mock.route(host="acme.myshopify.com").mock(side_effect=shopify.transport.handle_request)
+        mock.route(host="storage.googleapis.com").mock(side_effect=shopify.transport.handle_request)
+        yield hubspot, mailchimp, shopify
+    assert hubspot.violations == [] and mailchimp.violations == [] and shopify.violations == []

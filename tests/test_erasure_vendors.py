@@ -9,21 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-import respx
 
 from plugins.hubspot.tests.fake_hubspot import FakeHubSpot
 from plugins.mailchimp.tests.fake_mailchimp import FakeMailchimp, subscriber_hash
-from plugins.mailchimp.tests.test_e2e import WallClock
 from plugins.shopify.tests.fake_shopify import FakeShopify
 from synchub import privacy
-from synchub.testing.specs import (
-    HUBSPOT_SEARCH_SORT_OBJECTS,
-    MAILCHIMP_MERGE_FIELD_VALUES,
-    hubspot_validator,
-    mailchimp_validator,
-    shopify_validator,
-)
-from tests.helpers import hub_for, write_config
+from tests.helpers import hub_for, vendor_fakes, write_config
 
 HS_TOKEN = "pat-na1-erasure-secret-token"
 MC_KEY = "abcdefabcdefabcdefabcdefabcdef12-us6"
@@ -71,19 +62,8 @@ privacy:
 
 @pytest.fixture
 def vendors():
-    clock = WallClock()
-    hubspot = FakeHubSpot(token=HS_TOKEN, validator=hubspot_validator(HUBSPOT_SEARCH_SORT_OBJECTS), clock=clock)
-    mailchimp = FakeMailchimp(api_key=MC_KEY, validator=mailchimp_validator(MAILCHIMP_MERGE_FIELD_VALUES), clock=clock)
-    mailchimp.add_list(LIST, "Newsletter")
-    shopify = FakeShopify(shop="acme.myshopify.com", token=SHOP_TOKEN, validator=shopify_validator(), clock=clock,
-                          bulk_seconds=0)
-    with respx.mock(assert_all_called=False) as mock:
-        mock.route(host="api.hubapi.com").mock(side_effect=hubspot.transport.handle_request)
-        mock.route(host="us6.api.mailchimp.com").mock(side_effect=mailchimp.transport.handle_request)
-        mock.route(host="acme.myshopify.com").mock(side_effect=shopify.transport.handle_request)
-        mock.route(host="storage.googleapis.com").mock(side_effect=shopify.transport.handle_request)
-        yield hubspot, mailchimp, shopify
-    assert hubspot.violations == [] and mailchimp.violations == [] and shopify.violations == []
+    with vendor_fakes(HS_TOKEN, MC_KEY, SHOP_TOKEN, LIST) as fakes:
+        yield fakes
 
 
 def _people(hubspot: FakeHubSpot, mailchimp: FakeMailchimp, shopify: FakeShopify) -> tuple[str, str]:

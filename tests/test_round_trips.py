@@ -11,20 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
 
 from plugins.hubspot.tests.fake_hubspot import FakeHubSpot
 from plugins.mailchimp.tests.fake_mailchimp import FakeMailchimp
-from plugins.mailchimp.tests.test_e2e import WallClock
 from plugins.shopify.tests.fake_shopify import FakeShopify
-from synchub.testing.specs import (
-    HUBSPOT_SEARCH_SORT_OBJECTS,
-    MAILCHIMP_MERGE_FIELD_VALUES,
-    hubspot_validator,
-    mailchimp_validator,
-    shopify_validator,
-)
-from tests.helpers import hub_for, write_config
+from tests.helpers import hub_for, vendor_fakes, write_config
 
 HS_TOKEN = "pat-na1-roundtrip-secret-token"
 MC_KEY = "0123456789abcdef0123456789abcdef-us6"
@@ -88,26 +79,15 @@ def _shopify_writes(fake: FakeShopify) -> list[str]:
 
 @pytest.fixture
 def tools(tmp_path: Path, store_url: str):
-    clock = WallClock()
-    hubspot = FakeHubSpot(token=HS_TOKEN, validator=hubspot_validator(HUBSPOT_SEARCH_SORT_OBJECTS), clock=clock)
-    mailchimp = FakeMailchimp(api_key=MC_KEY, validator=mailchimp_validator(MAILCHIMP_MERGE_FIELD_VALUES), clock=clock)
-    mailchimp.add_list(LIST, "Newsletter")
-    shopify = FakeShopify(shop="acme.myshopify.com", token=SHOP_TOKEN, validator=shopify_validator(), clock=clock,
-                          bulk_seconds=0)
-    for email, first, last in [("ann@example.com", "Ann", "Lee"), ("bob@example.com", "Bob", "Roe")]:
-        hubspot.add("contacts", {"email": email, "firstname": first, "lastname": last, "lifecyclestage": "customer"})
-        mailchimp.add_member(LIST, email, merge_fields={"FNAME": first, "LNAME": last})
-        shopify.add_customer(email=email, firstName=first, lastName=last)
-    with respx.mock(assert_all_called=False) as mock:
-        mock.route(host="api.hubapi.com").mock(side_effect=hubspot.transport.handle_request)
-        mock.route(host="us6.api.mailchimp.com").mock(side_effect=mailchimp.transport.handle_request)
-        mock.route(host="acme.myshopify.com").mock(side_effect=shopify.transport.handle_request)
-        mock.route(host="storage.googleapis.com").mock(side_effect=shopify.transport.handle_request)
+    with vendor_fakes(HS_TOKEN, MC_KEY, SHOP_TOKEN, LIST) as (hubspot, mailchimp, shopify):
+        for email, first, last in [("ann@example.com", "Ann", "Lee"), ("bob@example.com", "Bob", "Roe")]:
+            hubspot.add("contacts", {"email": email, "firstname": first, "lastname": last, "lifecyclestage": "customer"})
+            mailchimp.add_member(LIST, email, merge_fields={"FNAME": first, "LNAME": last})
+            shopify.add_customer(email=email, firstName=first, lastName=last)
         hub = hub_for(write_config(tmp_path, CONFIG, store_url),
                       {"HS_TOKEN": HS_TOKEN, "MC_KEY": MC_KEY, "SHOP_TOKEN": SHOP_TOKEN})
         yield hub, hubspot, mailchimp, shopify
         hub.store.dispose()
-    assert hubspot.violations == [] and mailchimp.violations == [] and shopify.violations == []
 
 
 def _sync(hub) -> None:  # type: ignore[no-untyped-def]
