@@ -343,3 +343,20 @@ def test_confirm_deletions_names_the_connections_it_is_for(snap: tuple[Hub, Path
     assert _active(hub) == 20
     assert _run(["--config", cfg, "sync", "crm", "--confirm-deletions"]) == exitcodes.OK
     assert _active(hub) == 3
+
+
+def test_the_privacy_example_config_is_valid_next_to_the_demo(tmp_path: Path, demo_dir: Path) -> None:
+    import shutil
+
+    from synchub.config import check_config
+    from tests.helpers import ROOT
+
+    folder = demo_dir / "config-with-privacy"  # a config can be a folder: the demo's file and this one
+    folder.mkdir()
+    shutil.copy(demo_dir / "config" / "demo.yaml", folder / "demo.yaml")
+    shutil.copy(ROOT / "config" / "privacy.example.yaml", folder / "privacy.yaml")
+    config, problems = check_config(folder, environ={"SYNCHUB_PRIVACY_SALT": "a-long-enough-random-salt",
+                                                     "SYNCHUB_STORE": "sqlite:///" + str(tmp_path / "x.db")})
+    assert [p.message for p in problems if p.severity == "error"] == []
+    assert config is not None and config.privacy.retention[0].name == "stale-leads"
+    assert config.quality.schedule is not None
