@@ -240,8 +240,10 @@ def _dry_run(hub: Any, connections: list[str] | None, *, offline: bool = False) 
                              "external_id": p.external_id, "changes": {k: list(v) for k, v in p.changes.items()},
                              "reason": p.reason}
                             for p in items] for s, items in plans.items()}
+    sizes = {(n, s): members for n, s, _e, _f, members in hub.segment_sizes(report)}
     if state.json:
-        _emit_json({"dry_run": True, "offline": offline, "plans": report, "notes": notes})
+        _emit_json({"dry_run": True, "offline": offline, "plans": report, "notes": notes,
+                    "segments": {n: {s: sizes.get((n, s)) for s in streams} for n, streams in report.items()}})
         return
     for name, streams in report.items():
         for sname, items in streams.items():
@@ -249,7 +251,8 @@ def _dry_run(hub: Any, connections: list[str] | None, *, offline: bool = False) 
             for it in items:
                 counts[it["action"]] = counts.get(it["action"], 0) + 1
             summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing to do"
-            table = Table(title=f"dry run {name}/{sname}: {summary}")
+            size = f"segment of {sizes[(name, sname)]} customer(s); " if (name, sname) in sizes else ""
+            table = Table(title=f"dry run {name}/{sname}: {size}{summary}")
             for col in ("e-mail", "name", "action", "changes (field: before -> after)", "why"):
                 table.add_column(col)
             for it in items:

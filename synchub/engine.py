@@ -539,6 +539,22 @@ class Hub:
                 why = explain(scfg.filter, rec["data"], entity) or "no longer in the segment"
             p.reason = f"{p.reason}; {why}" if p.reason else why
 
+    def segment_sizes(self, connections: Iterable[str] | None = None) -> list[tuple[str, str, str, dict[str, Any] | None, int]]:
+        """``(connection, stream, entity, filter, members)`` of every enabled stream of the
+        outbound connections (``connections``: only these): how many active customers its segment
+        filter selects, in one pass over the store per entity."""
+        names = set(connections) if connections is not None else None
+        wanted = [(name, sname, cc.entity, sc.filter, compile_filter(sc.filter, cc.entity))
+                  for name, cc in self.config.connections.items() if cc.outbound and (names is None or name in names)
+                  for sname, sc in cc.streams.items() if sc.enabled]
+        counts = [0] * len(wanted)
+        for kind in sorted({w[2] for w in wanted}):
+            for g in self.store.iter_golden(kind, batch=5000):
+                for i, (_n, _s, entity, _f, predicate) in enumerate(wanted):
+                    if entity == kind and predicate(g["data"]):
+                        counts[i] += 1
+        return [(n, sn, entity, f, counts[i]) for i, (n, sn, entity, f, _p) in enumerate(wanted)]
+
     def _stream_mapping(self, scfg: StreamConfig, direction: str) -> Mapping | None:
         """The mapping a stream uses in ``direction``: ``write_mapping`` (if set) when writing."""
         name = (scfg.write_mapping or scfg.mapping) if direction == "out" else scfg.mapping

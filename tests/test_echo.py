@@ -173,7 +173,9 @@ def test_the_dry_run_names_each_row_says_why_a_record_leaves_and_works_without_t
         return json.loads(buf.getvalue())
 
     for extra in ((), ("--offline",)):
-        [bob] = [r for r in dry(*extra)["plans"]["crm"]["people"] if r["action"] == "leave"]
+        result = dry(*extra)
+        assert result["segments"] == {"crm": {"people": 2}}  # Ann Lee and Cara Diaz are in it
+        [bob] = [r for r in result["plans"]["crm"]["people"] if r["action"] == "leave"]
         assert (bob["name"], bob["email"]) == ("Bob Roe", "bob@example.org")
         assert bob["reason"] == "last_name is 'Roe', wanted in ['Lee', 'Diaz']"
     LeavingToolStream.unreachable = True

@@ -609,19 +609,8 @@ def create_app(hub: Any) -> FastAPI:
                     [[_cell(g.connection), _cell(g.stream), g.entity, str(g.members)] for g in segment_counts()], "segments.csv")
 
     def segment_counts() -> list[SegmentOut]:
-        from synchub.segment import compile_filter
-
-        wanted = [(name, cc, sname, sc, compile_filter(sc.filter, cc.entity))
-                  for name, cc in hub.config.connections.items() if cc.outbound
-                  for sname, sc in cc.streams.items() if sc.enabled]
-        counts = [0] * len(wanted)
-        for kind in sorted({cc.entity for _n, cc, *_ in wanted}):
-            for g in store.iter_golden(kind, batch=5000):
-                for i, (_n, cc, _s, _sc, predicate) in enumerate(wanted):
-                    if cc.entity == kind and predicate(g["data"]):
-                        counts[i] += 1
-        return [SegmentOut(connection=n, stream=s, entity=cc.entity, filter=sc.filter, members=counts[i])
-                for i, (n, cc, s, sc, _p) in enumerate(wanted)]
+        return [SegmentOut(connection=n, stream=s, entity=entity, filter=f, members=members)
+                for n, s, entity, f, members in hub.segment_sizes()]
 
     def reoptin_rows() -> list[ReoptinOut]:
         out = []
