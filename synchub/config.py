@@ -446,6 +446,7 @@ def check_config(
         config.source_files = [str(d.path) for d in docs]
         connections = merged.get("connections")
         problems.extend(_webhook_problems(config, doc_for, set(connections) if isinstance(connections, dict) else set()))
+        problems.extend(_clear_text_problems(config, doc_for))
         if check_plugins:
             from synchub.validate import validate_config
 
@@ -476,6 +477,22 @@ def _webhook_problems(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlD
         elif not conn.inbound:
             problems.append(doc_for(loc).problem(loc, f"connection {src.connection!r} is outbound only (direction: out)"))
     return problems
+
+
+def _clear_text_problems(config: Config, doc_for: Callable[[tuple[Any, ...]], YamlDoc]) -> list[Problem]:
+    """Warnings for the hub's own secrets (the privacy salt, webhook secrets) written in the
+    config file rather than taken from ``${ENV_VAR}`` (the value never appears in the message)."""
+    locs = [("privacy", "salt")] if config.privacy.salt is not None else []
+    if config.webhooks is not None:
+        locs += [("webhooks", vendor, "secret") for vendor in config.webhooks.sources()]
+    out = []
+    for loc in locs:
+        doc = doc_for(loc)
+        if loc not in doc.from_env:
+            name = "_".join(str(p) for p in loc).upper()
+            out.append(doc.problem(loc, f"{'.'.join(str(p) for p in loc)} is written in clear text in the config: "
+                                        f"take it from the environment (e.g. ${{SYNCHUB_{name}}})", "warning"))
+    return out
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -210,7 +210,7 @@ def _start_webhooks(hub: Hub, scheduler: BackgroundScheduler, metrics: Any, serv
     """The webhook receiver and its queue's consumer job (:mod:`synchub.webhooks`), when the
     config has a ``webhooks`` section; None otherwise."""
     from synchub.errors import SynchubError
-    from synchub.webhooks import WebhookConsumer, WebhookReceiver
+    from synchub.webhooks import WebhookConsumer, WebhookReceiver, shop_domain
 
     wh = hub.config.webhooks
     if wh is None:
@@ -226,7 +226,9 @@ def _start_webhooks(hub: Hub, scheduler: BackgroundScheduler, metrics: Any, serv
             scheduler.modify_job("webhooks", next_run_time=datetime.now(timezone.utc))
 
     try:
-        return WebhookReceiver(hub.store, wh, metrics, on_accepted=wake).start()
+        shop = wh.shopify and hub.config.connections.get(wh.shopify.connection)
+        return WebhookReceiver(hub.store, wh, metrics, on_accepted=wake,
+                               shopify_domain=shop_domain(shop.settings.get("shop")) if shop else None).start()
     except OSError as exc:
         if server is not None:
             server.stop()

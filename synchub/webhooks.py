@@ -243,6 +243,15 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def shop_domain(shop: Any) -> str | None:
+    """A Shopify connection's ``shop`` setting as the domain its webhooks name (``acme`` ->
+    ``acme.myshopify.com``)."""
+    if not shop:
+        return None
+    text = str(shop).strip().lower().removeprefix("https://").rstrip("/")
+    return text if "." in text else f"{text}.myshopify.com"
+
+
 def hubspot_signature(secret: str, method: str, url: str, body: bytes, timestamp: str) -> str:
     """HubSpot's v3 signature of a request (see the module docstring)."""
     uri = _HUBSPOT_ESCAPES.sub(lambda m: chr(int(m.group(1), 16)), url)
@@ -352,9 +361,12 @@ class WebhookReceiver(BackgroundServer):
 
     def __init__(self, store: Store, config: WebhooksConfig, metrics: Metrics | None = None, *,
                  port: int | None = None, on_accepted: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, shopify_domain: str | None = None) -> None:
         super().__init__(config.host, config.port if port is None else port)
         self.store, self.config, self.metrics = store, config, metrics
+        #: The shop the Shopify connection reads (``acme.myshopify.com``): an app's secret signs the
+        #: webhooks of every shop that installed it, so another shop's delivery is refused.
+        self.shopify_domain = shopify_domain.lower() if shopify_domain else None
         self.on_accepted = on_accepted
         self.clock = clock
         #: Requests handled at once (a thread each); more are answered 503 at once.
@@ -424,6 +436,9 @@ class WebhookReceiver(BackgroundServer):
             elif vendor == "shopify":
                 if not _same(shopify_signature(secret, body), headers.get("X-Shopify-Hmac-Sha256")):
                     return self._refused(vendor, "forged", "invalid signature", headers)
+                shop = (headers.get("X-Shopify-Shop-Domain") or "").strip().lower()
+                if self.shopify_domain and shop != self.shopify_domain:
+                    return self._refused(vendor, "invalid", "a webhook of another shop", headers)
                 # Replays are known by their webhook id for keep_days; an older delivery (a
                 # captured one sent again after its row was pruned) is refused as stale.
                 triggered = _moment(headers.get("X-Shopify-Triggered-At"))

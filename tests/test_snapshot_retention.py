@@ -360,3 +360,15 @@ def test_the_privacy_example_config_is_valid_next_to_the_demo(tmp_path: Path, de
     assert [p.message for p in problems if p.severity == "error"] == []
     assert config is not None and config.privacy.retention[0].name == "stale-leads"
     assert config.quality.schedule is not None
+
+
+def test_validate_warns_about_a_salt_written_in_clear_text(tmp_path: Path, store_url: str) -> None:
+    from synchub.config import check_config
+
+    cfg = _config(tmp_path, store_url)  # salt: 'retention-test-salt-...' written in the file
+    _c, problems = check_config(cfg)
+    [warning] = [p for p in problems if "privacy.salt" in p.message]
+    assert warning.severity == "warning" and warning.line is not None and SALT not in warning.message
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(f"'{SALT}'", "${MY_SALT}"), encoding="utf-8")
+    _c, problems = check_config(cfg, environ={"MY_SALT": SALT})
+    assert not [p for p in problems if "privacy.salt" in p.message]

@@ -678,3 +678,26 @@ def test_shopify_redact_names_the_customer_by_its_gid() -> None:
     [event] = shopify_events(json.dumps({"shop_domain": "acme.myshopify.com", "customer": {"id": 123, "email": "x@y.z"}}).encode(),
                              "w1", "customers/redact")
     assert "gid://shopify/Customer/123" in event.object_ids and "x@y.z" not in event.object_ids
+
+
+def test_a_webhook_of_another_shop_of_the_same_app_is_refused(store_url: str) -> None:
+    """A public app's secret signs every installing shop's webhooks: a delivery naming another shop
+    must not trigger this connection (nor delete a record whose number happens to match)."""
+    from synchub.webhooks import shop_domain
+
+    assert shop_domain("acme") == "acme.myshopify.com" and shop_domain("ACME.myshopify.com") == "acme.myshopify.com"
+    store = Store(store_url)
+    store.upgrade()
+    receiver = WebhookReceiver(store, WebhooksConfig.model_validate(wh_config()), Metrics(), port=0,
+                               shopify_domain="acme.myshopify.com").start()
+    try:
+        body = shopify_body()
+        other = {**shopify_headers(body, webhook_id="o1"), "X-Shopify-Shop-Domain": "other.myshopify.com"}
+        assert httpx.post(f"{receiver.url}/webhooks/shopify", content=body, headers=other).status_code == 401
+        ours = shopify_headers(body, webhook_id="o2")  # names acme.myshopify.com
+        assert httpx.post(f"{receiver.url}/webhooks/shopify", content=body, headers=ours).status_code == 200
+        with store.engine.connect() as conn:
+            assert [r.event_id for r in conn.execute(sa.select(webhook_event_t.c.event_id))] == ["o2"]
+    finally:
+        receiver.stop()
+        store.dispose()
