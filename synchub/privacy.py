@@ -344,22 +344,10 @@ def erase(hub: Hub, who: str, *, actor: str, reason: str = "erase", fan: bool = 
     """Erase the person ``who`` (id, id prefix, merged-away id, or e-mail) from the hub, suppress
     them, and (``fan``) ask every connection that holds them to erase them too."""
     salt = _salt(hub)
-    golden_id = find_person(hub, who)
-    with _all_locks(hub, hub.config.connections, wait):
-        # Again under the locks: a run that held them may have merged the customer meanwhile.
-        golden_id = find_person(hub, golden_id)
-        plan = plan_erasure(hub, golden_id)
+    with _planned(hub, who, wait) as plan:
         now = st.utcnow()
         with hub.store.begin() as conn:
-            plan.erasure_id = erasure_id = st.insert_erasure(conn, digest(salt, "customer", golden_id), actor, reason, now)
-            st.insert_suppressions(conn, [
-                *({"digest": digest(salt, "email", e), "key_type": "email", "erasure_id": erasure_id, "created_at": now}
-                  for e in plan.emails),
-                *({"digest": digest(salt, "source", source_key(*s)), "key_type": "source", "erasure_id": erasure_id,
-                   "created_at": now} for s in plan.sources),
-            ])
-            plan.deleted = st.erase_rows(conn, plan.golden_ids, plan.emails)
-            _forget_queued(conn, plan.sources)
+            erasure_id = _forget(conn, salt, plan, actor, reason, now)
             st.insert_receipts(conn, [{**r, "erasure_id": erasure_id, "attempts": 0, "updated_at": now}
                                       for r in plan.receipts])
             st.insert_audit(conn, [{"at": now, "actor": actor, "action": "erase", "golden_id": None, "details": {
@@ -370,6 +358,30 @@ def erase(hub: Hub, who: str, *, actor: str, reason: str = "erase", fan: bool = 
         if fan:
             fan_out(hub, erasure_id=erasure_id)
     return plan
+
+
+@contextlib.contextmanager
+def _planned(hub: Hub, who: str, wait: float) -> Iterator[ErasurePlan]:
+    """The erasure plan of ``who``, made while every connection's run lock is held: the customer
+    is looked up again under the locks, since a run that held them may have merged it."""
+    golden_id = find_person(hub, who)
+    with _all_locks(hub, hub.config.connections, wait):
+        yield plan_erasure(hub, find_person(hub, golden_id))
+
+
+def _forget(conn: sa.Connection, salt: bytes, plan: ErasurePlan, actor: str, reason: str, now: datetime) -> int:
+    """What erasing and anonymising share: the erasure row (a keyed hash of the id), the person's
+    identifiers on the suppression list, every row about them deleted. Returns the erasure id."""
+    plan.erasure_id = erasure_id = st.insert_erasure(conn, digest(salt, "customer", plan.golden_id), actor, reason, now)
+    st.insert_suppressions(conn, [
+        *({"digest": digest(salt, "email", e), "key_type": "email", "erasure_id": erasure_id, "created_at": now}
+          for e in plan.emails),
+        *({"digest": digest(salt, "source", source_key(*s)), "key_type": "source", "erasure_id": erasure_id,
+           "created_at": now} for s in plan.sources),
+    ])
+    plan.deleted = st.erase_rows(conn, plan.golden_ids, plan.emails)
+    _forget_queued(conn, plan.sources)
+    return erasure_id
 
 
 def _forget_queued(conn: sa.Connection, sources: list[tuple[str, str, str]]) -> None:
@@ -592,13 +604,10 @@ def anonymise(hub: Hub, who: str, *, actor: str, reason: str = "anonymise") -> s
     lifecycle stage, purchase figures stay), suppress them as an erasure does, and leave the
     sources alone. Returns the anonymous record's id."""
     salt = _salt(hub)
-    golden_id = find_person(hub, who)
-    with _all_locks(hub, hub.config.connections, 60.0):
-        golden_id = find_person(hub, golden_id)  # a run may have merged them meanwhile
-        plan = plan_erasure(hub, golden_id)
+    with _planned(hub, who, 60.0) as plan:
         now = st.utcnow()
         with hub.store.begin() as conn:
-            row = st.golden_row(conn, golden_id)
+            row = st.golden_row(conn, plan.golden_id)
             assert row is not None
             data = {k: row.data[k] for k in ANONYMOUS_FIELDS if k in (row.data or {})}
             if isinstance(data.get("purchases"), dict):
@@ -608,14 +617,7 @@ def anonymise(hub: Hub, who: str, *, actor: str, reason: str = "anonymise") -> s
             country = ((row.data or {}).get("address") or {}).get("country")
             if country:
                 data["address"] = {"country": country}
-            erasure_id = st.insert_erasure(conn, digest(salt, "customer", golden_id), actor, reason, now)
-            st.insert_suppressions(conn, [
-                *({"digest": digest(salt, "email", e), "key_type": "email", "erasure_id": erasure_id, "created_at": now}
-                  for e in plan.emails),
-                *({"digest": digest(salt, "source", source_key(*s)), "key_type": "source", "erasure_id": erasure_id,
-                   "created_at": now} for s in plan.sources)])
-            st.erase_rows(conn, plan.golden_ids, plan.emails)
-            _forget_queued(conn, plan.sources)
+            erasure_id = _forget(conn, salt, plan, actor, reason, now)
             new_id = st.new_golden_id()
             st.insert_golden(conn, [{"id": new_id, "kind": "person", "status": "anonymised", "merged_into": None,
                                      "display_name": "", "search_text": "", "data": data, "provenance": {},
