@@ -699,7 +699,7 @@ def customers_erase(
 def _receipt_rows(hub: Any, erasure_id: int | None) -> list[dict[str, Any]]:
     from synchub.privacy import erasures
 
-    found = [e for e in erasures(hub, limit=1000) if e["id"] == erasure_id]
+    found = erasures(hub, erasure_id=erasure_id)
     return [{k: r[k] for k in ("id", "connection", "stream", "status", "detail", "attempts", "updated_at", "to_remove")}
             for r in (found[0]["receipts"] if found else [])]
 

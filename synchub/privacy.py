@@ -484,10 +484,10 @@ def _ids_only(targets: list[dict[str, Any]] | None) -> list[dict[str, Any]] | No
     return ids or None
 
 
-def erasures(hub: Hub, limit: int = 100) -> list[dict[str, Any]]:
+def erasures(hub: Hub, limit: int = 100, erasure_id: int | None = None) -> list[dict[str, Any]]:
     """Erasures, newest first, with their receipts (without the ids still to erase)."""
     with hub.store.engine.connect() as conn:
-        rows = st.erasure_rows(conn, limit)
+        rows = st.erasure_rows(conn, limit, erasure_id)
     for e in rows:
         for r in e["receipts"]:
             held = r["targets"] or ()

@@ -514,7 +514,7 @@ def create_app(hub: Any) -> FastAPI:
             plan = erase_person(hub, customer_id, actor=actor(user), wait=10.0)
         except NotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
-        return next(e for e in erasures(hub, limit=50) if e["id"] == plan.erasure_id)
+        return erasures(hub, erasure_id=plan.erasure_id)[0]
 
     @route("GET", "/api/v1/erasures", "privacy", response_model=list[ErasureOut])
     def erasure_list(limit: Annotated[int, Query(ge=1, le=1000)] = 100, user: User = need("privacy")) -> Any:
