@@ -21,7 +21,6 @@ import gc
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -63,7 +62,7 @@ from synchub.mapping import Mapping, MappingLibrary
 from synchub.merge import Merger
 from synchub.plugins import get_connectors, get_mapping_paths, get_transforms
 from synchub.prepare import Prepared, Preparer
-from synchub.redact import redact
+from synchub.redact import mask_quoted, redact
 from synchub.segment import compile_filter
 from synchub.store import Store, utcnow
 
@@ -982,8 +981,6 @@ def _reject_row(run_id: int, connection: str, stream: str, ref: str | None, sour
             "field": field_name, "reason": redact(reason), "raw": raw, "created_at": utcnow()}
 
 
-_QUOTED = re.compile(r"""(["'])(.*?)\1""")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -994,7 +991,7 @@ def describe_error(exc: BaseException) -> str:
         orig = getattr(exc, "orig", None)
         head = str(orig if orig is not None else exc).strip().split("\n", 1)[0]
         head = head.split("[SQL:", 1)[0].strip()
-        head = _QUOTED.sub(lambda m: m.group(0) if _IDENTIFIER.fullmatch(m.group(2)) else f"{m.group(1)}…{m.group(1)}", head)
+        head = mask_quoted(head)
         kind = type(orig).__name__ if orig is not None else "database error"
         return f"{type(exc).__name__} ({kind}): {head}"
     return f"{type(exc).__name__}: {exc}"

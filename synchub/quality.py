@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from synchub.redact import mask_quoted
 from synchub.schema import ENTITY_MODELS
 from synchub.segment import FilterError, compile_filter
 from synchub.store import audit_t, conflict_t, golden_t, rejected_t, source_t
@@ -388,10 +389,7 @@ def _source_pass(conn: sa.Connection) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"streams": comp_streams}, {"streams": val_streams, "reasons": reasons}
 
 
-#: A quoted literal in a reason, e.g. the value a check refused; names of fields or allowed
-#: values (identifiers) stay.
-_QUOTED = re.compile(r"""(["'])(.*?)\1""")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+#: An address a reason quotes without quotation marks.
 _EMAILISH = re.compile(r"\S+@\S+")
 
 
@@ -399,8 +397,7 @@ def _no_values(reason: str) -> str:
     """A reason without the customer's value in it (the report holds figures only; reasons also
     group better so): ``not a plausible email address: 'max@mustermann' (domain has no dot)`` ->
     ``not a plausible email address: '…' (domain has no dot)``."""
-    reason = _QUOTED.sub(lambda m: m.group(0) if _WORD.fullmatch(m.group(2)) else f"{m.group(1)}…{m.group(1)}", reason)
-    return _EMAILISH.sub("…", reason)
+    return _EMAILISH.sub("…", mask_quoted(reason))
 
 
 def _rejected(conn: sa.Connection) -> list[dict[str, Any]]:

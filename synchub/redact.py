@@ -48,6 +48,17 @@ def redact(text: object) -> str:
     return pattern.sub(MASK, s)
 
 
+#: A quoted literal in a message, and what a quoted name (a field, an allowed value) looks like.
+_QUOTED = re.compile(r"""(["'])(.*?)\1""")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def mask_quoted(text: str) -> str:
+    """``text`` with each quoted literal that is not a plain name replaced by ``…``: the value a
+    check or a database driver quoted (``invalid input syntax: "Müller"``) can be a customer's."""
+    return _QUOTED.sub(lambda m: m.group(0) if _IDENTIFIER.fullmatch(m.group(2)) else f"{m.group(1)}…{m.group(1)}", text)
+
+
 _installed = False
 
 
