@@ -836,20 +836,28 @@ class Hub:
                 self._deletion_limit(connection, stream, len(gone),
                                      st.count_live_source_records(conn, connection, stream, seen_before=item.as_of))
                 st.confirm_source_records(conn, connection, stream, item.ids, item.as_of)  # still there
-                # An opt-out outlives the record: it is the evidence that this person must not be
-                # contacted, and erasing it could let an older opt-in elsewhere win.
-                st.tombstone_source_records(conn, [r.id for r in gone_src], opt_outs_only, now)
-                touched = {r.golden_id for r in gone_src}
-                if gone:
-                    st.insert_audit(conn, [
-                        {"at": now, "actor": actor, "action": "source_deleted", "golden_id": r.golden_id,
-                         "details": {"connection": connection, "stream": stream, "source_id": r.source_id}}
-                        for r in gone_src])
+                if gone_src:
+                    self._sources_gone(conn, connection, gone_src, actor, run_id, now, stream=stream)
             if gone:
                 log.info("%s/%s: %d records are gone from the source", connection, stream, len(gone))
                 counts.deleted += len(gone)
-                self._rederive_any(conn, touched, actor, run_id)
+                if mapping.timeline_only:
+                    self._rederive_any(conn, touched, actor, run_id)
         return [] if mapping.timeline_only else gone
+
+    def _sources_gone(self, conn: sa.Connection, connection: str, rows: list[sa.Row[Any]], actor: str, run_id: int,
+                      now: datetime, *, stream: str | None = None, why: str | None = None) -> None:
+        """Source records deleted at their source: their data leaves the hub (an opt-out outlives
+        the record: it is the evidence that this person must not be contacted, and erasing it
+        could let an older opt-in elsewhere win), audited, and their customers derived again.
+        ``rows``: (id, source_id, golden_id[, stream]); ``stream`` when all are of one stream."""
+        st.tombstone_source_records(conn, [r.id for r in rows], opt_outs_only, now)
+        st.insert_audit(conn, [
+            {"at": now, "actor": actor, "action": "source_deleted", "golden_id": r.golden_id,
+             "details": {"connection": connection, "stream": stream or r.stream, "source_id": r.source_id,
+                         **({"why": why} if why else {})}}
+            for r in rows])
+        self._rederive_any(conn, {r.golden_id for r in rows}, actor, run_id)
 
     def forget_at_source(self, connection: str, source_ids: Iterable[str], why: str) -> int:
         """The tool of ``connection`` deleted these records (a privacy deletion it announced): the
@@ -865,11 +873,7 @@ class Hub:
                 rows = st.live_records_named(conn, connection, wanted)
                 if not rows:
                     return 0
-                st.tombstone_source_records(conn, [r.id for r in rows], opt_outs_only, now)
-                st.insert_audit(conn, [{"at": now, "actor": "webhook", "action": "source_deleted", "golden_id": r.golden_id,
-                                        "details": {"connection": connection, "stream": r.stream, "source_id": r.source_id,
-                                                    "why": why}} for r in rows])
-                self._rederive_any(conn, {r.golden_id for r in rows}, "webhook", 0)
+                self._sources_gone(conn, connection, rows, "webhook", 0, now, why=why)
             return len(rows)
 
     def _deletion_limit(self, connection: str, stream: str, gone: int, held: int) -> None:
