@@ -1120,19 +1120,10 @@ class ShopifyConnector(Connector):
         return found
 
     def create_customer(self, data: dict[str, Any], d: _Decision, s: ShopifyStreamSettings) -> str | None:
-        """Create a customer, unless one with the address exists already (a create whose answer
-        was lost): that one is used, so a retry never makes a duplicate."""
+        """Create a customer. The stream's write looked the address up just before (a customer made
+        in the shop, or by a create whose answer was lost, is updated instead), so a retry never
+        makes a duplicate."""
         email = data.get("email")
-        if email:
-            found = self.graphql(FIND_BY_EMAIL, {"query": f"email:{json.dumps(str(email))}"})
-            nodes = (found.get("customers") or {}).get("nodes") or []
-            if nodes:
-                gid = nodes[0]["id"]
-                if d.fields:
-                    self.mutate(CUSTOMER_UPDATE, {"input": {"id": gid, **d.fields}}, "customerUpdate")
-                if d.tags_add:
-                    self.mutate(TAGS_ADD, {"id": gid, "tags": d.tags_add}, "tagsAdd")
-                return gid
         payload = {**d.fields, "tags": d.tags_add}
         if email:
             payload["email"] = email
