@@ -644,6 +644,16 @@ class ShopifyStream(Stream):
                 self.name, self.PEEK_BY_EMAIL, len(emails))
             self._peek_skipped.update(rec.golden_id for e in emails[self.PEEK_BY_EMAIL:] for rec in by_email[e])
             emails = emails[:self.PEEK_BY_EMAIL]
+        for email, node in self._find_by_emails(emails).items():
+            for rec in by_email[email]:
+                self._peek_nodes[rec.golden_id] = node
+        self._peek_asked.update(rec.golden_id for e in emails for rec in by_email[e])
+        return {gid: _held_shape(node) for gid, node in self._peek_nodes.items()}
+
+    def _find_by_emails(self, emails: list[str]) -> dict[str, dict[str, Any]]:
+        """The customer holding each of these (lower-cased) addresses, where one does:
+        ``PEEK_EMAILS_PER_QUERY`` aliased searches a query."""
+        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(emails), self.PEEK_EMAILS_PER_QUERY):
             chunk = emails[start:start + self.PEEK_EMAILS_PER_QUERY]
             data = self.connector.graphql(_peek_by_email_query(len(chunk)),
@@ -652,11 +662,9 @@ class ShopifyStream(Stream):
                 for node in (data.get(f"c{i}") or {}).get("nodes") or []:
                     # The search is exact; still, only an address that matches is taken.
                     if isinstance(node, dict) and str(node.get("email") or "").strip().lower() == email:
-                        for rec in by_email[email]:
-                            self._peek_nodes[rec.golden_id] = node
+                        found[email] = node
                         break
-                self._peek_asked.update(rec.golden_id for rec in by_email[email])
-        return {gid: _held_shape(node) for gid, node in self._peek_nodes.items()}
+        return found
 
     def plan(self, records: Iterable[OutRecord], fields: list[str]) -> Iterator[PlannedWrite]:
         """What :meth:`write` would do. Decisions are the write's own (on the consent and tags
@@ -713,12 +721,10 @@ class ShopifyStream(Stream):
             # consent.
             existing: dict[str, str] = {}
             if self.settings.create_customers:
-                for rec in chunk:
-                    email = str(rec.data.get("email") or "").strip()
-                    if not rec.external_id and email:
-                        found = self._customers_by_email([email])
-                        if found:
-                            existing[rec.golden_id] = found[0]
+                unknown = {rec.golden_id: str(rec.data.get("email") or "").strip().lower()
+                           for rec in chunk if not rec.external_id and str(rec.data.get("email") or "").strip()}
+                found = self._find_by_emails(sorted(set(unknown.values())))
+                existing = {gid: str(found[e]["id"]) for gid, e in unknown.items() if e in found}
             current = self.connector.current_customers(
                 [r.external_id for r in chunk if r.external_id] + list(existing.values()))
             for rec in chunk:
